@@ -1,0 +1,39 @@
+//! `Server-Timing`: handlers note the phases they spent (cache, otp, db, ...) in a
+//! [`ServerTiming`] put into the response extensions; the `observe` middleware adds
+//! `total` and writes the header on every response.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+
+static SERVER_TIMING: axum::http::HeaderName = axum::http::HeaderName::from_static("server-timing");
+
+/// Phases of one request, in the order they were recorded.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTiming {
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl ServerTiming {
+    /// Adds `elapsed` to `phase` (phases recorded twice are summed).
+    pub fn record(&mut self, phase: &'static str, elapsed: Duration) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, d)) => *d += elapsed,
+            None => self.phases.push((phase, elapsed)),
+        }
+    }
+
+    /// Writes `phase;dur=<ms>, ..., total;dur=<ms>`.
+    pub fn write(&self, headers: &mut HeaderMap, total: Duration) {
+        let mut value = String::new();
+        for (phase, d) in self.phases.iter().chain(std::iter::once(&("total", total))) {
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            value.push_str(&format!("{phase};dur={:.3}", d.as_secs_f64() * 1000.0));
+        }
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(SERVER_TIMING.clone(), v);
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Composition: turns a [`Config`] into a running application state.
+//!
+//! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
+//! (lazy) pool and spawns the task that migrates and pre-warms it. [`AppState`] is the one
+//! cheap-to-clone handle every handler receives.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::config::Config;
+use crate::db::{self, Db, embedded::EmbeddedPostgres};
+use crate::telemetry::Metrics;
+
+/// Shared state of the service: configuration, database, metrics, lifecycle.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub metrics: Metrics,
+    pub started_at: Instant,
+    shutting_down: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, db: Db) -> Self {
+        Self(Arc::new(Inner {
+            config,
+            db,
+            metrics: Metrics::default(),
+            started_at: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// From now on `/readyz` answers 503, so load balancers stop sending traffic.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// A started application: its state, and the embedded database it owns, if any.
+#[derive(Debug)]
+pub struct App {
+    pub state: AppState,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl App {
+    /// Starts the database side (embedded server when `database_url` is unset) and spawns
+    /// the migrate-and-pre-warm task; `/readyz` turns 200 once it has succeeded.
+    pub async fn start(config: Config) -> Result<App> {
+        let (options, embedded) = connect_options(&config).await?;
+        let db = Db::new_lazy(&config, options);
+        let state = AppState::new(config, db);
+        let db_state = state.clone();
+        tokio::spawn(async move { db_state.db.prepare_until_ready().await });
+        Ok(App { state, embedded })
+    }
+
+    /// Stops what [`App::start`] started. Call after the HTTP server has drained.
+    pub async fn stop(self) -> Result<()> {
+        self.state.db.pool.close().await;
+        if let Some(pg) = &self.embedded {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Connection options for the configured database, starting the embedded server if needed.
+pub async fn connect_options(
+    config: &Config,
+) -> Result<(sqlx::postgres::PgConnectOptions, Option<EmbeddedPostgres>)> {
+    Ok(match &config.database_url {
+        Some(url) => (db::options_from_url(url.expose())?, None),
+        None => {
+            let pg = EmbeddedPostgres::start(&config.data_dir)
+                .await
+                .context("cannot start the embedded PostgreSQL")?;
+            (pg.connect_options(db::embedded::DATABASE), Some(pg))
+        }
+    })
+}

@@ -1,0 +1,140 @@
+//! PostgreSQL: the connection pool, migrations, and the embedded default database.
+//!
+//! The pool is created lazily so that the HTTP API comes up at once; [`Db::prepare`]
+//! applies the migrations and opens `db_min_connections` connections (pre-warming), and
+//! until it has succeeded `/readyz` answers 503. At start-up it is retried with backoff,
+//! so a database that comes up after the service is picked up by itself.
+
+pub mod embedded;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::Config;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database handle the API uses: the pool plus what start-up has achieved so far.
+#[derive(Debug)]
+pub struct Db {
+    pub pool: PgPool,
+    min_connections: u32,
+    prepared: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of the pool for `/memory-stats`.
+#[derive(Debug, serde::Serialize)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+    pub min: u32,
+}
+
+impl Db {
+    /// A lazy pool with the `WAYBILLS_DB_*` settings; nothing is opened yet.
+    pub fn new_lazy(config: &Config, options: PgConnectOptions) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.db_max_connections)
+            .min_connections(config.db_min_connections)
+            .acquire_timeout(config.db_acquire_timeout)
+            .idle_timeout(config.db_idle_timeout)
+            .max_lifetime(config.db_max_lifetime)
+            .connect_lazy_with(options);
+        Self {
+            pool,
+            min_connections: config.db_min_connections,
+            prepared: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Applies the migrations, then opens `db_min_connections` connections at once so the
+    /// first requests find them ready.
+    pub async fn prepare(&self) -> Result<()> {
+        let result = async {
+            MIGRATOR
+                .run(&self.pool)
+                .await
+                .context("cannot apply the database migrations")?;
+            let held = futures::future::try_join_all(
+                (0..self.min_connections.max(1)).map(|_| self.pool.acquire()),
+            )
+            .await
+            .context("cannot open the pre-warmed database connections")?;
+            drop(held);
+            anyhow::Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => {
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.prepared.store(true, Ordering::SeqCst);
+            }
+            Err(e) => {
+                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"))
+            }
+        }
+        result
+    }
+
+    /// Runs [`Db::prepare`] until it succeeds, backing off from 0.5 s up to 30 s.
+    pub async fn prepare_until_ready(&self) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.prepare().await {
+                Ok(()) => {
+                    tracing::info!(connections = self.pool.size(), "database ready");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        retry_in_s = delay.as_secs_f64(),
+                        "database not ready: {e:#}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Whether the database answers now: `Err` carries the reason for `/readyz`.
+    pub async fn check(&self) -> Result<(), String> {
+        if !self.prepared.load(Ordering::SeqCst) {
+            let last = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            return Err(last.unwrap_or_else(|| "connecting".into()));
+        }
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+            min: self.min_connections,
+        }
+    }
+}
+
+/// Connection options from `DATABASE_URL`.
+pub fn options_from_url(url: &str) -> Result<PgConnectOptions> {
+    url.parse::<PgConnectOptions>()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")
+}

@@ -1,0 +1,36 @@
+//! # gtfs-fetch
+//!
+//! A back-office service for a transit operator: it pulls GTFS data from
+//! OpenTripPlanner instances, keeps routes in memory, answers route queries and records
+//! waybills in PostgreSQL. `../shared/DESIGN.md` (and the README) give the big picture;
+//! this page is the map of the code.
+//!
+//! ## A tour, in the order a request meets the code
+//!
+//! - [`cli`]: the command line (`serve`, `migrate`, `config`) and exit codes. `main.rs`
+//!   only calls [`cli::run`].
+//! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
+//!   by a pure function, with one error naming the key at fault.
+//! - [`app`]: composition. [`app::App::start`] turns a config into an [`app::AppState`],
+//!   the one cheap-to-clone handle every handler gets.
+//! - [`server`]: the listener (SO_REUSEADDR, TCP_NODELAY) and graceful shutdown.
+//! - [`api`]: the HTTP API, one `router()` per area, one error type
+//!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
+//!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
+//! - [`db`]: the PostgreSQL pool, migrations (`migrations/`) and
+//!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set.
+//! - [`telemetry`]: logs (tracing, JSON off a terminal) and the metrics registry.
+//!
+//! The global allocator is jemalloc, so `/memory-stats` can report what the
+//! application itself holds (allocated) next to what the process holds (RSS).
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,162 @@
+//! Logs and metrics.
+//!
+//! Logs go through `tracing`: JSON lines when stdout is not a terminal (containers, systemd),
+//! readable text when it is. `RUST_LOG` filters them (default `info`). Every request runs in
+//! a span that carries its request id, so each line a request causes names it.
+//!
+//! Metrics are a `prometheus-client` registry owned by the application state (not a global:
+//! two services in one test process do not mix their counts), rendered by `GET /metrics`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
+pub fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::io::stdout().is_terminal() {
+        builder.try_init()
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route template (`/feeds/{gtfs_id}/routes`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<HttpLabels, Histogram>,
+    process_rss: Gauge,
+    allocator_allocated: Gauge,
+    db_pool_size: Gauge,
+    db_pool_idle: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~1.6 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gtfs_fetch");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response head",
+            http_duration.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        Self {
+            process_rss: gauge(
+                &mut registry,
+                "process_resident_memory_bytes",
+                "Resident set size",
+            ),
+            allocator_allocated: gauge(
+                &mut registry,
+                "allocator_allocated_bytes",
+                "Bytes allocated by the application (jemalloc)",
+            ),
+            db_pool_size: gauge(
+                &mut registry,
+                "db_pool_connections",
+                "Open database connections",
+            ),
+            db_pool_idle: gauge(
+                &mut registry,
+                "db_pool_idle_connections",
+                "Idle database connections",
+            ),
+            registry,
+            http_requests,
+            http_duration,
+        }
+    }
+}
+
+/// Values sampled at scrape time.
+pub struct Sample {
+    pub rss: u64,
+    pub allocated: u64,
+    pub db_pool_size: u32,
+    pub db_pool_idle: usize,
+}
+
+impl Metrics {
+    pub fn observe_http(&self, labels: HttpLabels, elapsed: Duration) {
+        self.http_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// The registry in the text exposition format, after updating the sampled gauges.
+    pub fn render(&self, sample: Sample) -> String {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.process_rss.set(clamp(sample.rss));
+        self.allocator_allocated.set(clamp(sample.allocated));
+        self.db_pool_size.set(sample.db_pool_size.into());
+        self.db_pool_idle.set(clamp(sample.db_pool_idle as u64));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Process and allocator memory, for `/memory-stats` and `/metrics`.
+#[derive(Debug, serde::Serialize)]
+pub struct MemorySample {
+    pub rss_bytes: u64,
+    pub virtual_bytes: u64,
+    pub allocated_bytes: u64,
+    pub resident_bytes: u64,
+}
+
+pub fn memory_sample() -> MemorySample {
+    let process = memory_stats::memory_stats();
+    // jemalloc caches its statistics: advance the epoch to refresh them.
+    let _ = tikv_jemalloc_ctl::epoch::advance();
+    MemorySample {
+        rss_bytes: process.map_or(0, |p| p.physical_mem as u64),
+        virtual_bytes: process.map_or(0, |p| p.virtual_mem as u64),
+        allocated_bytes: tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64,
+        resident_bytes: tikv_jemalloc_ctl::stats::resident::read().unwrap_or(0) as u64,
+    }
+}
