@@ -200,6 +200,17 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Stops the server without an async runtime (for `Drop` and process-exit hooks).
+    pub fn stop_blocking(&self) -> Result<()> {
+        if self
+            .running
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            run_command(self.stop_command(), "pg_ctl stop")?;
+        }
+        Ok(())
+    }
+
     /// Connection options for `database` in this cluster.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new_without_pgpass()
@@ -282,9 +293,7 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
-        if self.running.load(std::sync::atomic::Ordering::SeqCst)
-            && let Err(e) = run_command(self.stop_command(), "pg_ctl stop")
-        {
+        if let Err(e) = self.stop_blocking() {
             tracing::error!("could not stop the embedded PostgreSQL: {e:#}");
         }
     }

@@ -1,0 +1,192 @@
+//! Start, stop and restart: readiness follows the database, shutdown drains, the embedded
+//! database keeps its data across restarts.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use gtfs_fetch::app::App;
+use gtfs_fetch::db::embedded::{DATABASE, EmbeddedPostgres};
+
+use crate::support::{config_from, spawn_app_with, spawn_config};
+
+#[tokio::test]
+async fn readiness_follows_the_database_down_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = EmbeddedPostgres::start(dir.path()).await.unwrap();
+    let url = pg.url(DATABASE);
+    let config = config_from(&[("DATABASE_URL", &url), ("GTFS_LISTEN", "127.0.0.1:0")]);
+    let app = spawn_config(config, Router::new()).await;
+    app.wait_ready_status(200, Duration::from_secs(30)).await;
+
+    pg.stop().await.unwrap();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_ne!(body["checks"]["database"], "ok", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("database"),
+        "{body}"
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "alive while the database is down"
+    );
+
+    pg.start_server().await.unwrap();
+    app.wait_ready_status(200, Duration::from_secs(30)).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_waits_for_a_database_that_comes_up_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = EmbeddedPostgres::start(dir.path()).await.unwrap();
+    pg.stop().await.unwrap();
+    let url = pg.url(DATABASE);
+    let config = config_from(&[("DATABASE_URL", &url), ("GTFS_LISTEN", "127.0.0.1:0")]);
+    let app = spawn_config(config, Router::new()).await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    pg.start_server().await.unwrap();
+    app.wait_ready_status(200, Duration::from_secs(30)).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_turns_unready_then_finishes_requests_in_flight() {
+    let slow = Router::new().route(
+        "/test/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "done"
+        }),
+    );
+    let mut app = spawn_app_with(&[("GTFS_SHUTDOWN_DRAIN", "0.5")], slow).await;
+    let in_flight = tokio::spawn({
+        let client = app.client.clone();
+        let url = app.url("/test/slow");
+        async move { client.get(url).send().await?.text().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.signal_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // During the drain the listener is open and readiness says 503.
+    let fresh = reqwest::Client::new();
+    let res = fresh.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["checks"]["shutdown"], "shutting down");
+
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        "done",
+        "the request in flight finished"
+    );
+    let addr = app.addr;
+    app.stop().await.expect("clean exit");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn embedded_database_keeps_data_across_restarts_and_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let vars = [
+        ("GTFS_DATA_DIR", data_dir.as_str()),
+        ("GTFS_LISTEN", "127.0.0.1:0"),
+    ];
+
+    let app = spawn_config(config_from(&vars), Router::new()).await;
+    app.wait_ready_status(200, Duration::from_secs(60)).await;
+    sqlx::query(
+        "INSERT INTO feed_fetch (instance, started_at, outcome) VALUES ('kept', now(), 'failed')",
+    )
+    .execute(&app.state.db.pool)
+    .await
+    .unwrap();
+
+    // A second service on the same data_dir is refused while the first runs.
+    let second = App::start(config_from(&vars)).await;
+    let err = format!("{:#}", second.expect_err("the data dir is locked"));
+    assert!(err.contains("in use by another gtfs-fetch"), "{err}");
+
+    app.stop().await.unwrap();
+
+    let app = spawn_config(config_from(&vars), Router::new()).await;
+    app.wait_ready_status(200, Duration::from_secs(60)).await;
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_fetch WHERE instance = 'kept'")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    app.stop().await.unwrap();
+}
+
+#[test]
+fn migrate_and_serve_commands_work_end_to_end() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_gtfs-fetch");
+    let out = Command::new(bin)
+        .arg("migrate")
+        .env("GTFS_DATA_DIR", data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("GTFS_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // serve on a free port, answer /healthz, exit 0 on SIGTERM.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin)
+        .env("GTFS_DATA_DIR", data_dir)
+        .env("GTFS_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("DATABASE_URL")
+        .env_remove("GTFS_CONFIG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ready = rt.block_on(async {
+        for _ in 0..300 {
+            if let Ok(res) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await
+                && res.status() == 200
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(ready, "serve became ready");
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    // The embedded server was stopped with the service: the data dir is free again.
+    assert!(
+        !dir.path().join("pg/postmaster.pid").exists(),
+        "embedded PostgreSQL stopped"
+    );
+}

@@ -1,0 +1,127 @@
+//! Ops endpoints through a real socket, on a real PostgreSQL.
+
+use crate::support::{SECRET_PASSWORD, spawn_app, spawn_app_with};
+use axum::Router;
+use serde_json::Value;
+
+#[tokio::test]
+async fn healthz_answers_with_request_id_and_server_timing() {
+    let app = spawn_app().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["x-request-id"].to_str().unwrap().len() >= 32);
+    let timing = res.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert!(timing.contains("total;dur="), "{timing}");
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+
+    // A client's own request id is kept and echoed.
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_reports_the_database() {
+    let app = spawn_app().await;
+    let body: Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "ok");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn config_shows_flat_keys_and_hides_the_database_password() {
+    let app = spawn_app_with(
+        &[
+            ("GTFS_CONNECTION_LIMIT", "77"),
+            ("GTFS_OPS_TOKEN", "tok-xyz"),
+        ],
+        Router::new(),
+    )
+    .await;
+    let res = app.get("/config").await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["connection_limit"], 77);
+    assert_eq!(body["db_max_connections"], 20);
+    assert!(
+        body["database_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres://")
+    );
+    assert!(!text.contains(SECRET_PASSWORD), "password leaked: {text}");
+    assert!(!text.contains("tok-xyz"), "token leaked: {text}");
+    assert_eq!(body["ops_token"], "***");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_stats_shows_process_allocator_and_a_prewarmed_pool() {
+    let app = spawn_app_with(&[("WAYBILLS_DB_MIN_CONNECTIONS", "4")], Router::new()).await;
+    let body: Value = app.get("/memory-stats").await.json().await.unwrap();
+    assert!(
+        body["process"]["rss_bytes"].as_u64().unwrap() > 1_000_000,
+        "{body}"
+    );
+    assert!(
+        body["allocator"]["allocated_bytes"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    assert!(
+        body["allocator"]["resident_bytes"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    let pool = &body["database_pool"];
+    assert!(pool["size"].as_u64().unwrap() >= 4, "pre-warmed: {pool}");
+    assert!(pool["idle"].as_u64().is_some());
+    assert_eq!(pool["max"], 20);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_status() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        app.get("/healthz").await;
+    }
+    app.get("/no/such/thing").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"gtfs_fetch_http_requests_total{method="GET",route="/healthz",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    assert!(
+        text.contains("gtfs_fetch_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("gtfs_fetch_db_pool_connections"), "{text}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_are_problem_json() {
+    let app = spawn_app().await;
+    let res = app.get("/no/such/thing").await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["title"], "Not Found");
+    assert!(body["detail"].is_string());
+    let res = app.client.post(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    app.stop().await.unwrap();
+}
