@@ -1,0 +1,130 @@
+//! The feed data model the rest of the service works with, whatever the source (OTP 2
+//! GraphQL, OTP 1 REST index, or a GTFS zip). These are also the shapes of the route API's
+//! JSON answers, so field names follow DESIGN.md's contract.
+//!
+//! Ids are the GTFS ids *inside* a feed (`route_id`, `stop_id`, `trip_id`), never OTP's
+//! `feedId:localId` form; adapters split OTP ids on the first `:`.
+
+use serde::{Deserialize, Serialize};
+
+/// One route, as listed by `GET /feeds/{gtfs_id}/routes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteSummary {
+    pub route_id: String,
+    pub agency_id: Option<String>,
+    pub short_name: Option<String>,
+    pub long_name: Option<String>,
+    /// GTFS `route_type` (0 tram, 1 subway, 2 rail, 3 bus, ... and extended types).
+    #[serde(rename = "type")]
+    pub route_type: i32,
+    /// OTP's transport mode name (`BUS`, `RAIL`, `SUBWAY`, `TRAM`, ...), derived from
+    /// `route_type` for GTFS zips with [`mode_of_route_type`].
+    pub mode: String,
+    /// Hex colour without `#`, as in GTFS (`0d0d0d`).
+    pub color: Option<String>,
+    pub text_color: Option<String>,
+    pub sort_order: Option<u32>,
+}
+
+/// A stop on a pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopRef {
+    pub stop_id: String,
+    pub name: Option<String>,
+    pub code: Option<String>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+}
+
+/// A distinct ordered stop sequence of a route, with the trips that run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pattern {
+    /// Stable within a feed version: OTP's pattern code, or for zips
+    /// `{route_id}:{direction_id or x}:{n}` in order of first appearance.
+    pub pattern_id: String,
+    pub direction_id: Option<u8>,
+    pub headsign: Option<String>,
+    pub stops: Vec<StopRef>,
+    pub trip_count: usize,
+}
+
+/// A route with its patterns, as answered by `GET /feeds/{gtfs_id}/routes/{route_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDetail {
+    #[serde(flatten)]
+    pub summary: RouteSummary,
+    pub patterns: Vec<Pattern>,
+    pub trip_count: usize,
+}
+
+/// A feed as an OTP instance lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedInfo {
+    pub gtfs_id: String,
+    /// Agency ids (inside the feed) with their time zones, when the source says.
+    pub agencies: Vec<AgencyInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgencyInfo {
+    pub agency_id: Option<String>,
+    pub name: String,
+    pub timezone: Option<String>,
+}
+
+/// OTP's mode name for a GTFS `route_type`, basic and extended (Google's extended route
+/// types: 100-199 rail, 200-299 coach, 400-499 urban rail, 700-799 bus, 900-999 tram,
+/// 1000-1099 water, 1100-1199 air, 1300-1399 aerial lift, 1400-1499 funicular, 1500-1599 taxi).
+pub fn mode_of_route_type(route_type: i32) -> &'static str {
+    match route_type {
+        0 => "TRAM",
+        1 => "SUBWAY",
+        2 => "RAIL",
+        3 => "BUS",
+        4 => "FERRY",
+        5 => "CABLE_CAR",
+        6 => "GONDOLA",
+        7 => "FUNICULAR",
+        11 => "TROLLEYBUS",
+        12 => "MONORAIL",
+        100..=199 => "RAIL",
+        200..=299 => "COACH",
+        400..=401 | 403..=404 => "SUBWAY",
+        402 | 405 => "MONORAIL",
+        700..=799 => "BUS",
+        800..=899 => "TROLLEYBUS",
+        900..=999 => "TRAM",
+        1000..=1099 | 1200..=1299 => "FERRY",
+        1100..=1199 => "AIRPLANE",
+        1300..=1399 => "GONDOLA",
+        1400..=1499 => "FUNICULAR",
+        1500..=1599 => "TAXI",
+        _ => "BUS",
+    }
+}
+
+/// GTFS `route_type` for an OTP mode name (the inverse of [`mode_of_route_type`] on the
+/// basic types), for sources that give a mode but no type.
+pub fn route_type_of_mode(mode: &str) -> i32 {
+    match mode {
+        "TRAM" => 0,
+        "SUBWAY" => 1,
+        "RAIL" => 2,
+        "BUS" | "COACH" => 3,
+        "FERRY" => 4,
+        "CABLE_CAR" => 5,
+        "GONDOLA" => 6,
+        "FUNICULAR" => 7,
+        "TROLLEYBUS" => 11,
+        "MONORAIL" => 12,
+        "AIRPLANE" => 1100,
+        "TAXI" => 1500,
+        _ => 3,
+    }
+}
+
+/// Splits OTP's `feedId:localId` into its two parts (on the first `:`; local ids may
+/// contain more colons). `None` when there is no `:`.
+pub fn split_otp_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once(':')
+}
