@@ -1,0 +1,692 @@
+//! OTP 2's GTFS GraphQL API: request bodies and response parsers (no I/O).
+//!
+//! Every request is a `POST` of a JSON body `{"query", "operationName", "variables"}` to
+//! the instance's `graphql_path` (`/otp/gtfs/v1`; older 2.x releases:
+//! `/otp/routers/default/index/graphql`). Three operations, named `Feeds`, `Routes` and
+//! `Route`; the test OTP simulator dispatches on those names. Their documents are checked
+//! against OTP's own schema in the tests below. They are valid against every release's
+//! schema from 2.0.0 on, except `Route.sortOrder`, which OTP has had since 2.6.0: older
+//! servers refuse `Routes` and `Route` with a validation error (seen here as
+//! [`AdapterError::Malformed`] naming `sortOrder`). The parsers take a missing
+//! `sortOrder` as none, so the same documents without it would work there.
+//!
+//! Reading the answers:
+//! - any top-level `errors` entry makes the answer [`AdapterError::Malformed`], with the
+//!   first message: GraphQL nulls out the fields that failed, so the data next to errors
+//!   is incomplete in ways we cannot tell from real nulls (`trips: null` would read as
+//!   "no trips"), and the caller keeps its last good data instead;
+//! - ids `feedId:localId` become local ids; a route of another feed is left out of a
+//!   route list, and is an error as a route detail; so is an agency of another feed
+//!   (OTP scopes agencies by their route's feed). Pattern stops may come
+//!   from another feed when the instance uses OTP's stop consolidation (it swaps stops in
+//!   patterns for a "primary" stop of another feed): such a stop keeps its full OTP id;
+//! - a missing `type` is derived from `mode` ([`route_type_of_mode`]) and a missing
+//!   `mode` from `type`; `directionId` -1 (OTP's "no direction") is `None`.
+
+use serde_json::{Value, json};
+
+use super::{
+    AdapterError, Obj, array, color, direction, echo, kind, local_id, malformed, objects,
+    parse_body, sort_order, split_id, stop_id,
+};
+use crate::feed::model::{
+    AgencyInfo, FeedInfo, Pattern, RouteDetail, RouteSummary, StopRef, mode_of_route_type,
+    route_type_of_mode,
+};
+
+/// Every feed with its agencies.
+pub const FEEDS_QUERY: &str = "\
+query Feeds {
+  feeds {
+    feedId
+    agencies { gtfsId name timezone }
+  }
+}";
+
+/// The routes of the feeds in `$feeds`.
+pub const ROUTES_QUERY: &str = "\
+query Routes($feeds: [String]) {
+  routes(feeds: $feeds) {
+    gtfsId shortName longName mode type color textColor sortOrder
+    agency { gtfsId }
+  }
+}";
+
+/// One route (`$id` = `feedId:routeId`) with its patterns, their stops and trips.
+pub const ROUTE_QUERY: &str = "\
+query Route($id: String!) {
+  route(id: $id) {
+    gtfsId shortName longName mode type color textColor sortOrder
+    agency { gtfsId }
+    patterns {
+      code directionId headsign
+      stops { gtfsId name code lat lon }
+      trips { gtfsId }
+    }
+  }
+}";
+
+fn request(query: &str, operation: &str, variables: Value) -> Value {
+    json!({ "query": query, "operationName": operation, "variables": variables })
+}
+
+/// The body of the `Feeds` request.
+pub fn feeds_request() -> Value {
+    request(FEEDS_QUERY, "Feeds", json!({}))
+}
+
+/// The body of the `Routes` request for one feed.
+pub fn routes_request(gtfs_id: &str) -> Value {
+    request(ROUTES_QUERY, "Routes", json!({ "feeds": [gtfs_id] }))
+}
+
+/// The body of the `Route` request for `route_id` of feed `gtfs_id`.
+pub fn route_request(gtfs_id: &str, route_id: &str) -> Value {
+    request(
+        ROUTE_QUERY,
+        "Route",
+        json!({ "id": format!("{gtfs_id}:{route_id}") }),
+    )
+}
+
+/// The answer to [`feeds_request`].
+pub fn parse_feeds(body: &[u8]) -> Result<Vec<FeedInfo>, AdapterError> {
+    let root = parse_body(body)?;
+    let data = data(&root)?;
+    objects(data.array("feeds")?, "data.feeds")
+        .map(|feed| {
+            let feed = feed?;
+            let gtfs_id = feed.str("feedId")?;
+            let agencies_path = feed.path_of("agencies");
+            let agencies = objects(feed.opt_array("agencies")?, &agencies_path)
+                .map(|agency| {
+                    let agency = agency?;
+                    let id = agency.str("gtfsId")?;
+                    Ok(AgencyInfo {
+                        agency_id: Some(local_id(id, gtfs_id, &agency.path_of("gtfsId"))?.into()),
+                        name: agency.str("name")?.into(),
+                        timezone: agency.opt_str("timezone")?.map(str::to_owned),
+                    })
+                })
+                .collect::<Result<_, AdapterError>>()?;
+            Ok(FeedInfo {
+                gtfs_id: gtfs_id.into(),
+                agencies,
+            })
+        })
+        .collect()
+}
+
+/// The answer to [`routes_request`]: the routes of feed `gtfs_id`, in OTP's order
+/// (routes of other feeds are left out).
+pub fn parse_routes(gtfs_id: &str, body: &[u8]) -> Result<Vec<RouteSummary>, AdapterError> {
+    let root = parse_body(body)?;
+    let data = data(&root)?;
+    let routes = data.array("routes")?;
+    let mut out = Vec::with_capacity(routes.len());
+    for route in objects(routes, "data.routes") {
+        let route = route?;
+        let (feed, route_id) = split_id(route.str("gtfsId")?, &route.path_of("gtfsId"))?;
+        if feed == gtfs_id {
+            out.push(summary(&route, gtfs_id, route_id)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The answer to [`route_request`]: `Ok(None)` when OTP knows no such route
+/// (`data.route` is null).
+pub fn parse_route(gtfs_id: &str, body: &[u8]) -> Result<Option<RouteDetail>, AdapterError> {
+    let root = parse_body(body)?;
+    let data = data(&root)?;
+    if !data.map.contains_key("route") {
+        return Err(malformed("data.route: missing"));
+    }
+    let Some(route) = data.opt_obj("route")? else {
+        return Ok(None);
+    };
+    let route_id = local_id(route.str("gtfsId")?, gtfs_id, &route.path_of("gtfsId"))?;
+    let summary = summary(&route, gtfs_id, route_id)?;
+
+    let patterns_path = route.path_of("patterns");
+    let patterns = objects(route.opt_array("patterns")?, &patterns_path)
+        .map(|p| pattern(&p?, gtfs_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(RouteDetail {
+        summary,
+        trip_count: patterns.iter().map(|p| p.trip_count).sum(),
+        patterns,
+    }))
+}
+
+/// `data` of a GraphQL answer, after checking there are no `errors`.
+fn data(root: &Value) -> Result<Obj<'_>, AdapterError> {
+    let Value::Object(top) = root else {
+        return Err(malformed(format!(
+            "expected a GraphQL answer (an object), found {}",
+            kind(root)
+        )));
+    };
+    if let Some(errors) = top.get("errors").filter(|e| !e.is_null()) {
+        let errors = array(errors, "errors")?;
+        if let Some(first) = errors.first() {
+            let message = first
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)");
+            return Err(malformed(format!(
+                "GraphQL errors ({}), first: {}",
+                errors.len(),
+                echo(message)
+            )));
+        }
+    }
+    match top.get("data") {
+        None => Err(malformed("data: missing")),
+        Some(data) => Obj::new(data, "data".into()),
+    }
+}
+
+/// The summary fields of a route object (`Routes` and `Route` select the same ones).
+fn summary(route: &Obj<'_>, gtfs_id: &str, route_id: &str) -> Result<RouteSummary, AdapterError> {
+    let agency_id = match route.opt_obj("agency")? {
+        Some(agency) => {
+            let id = agency.str("gtfsId")?;
+            Some(local_id(id, gtfs_id, &agency.path_of("gtfsId"))?.to_owned())
+        }
+        None => None,
+    };
+    let mode = route.opt_str("mode")?;
+    let route_type = route
+        .opt_i64("type")?
+        .map(|t| super::route_type(t, &route.path_of("type")))
+        .transpose()?;
+    let (route_type, mode) = match (route_type, mode) {
+        (Some(t), Some(m)) => (t, m.to_owned()),
+        (None, Some(m)) => (route_type_of_mode(m), m.to_owned()),
+        (Some(t), None) => (t, mode_of_route_type(t).to_owned()),
+        (None, None) => {
+            return Err(malformed(format!("{}: neither mode nor type", route.path)));
+        }
+    };
+    Ok(RouteSummary {
+        route_id: route_id.to_owned(),
+        agency_id,
+        short_name: route.opt_str("shortName")?.map(str::to_owned),
+        long_name: route.opt_str("longName")?.map(str::to_owned),
+        route_type,
+        mode,
+        color: color(route.opt_str("color")?),
+        text_color: color(route.opt_str("textColor")?),
+        sort_order: sort_order(route.opt_i64("sortOrder")?),
+    })
+}
+
+fn pattern(p: &Obj<'_>, gtfs_id: &str) -> Result<Pattern, AdapterError> {
+    let stops_path = p.path_of("stops");
+    let stops = objects(p.opt_array("stops")?, &stops_path)
+        .map(|s| {
+            let s = s?;
+            Ok(StopRef {
+                stop_id: stop_id(s.str("gtfsId")?, gtfs_id, &s.path_of("gtfsId"))?,
+                name: s.opt_str("name")?.map(str::to_owned),
+                code: s.opt_str("code")?.map(str::to_owned),
+                lat: s.opt_f64("lat")?,
+                lon: s.opt_f64("lon")?,
+            })
+        })
+        .collect::<Result<_, AdapterError>>()?;
+    let trips_path = p.path_of("trips");
+    let trips = p.opt_array("trips")?;
+    for trip in objects(trips, &trips_path) {
+        trip?.str("gtfsId")?;
+    }
+    Ok(Pattern {
+        pattern_id: p.str("code")?.to_owned(),
+        direction_id: direction(p.opt_i64("directionId")?, &p.path_of("directionId"))?,
+        headsign: p.opt_str("headsign")?.map(str::to_owned),
+        stops,
+        trip_count: trips.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apollo_compiler::{ExecutableDocument, Schema, validation::Valid};
+    use std::sync::OnceLock;
+
+    const SCHEMA: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/otp/2.x/schema/schema.graphqls"
+    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otp/2.x");
+
+    fn schema() -> &'static Valid<Schema> {
+        static SCHEMA_CELL: OnceLock<Valid<Schema>> = OnceLock::new();
+        SCHEMA_CELL.get_or_init(|| {
+            let text = std::fs::read_to_string(SCHEMA).expect("OTP schema fixture");
+            Schema::parse_and_validate(text, SCHEMA).expect("OTP's schema is valid")
+        })
+    }
+
+    /// Parses and validates `query` against OTP's schema; checks that `operation` is an
+    /// operation of it declaring exactly the variables in `variables`.
+    fn validate(query: &str, operation: &str, variables: &Value) -> Result<(), String> {
+        let doc = ExecutableDocument::parse_and_validate(schema(), query, "query.graphql")
+            .map_err(|e| e.errors.to_string())?;
+        let op = doc
+            .operations
+            .get(Some(operation))
+            .map_err(|_| format!("no operation named {operation}"))?;
+        let mut declared: Vec<&str> = op.variables.iter().map(|v| v.name.as_str()).collect();
+        let mut sent: Vec<&str> = variables
+            .as_object()
+            .ok_or("variables is not an object")?
+            .keys()
+            .map(String::as_str)
+            .collect();
+        declared.sort_unstable();
+        sent.sort_unstable();
+        if declared != sent {
+            return Err(format!("declared {declared:?}, sent {sent:?}"));
+        }
+        Ok(())
+    }
+
+    fn validate_request(body: &Value) -> Result<(), String> {
+        validate(
+            body["query"].as_str().ok_or("no query")?,
+            body["operationName"].as_str().ok_or("no operationName")?,
+            &body["variables"],
+        )
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture")
+    }
+
+    fn msg(err: AdapterError) -> String {
+        let AdapterError::Malformed(m) = err;
+        m
+    }
+
+    #[test]
+    fn every_request_validates_against_otp_schema() {
+        for body in [
+            feeds_request(),
+            routes_request("F"),
+            route_request("F", "a/b c#d"),
+        ] {
+            validate_request(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_queries() {
+        // Negative controls: the same helper must fail on a misspelled field, a wrong
+        // argument, an undeclared variable and a wrong operation name.
+        let typo = ROUTES_QUERY.replace("shortName", "shortNmae");
+        let err = validate(&typo, "Routes", &json!({"feeds": ["F"]})).unwrap_err();
+        assert!(err.contains("shortNmae"), "{err}");
+        let bad_arg = ROUTE_QUERY.replace("route(id: $id)", "route(gtfsId: $id)");
+        assert!(validate(&bad_arg, "Route", &json!({"id": "F:1"})).is_err());
+        assert!(validate(ROUTE_QUERY, "Route", &json!({})).is_err());
+        assert!(validate(FEEDS_QUERY, "Feed", &json!({})).is_err());
+        // And the fixtures' own queries pass, so the schema is read right.
+        for q in ["routes-tutorial", "routes-extended", "feedinfo", "patterns"] {
+            let text = String::from_utf8(fixture(&format!("queries/{q}.graphql"))).unwrap();
+            ExecutableDocument::parse_and_validate(schema(), text, q).expect(q);
+        }
+    }
+
+    #[test]
+    fn request_bodies() {
+        assert_eq!(routes_request("F")["variables"], json!({"feeds": ["F"]}));
+        let r = route_request("F", "a:b");
+        assert_eq!(r["variables"], json!({"id": "F:a:b"}));
+        assert_eq!(r["operationName"], "Route");
+        assert_eq!(feeds_request()["operationName"], "Feeds");
+    }
+
+    #[test]
+    fn routes_fixtures() {
+        for name in ["routes-tutorial", "routes-extended"] {
+            let body = fixture(&format!("expectations/{name}.json"));
+            let routes = parse_routes("F", &body).unwrap();
+            assert_eq!(routes.len(), 16, "{name}");
+            let bus = routes.iter().find(|r| r.route_id == "BUS").unwrap();
+            assert_eq!(bus.agency_id.as_deref(), Some("A1"));
+            assert_eq!(bus.short_name.as_deref(), Some("RBUS"));
+            assert_eq!(bus.long_name.as_deref(), Some("Long name for BUS"));
+            assert_eq!((bus.route_type, bus.mode.as_str()), (3, "BUS"));
+            let tram = routes.iter().find(|r| r.route_id == "TRAM").unwrap();
+            assert_eq!((tram.route_type, tram.mode.as_str()), (0, "TRAM"));
+            let air = routes.iter().find(|r| r.route_id == "AIRPLANE").unwrap();
+            assert_eq!(air.route_type, 1100);
+            // Other feeds are left out.
+            assert!(parse_routes("G", &body).unwrap().is_empty());
+        }
+        let ext = parse_routes("F", &fixture("expectations/routes-extended.json")).unwrap();
+        let sort = |id: &str| ext.iter().find(|r| r.route_id == id).unwrap().sort_order;
+        assert_eq!(sort("AIRPLANE"), Some(6));
+        assert_eq!(sort("RAIL"), None);
+    }
+
+    #[test]
+    fn routes_mixed_feeds_and_type() {
+        let body = json!({"data": {"routes": [
+            {"gtfsId": "F:1", "mode": "BUS", "type": 715, "color": "#00ff00", "textColor": "",
+             "shortName": "1", "longName": null, "sortOrder": 2, "agency": null},
+            {"gtfsId": "G:2", "mode": "RAIL", "type": 2, "agency": {"gtfsId": "G:a"}},
+            {"gtfsId": "F:3:x", "type": 1, "agency": {"gtfsId": "F:a"}}
+        ]}});
+        let routes = parse_routes("F", body.to_string().as_bytes()).unwrap();
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].route_type, 715);
+        assert_eq!(routes[0].color.as_deref(), Some("00ff00"));
+        assert_eq!(routes[0].text_color, None);
+        assert_eq!(routes[0].long_name, None);
+        assert_eq!(routes[0].agency_id, None);
+        assert_eq!(routes[1].route_id, "3:x");
+        assert_eq!(routes[1].mode, "SUBWAY");
+    }
+
+    #[test]
+    fn feeds_fixture_shape() {
+        // OTP's feedinfo fixture selects no feedId: the parser walks data.feeds and says so.
+        let raw = fixture("expectations/feedinfo.json");
+        let err = msg(parse_feeds(&raw).unwrap_err());
+        assert_eq!(err, "data.feeds[0].feedId: missing");
+        // The same answer with the fields our query selects.
+        let mut v: Value = serde_json::from_slice(&raw).unwrap();
+        let feed = &mut v["data"]["feeds"][0];
+        feed["feedId"] = json!("F");
+        feed["agencies"][0]["gtfsId"] = json!("F:A1");
+        feed["agencies"][0]["timezone"] = json!("Europe/Berlin");
+        let feeds = parse_feeds(v.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            feeds,
+            vec![FeedInfo {
+                gtfs_id: "F".into(),
+                agencies: vec![AgencyInfo {
+                    agency_id: Some("A1".into()),
+                    name: "speedtransit".into(),
+                    timezone: Some("Europe/Berlin".into()),
+                }],
+            }]
+        );
+        // A feed without agencies, and an agency of another feed.
+        let body = json!({"data": {"feeds": [{"feedId": "X", "agencies": null}]}});
+        assert_eq!(
+            parse_feeds(body.to_string().as_bytes()).unwrap()[0].agencies,
+            vec![]
+        );
+        let body = json!({"data": {"feeds": [{"feedId": "X", "agencies": [
+            {"gtfsId": "Y:1", "name": "n", "timezone": "UTC"}]}]}});
+        assert!(parse_feeds(body.to_string().as_bytes()).is_err());
+    }
+
+    /// Decodes standard base64 (the mock's pattern ids are Relay ids `Pattern:{code}`).
+    fn base64(s: &str) -> String {
+        const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in s.bytes().filter(|&c| c != b'=') {
+            bits = bits << 6 | ABC.iter().position(|&a| a == c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A raw GraphQL `Route` answer built from otp-ui's CobbLinc mock (a client-side
+    /// shape): route fields as they are; patterns as a list with `code` and `directionId`
+    /// from the decoded Relay id, stops as `gtfsId`/`name`/`code`/`lat`/`lon`. The mock
+    /// holds no trips and no headsigns: three trips are made up for the first pattern.
+    fn mock_route_answer() -> Value {
+        let mock: Value = serde_json::from_slice(&fixture("mock-route-otp2.json")).unwrap();
+        let patterns: Vec<Value> = mock["patterns"]
+            .as_object()
+            .unwrap()
+            .values()
+            .enumerate()
+            .map(|(i, p)| {
+                let relay = base64(p["id"].as_str().unwrap());
+                let code = relay.strip_prefix("Pattern:").unwrap().to_owned();
+                let direction: i64 = code.split(':').nth(2).unwrap().parse().unwrap();
+                let stops: Vec<Value> = p["stops"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        json!({"gtfsId": s["id"], "name": s["name"], "code": s["code"],
+                               "lat": s["lat"], "lon": s["lon"]})
+                    })
+                    .collect();
+                let trips: Vec<Value> = (0..if i == 0 { 3 } else { 0 })
+                    .map(|t| json!({"gtfsId": format!("4:trip{t}")}))
+                    .collect();
+                json!({"code": code, "directionId": direction, "headsign": null,
+                       "stops": stops, "trips": trips})
+            })
+            .collect();
+        json!({"data": {"route": {
+            "gtfsId": mock["id"], "shortName": mock["shortName"], "longName": mock["longName"],
+            "mode": mock["mode"], "type": mock["type"], "color": mock["color"],
+            "textColor": mock["textColor"], "sortOrder": null,
+            "agency": {"gtfsId": mock["agency"]["id"]},
+            "patterns": patterns
+        }}})
+    }
+
+    #[test]
+    fn route_from_cobblinc_mock() {
+        let body = mock_route_answer().to_string();
+        let route = parse_route("4", body.as_bytes()).unwrap().unwrap();
+        let s = &route.summary;
+        assert_eq!(s.route_id, "101");
+        assert_eq!(s.agency_id.as_deref(), Some("1"));
+        assert_eq!(s.short_name.as_deref(), Some("101"));
+        assert_eq!(s.long_name.as_deref(), Some("MARTA Civic/5 Points - MTC"));
+        assert_eq!((s.route_type, s.mode.as_str()), (3, "BUS"));
+        assert_eq!(s.color.as_deref(), Some("0d0d0d"));
+        assert_eq!(s.text_color.as_deref(), Some("f2f2f2"));
+        assert_eq!(s.sort_order, None);
+        assert_eq!(route.patterns.len(), 2);
+        let p0 = &route.patterns[0];
+        assert_eq!(p0.pattern_id, "4:101:0:01");
+        assert_eq!(p0.direction_id, Some(0));
+        assert_eq!(p0.headsign, None);
+        assert_eq!(p0.stops.len(), 16);
+        assert_eq!(
+            p0.stops[0],
+            StopRef {
+                stop_id: "30".into(),
+                name: Some("MARIETTA TRANSFER CENTER".into()),
+                code: Some("920030".into()),
+                lat: Some(33.941682),
+                lon: Some(-84.529481),
+            }
+        );
+        assert_eq!(p0.trip_count, 3);
+        let p1 = &route.patterns[1];
+        assert_eq!(
+            (p1.pattern_id.as_str(), p1.direction_id),
+            ("4:101:1:01", Some(1))
+        );
+        assert_eq!((p1.stops.len(), p1.trip_count), (19, 0));
+        assert_eq!(route.trip_count, 3);
+        // The route of another feed is an error, not a silent relabel.
+        let err = msg(parse_route("5", body.as_bytes()).unwrap_err());
+        assert!(err.starts_with("data.route.gtfsId:"), "{err}");
+    }
+
+    #[test]
+    fn route_details() {
+        // Unknown route.
+        assert_eq!(
+            parse_route("F", br#"{"data":{"route":null}}"#).unwrap(),
+            None
+        );
+        // Minimal route: no patterns, direction -1, null lists, a consolidated stop of
+        // another feed keeps its full id.
+        let body = json!({"data": {"route": {"gtfsId": "F:r", "mode": "TRAM", "patterns": [
+            {"code": "F:r:0:01", "directionId": -1, "headsign": "Town", "trips": null,
+             "stops": [{"gtfsId": "F:s1"}, {"gtfsId": "MARTA:907"}]},
+            {"code": "F:r:1:01", "directionId": null, "stops": null, "trips": [{"gtfsId": "F:t"}]}
+        ]}}});
+        let r = parse_route("F", body.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.summary.route_type, 0);
+        assert_eq!(r.patterns[0].direction_id, None);
+        assert_eq!(r.patterns[0].headsign.as_deref(), Some("Town"));
+        assert_eq!(r.patterns[0].stops[0].stop_id, "s1");
+        assert_eq!(r.patterns[0].stops[1].stop_id, "MARTA:907");
+        assert_eq!(r.patterns[0].trip_count, 0);
+        assert_eq!(r.patterns[1].direction_id, None);
+        assert!(r.patterns[1].stops.is_empty());
+        assert_eq!(r.trip_count, 1);
+        let body = json!({"data": {"route": {"gtfsId": "F:r", "mode": "BUS"}}});
+        let r = parse_route("F", body.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert!(r.patterns.is_empty());
+        assert_eq!(r.trip_count, 0);
+    }
+
+    #[test]
+    fn bad_bodies_are_malformed() {
+        let routes_cases: &[(&str, &str)] = &[
+            ("", "empty body"),
+            ("garbage", "not JSON"),
+            ("{}", "data: missing"),
+            ("[]", "found an array"),
+            (r#"{"data":null}"#, "data: expected an object, found null"),
+            (r#"{"errors":[{"message":"boom"}]}"#, "boom"),
+            (
+                r#"{"data":{"routes":null},"errors":[{"message":"boom"}]}"#,
+                "boom",
+            ),
+            (r#"{"errors":"boom"}"#, "errors: expected an array"),
+            (
+                r#"{"data":{"routes":[{"gtfsId":"F:1","mode":"BUS""#,
+                "not JSON",
+            ),
+            (
+                r#"{"data":{"routes":5}}"#,
+                "data.routes: expected an array, found a number",
+            ),
+            (r#"{"data":{"routes":null}}"#, "data.routes: is null"),
+            (
+                r#"{"data":{"routes":[null]}}"#,
+                "data.routes[0]: expected an object, found null",
+            ),
+            (
+                r#"{"data":{"routes":[{"gtfsId":"nocolon","mode":"BUS"}]}}"#,
+                "not a feedId:localId",
+            ),
+            (
+                r#"{"data":{"routes":[{"gtfsId":7}]}}"#,
+                "data.routes[0].gtfsId: expected a string",
+            ),
+            (
+                r#"{"data":{"routes":[{"gtfsId":"F:1"}]}}"#,
+                "neither mode nor type",
+            ),
+            (
+                r#"{"data":{"routes":[{"gtfsId":"F:1","mode":"BUS","type":"3"}]}}"#,
+                "data.routes[0].type: expected an integer",
+            ),
+            (
+                r#"{"data":{"routes":[{"gtfsId":"F:1","mode":"BUS","agency":{"gtfsId":"A1"}}]}}"#,
+                "data.routes[0].agency.gtfsId",
+            ),
+        ];
+        for (body, want) in routes_cases {
+            let err = msg(parse_routes("F", body.as_bytes()).unwrap_err());
+            assert!(err.contains(want), "{body}: {err}");
+        }
+        let route_cases: &[(&str, &str)] = &[
+            ("", "empty body"),
+            ("garbage", "not JSON"),
+            ("{}", "data: missing"),
+            (r#"{"data":null}"#, "data: expected an object"),
+            (r#"{"data":{}}"#, "data.route: missing"),
+            (r#"{"errors":[{"message":"boom"}]}"#, "boom"),
+            (
+                r#"{"data":{"route":null},"errors":[{"message":"boom"}]}"#,
+                "boom",
+            ),
+            (r#"{"data":{"route":5}}"#, "data.route: expected an object"),
+            (
+                r#"{"data":{"route":{"gtfsId":"r","mode":"BUS"}}}"#,
+                "not a feedId:localId",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":{}}}}"#,
+                "data.route.patterns: expected an array",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"code":"c","stops":[{"gtfsId":"s"}]}]}}}"#,
+                "data.route.patterns[0].stops[0].gtfsId",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"code":"c","directionId":"0"}]}}}"#,
+                "directionId: expected an integer",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"code":"c","directionId":7000}]}}}"#,
+                "direction 7000",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"code":"c","stops":[{"gtfsId":"F:s","lat":"x"}]}]}}}"#,
+                "stops[0].lat: expected a number",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"directionId":0}]}}}"#,
+                "patterns[0].code: missing",
+            ),
+            (
+                r#"{"data":{"route":{"gtfsId":"F:r","mode":"BUS","patterns":[{"code":"c","trips":[3]}]}}}"#,
+                "trips[0]: expected an object",
+            ),
+        ];
+        for (body, want) in route_cases {
+            let err = msg(parse_route("F", body.as_bytes()).unwrap_err());
+            assert!(err.contains(want), "{body}: {err}");
+        }
+        for body in [
+            "",
+            "garbage",
+            "{}",
+            r#"{"data":null}"#,
+            r#"{"data":{"feeds":5}}"#,
+            r#"{"errors":[{"message":"boom"}]}"#,
+            r#"{"data":{"feeds":[{"feedId":"F","agencies":[{"gtfsId":"x","name":"n"}]}]}}"#,
+        ] {
+            assert!(parse_feeds(body.as_bytes()).is_err(), "{body}");
+        }
+        // A huge error message is cut.
+        let long = json!({"errors": [{"message": "x".repeat(5000)}]}).to_string();
+        assert!(msg(parse_routes("F", long.as_bytes()).unwrap_err()).len() < 300);
+    }
+
+    #[test]
+    fn truncated_fixture_never_panics() {
+        let body = mock_route_answer().to_string();
+        for cut in (0..body.len()).step_by(97) {
+            assert!(parse_route("4", &body.as_bytes()[..cut]).is_err());
+        }
+        let routes = fixture("expectations/routes-extended.json");
+        for cut in (0..routes.len()).step_by(31) {
+            assert!(parse_routes("F", &routes[..cut]).is_err());
+        }
+    }
+}
