@@ -13,9 +13,12 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::db::{self, Db, embedded::EmbeddedPostgres};
+use crate::feed::store::FeedStore;
+use crate::refresh::{self, InstanceRuntime};
 use crate::telemetry::Metrics;
 
-/// Shared state of the service: configuration, database, metrics, lifecycle.
+/// Shared state of the service: configuration, database, OTP instances and their feeds,
+/// metrics, lifecycle.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
 
@@ -23,6 +26,9 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub db: Db,
+    /// The configured OTP instances, in configuration order.
+    pub instances: Vec<Arc<InstanceRuntime>>,
+    pub feeds: FeedStore,
     pub metrics: Metrics,
     pub started_at: Instant,
     shutting_down: AtomicBool,
@@ -36,14 +42,25 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db) -> Self {
-        Self(Arc::new(Inner {
+    pub fn new(config: Config, db: Db) -> Result<Self> {
+        let instances = config
+            .instances
+            .iter()
+            .map(|i| InstanceRuntime::new(&config, i).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self(Arc::new(Inner {
             config,
             db,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(instances.clone()),
+            instances,
+            feeds: FeedStore::default(),
             started_at: Instant::now(),
             shutting_down: AtomicBool::new(false),
-        }))
+        })))
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Arc<InstanceRuntime>> {
+        self.instances.iter().find(|i| i.name() == name)
     }
 
     /// From now on `/readyz` answers 503, so load balancers stop sending traffic.
@@ -61,22 +78,36 @@ impl AppState {
 pub struct App {
     pub state: AppState,
     embedded: Option<EmbeddedPostgres>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
-    /// Starts the database side (embedded server when `database_url` is unset) and spawns
-    /// the migrate-and-pre-warm task; `/readyz` turns 200 once it has succeeded.
-    pub async fn start(config: Config) -> Result<App> {
+    /// Starts the database side (embedded server when `database_url` is unset), spawns
+    /// the migrate-and-pre-warm task (`/readyz` turns 200 once it has succeeded) and, with
+    /// `schedule`, the refresh scheduler.
+    pub async fn start(config: Config, schedule: bool) -> Result<App> {
         let (options, embedded) = connect_options(&config).await?;
         let db = Db::new_lazy(&config, options);
-        let state = AppState::new(config, db);
+        let state = AppState::new(config, db)?;
         let db_state = state.clone();
-        tokio::spawn(async move { db_state.db.prepare_until_ready().await });
-        Ok(App { state, embedded })
+        let mut tasks = vec![tokio::spawn(async move {
+            db_state.db.prepare_until_ready().await
+        })];
+        if schedule {
+            tasks.extend(refresh::spawn_scheduler(&state));
+        }
+        Ok(App {
+            state,
+            embedded,
+            tasks,
+        })
     }
 
     /// Stops what [`App::start`] started. Call after the HTTP server has drained.
     pub async fn stop(self) -> Result<()> {
+        for task in &self.tasks {
+            task.abort();
+        }
         self.state.db.pool.close().await;
         if let Some(pg) = &self.embedded {
             pg.stop().await?;

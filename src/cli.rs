@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, App};
 use crate::config::Config;
-use crate::{api, db, server, telemetry};
+use crate::{api, db, refresh, server, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +34,13 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration as JSON, secrets redacted, and exit.
     Config,
+    /// Refresh the feeds of every instance (or one) now, print a summary, and exit
+    /// (non-zero when a feed failed).
+    Refresh {
+        /// Only this instance.
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+    },
 }
 
 /// Runs the command line; what `main` calls.
@@ -63,6 +70,7 @@ pub fn run() -> ExitCode {
         match command {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
+            Command::Refresh { instance } => refresh(config, instance).await,
             Command::Config => unreachable!("handled above"),
         }
     });
@@ -78,7 +86,7 @@ pub fn run() -> ExitCode {
 
 async fn serve(config: Config) -> Result<()> {
     let listener = server::bind(config.listen)?;
-    let app = App::start(config).await?;
+    let app = App::start(config, true).await?;
     tracing::info!(listen = %listener.local_addr()?, "gtfs-fetch listening");
     let router = api::router(app.state.clone());
     let served = server::serve(
@@ -90,6 +98,82 @@ async fn serve(config: Config) -> Result<()> {
     .await;
     app.stop().await?;
     served
+}
+
+/// One refresh per selected instance, downloads shown with progress bars on stderr.
+async fn refresh(config: Config, only: Option<String>) -> Result<()> {
+    if let Some(name) = &only
+        && !config.instances.iter().any(|i| &i.name == name)
+    {
+        anyhow::bail!("no instance named {name:?} in the configuration");
+    }
+    if config.instances.is_empty() {
+        anyhow::bail!("no [[instances]] in the configuration: nothing to refresh");
+    }
+    let app = App::start(config, false).await?;
+    // Fetches are recorded in the database: have it ready first.
+    if let Err(e) = app.state.db.prepare().await {
+        tracing::warn!("the database is not ready, fetches will not be recorded: {e:#}");
+    }
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix:>12} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let progress_bars =
+        std::sync::Mutex::new(std::collections::HashMap::<String, indicatif::ProgressBar>::new());
+    let progress = |gtfs_id: &str, done: u64, total: Option<u64>| {
+        let mut map = progress_bars.lock().unwrap_or_else(|e| e.into_inner());
+        let bar = map.entry(gtfs_id.to_owned()).or_insert_with(|| {
+            let bar = bars.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
+            bar.set_style(style.clone());
+            bar.set_prefix(gtfs_id.to_owned());
+            bar
+        });
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    };
+    let mut failed = 0;
+    for instance in app
+        .state
+        .instances
+        .iter()
+        .filter(|i| only.as_ref().is_none_or(|n| n == i.name()))
+    {
+        let summary = refresh::refresh_instance(&app.state, instance, Some(&progress)).await;
+        for bar in progress_bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            bar.1.finish();
+        }
+        for feed in &summary.feeds {
+            let id = feed.gtfs_id.as_deref().unwrap_or("(feed list)");
+            let version = feed.version.as_deref().map_or(String::new(), |v| {
+                format!(" version {}", &v[..v.len().min(12)])
+            });
+            let bytes = feed.bytes.map_or(String::new(), |b| format!(", {b} bytes"));
+            let error = feed
+                .error
+                .as_deref()
+                .map_or(String::new(), |e| format!(": {e}"));
+            println!(
+                "{}/{id}: {:?}{version}{bytes}{error}",
+                summary.instance, feed.outcome
+            );
+        }
+        if !summary.ok() {
+            failed += 1;
+        }
+    }
+    app.stop().await?;
+    if failed > 0 {
+        anyhow::bail!("{failed} instance(s) had failed feeds");
+    }
+    Ok(())
 }
 
 async fn migrate(config: Config) -> Result<()> {

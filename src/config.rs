@@ -486,10 +486,15 @@ impl RawInstance {
                 format!("{:?} must start with /", self.graphql_path),
             ));
         }
-        if self.router.is_empty() || self.router.contains('/') {
+        let valid_router = !self.router.is_empty()
+            && self
+                .router
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid_router {
             return Err(err(
                 "router",
-                format!("{:?} must be a non-empty router id without /", self.router),
+                format!("{:?} must match [A-Za-z0-9_-]+", self.router),
             ));
         }
         let refresh_interval = Duration::try_from_secs_f64(self.refresh_interval)

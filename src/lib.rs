@@ -17,6 +17,11 @@
 //! - [`api`]: the HTTP API, one `router()` per area, one error type
 //!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
+//! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
+//!   [`otp::client::OtpClient`] and the adapters for OTP 2 (GraphQL) and OTP 1 (REST).
+//! - [`feed`]: the feed [`feed::model`], snapshots built from GTFS zips, service calendars,
+//!   and the [`feed::store::FeedStore`] that holds each feed's current version.
+//! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`) and
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set.
 //! - [`telemetry`]: logs (tracing, JSON off a terminal) and the metrics registry.
@@ -32,5 +37,9 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod feed;
+pub mod otp;
+pub mod refresh;
+
 pub mod server;
 pub mod telemetry;

@@ -8,15 +8,21 @@
 //! two services in one test process do not mix their counts), rendered by `GET /metrics`.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+
+use crate::refresh::InstanceRuntime;
 
 /// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
 pub fn init_logging() {
@@ -60,8 +66,9 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The registry, with a collector that reads the instances' client counters at scrape time.
+    pub fn new(instances: Vec<Arc<InstanceRuntime>>) -> Self {
         let mut registry = Registry::with_prefix("gtfs_fetch");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
@@ -77,6 +84,7 @@ impl Default for Metrics {
             "Time from request to response head",
             http_duration.clone(),
         );
+        registry.register_collector(Box::new(InstanceCollector(instances)));
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -158,5 +166,108 @@ pub fn memory_sample() -> MemorySample {
         virtual_bytes: process.map_or(0, |p| p.virtual_mem as u64),
         allocated_bytes: tikv_jemalloc_ctl::stats::allocated::read().unwrap_or(0) as u64,
         resident_bytes: tikv_jemalloc_ctl::stats::resident::read().unwrap_or(0) as u64,
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    instance: String,
+}
+
+/// Per-instance HTTP client and breaker figures, read at scrape time.
+#[derive(Debug)]
+struct InstanceCollector(Vec<Arc<InstanceRuntime>>);
+
+impl Collector for InstanceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reports: Vec<(InstanceLabel, crate::otp::client::ClientReport)> = self
+            .0
+            .iter()
+            .map(|i| {
+                (
+                    InstanceLabel {
+                        instance: i.name().to_owned(),
+                    },
+                    i.client.report(),
+                )
+            })
+            .collect();
+        type Pick = fn(&crate::otp::client::ClientReport) -> u64;
+        let counters: [(&str, &str, Pick); 8] = [
+            (
+                "otp_connections_opened",
+                "TCP connections opened to the instance",
+                |r| r.connections_opened,
+            ),
+            (
+                "otp_requests_sent",
+                "HTTP requests sent to the instance (tries)",
+                |r| r.requests_sent,
+            ),
+            (
+                "otp_calls",
+                "Calls made (each may make several tries)",
+                |r| r.calls,
+            ),
+            ("otp_retries", "Retries after a failed try", |r| r.retries),
+            (
+                "otp_stale_retries",
+                "Immediate retries after a pooled connection turned out closed",
+                |r| r.stale_retries,
+            ),
+            (
+                "otp_failures",
+                "Tries that failed (count towards the breaker)",
+                |r| r.failures,
+            ),
+            ("otp_breaker_opened", "Times the breaker opened", |r| {
+                r.breaker.opened
+            }),
+            (
+                "otp_breaker_rejected",
+                "Calls refused by the open breaker",
+                |r| r.breaker.rejected,
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (label, report) in &reports {
+                ConstCounter::new(pick(report)).encode(metric.encode_family(label)?)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "otp_connection_reuse_ratio",
+            "Share of tries sent on an already open connection",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (label, report) in &reports {
+            ConstGauge::new(report.reuse_ratio).encode(metric.encode_family(label)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "otp_breaker_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (label, report) in &reports {
+            ConstGauge::new(report.breaker.state.as_gauge())
+                .encode(metric.encode_family(label)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "otp_in_flight",
+            "Requests to the instance in flight",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (label, report) in &reports {
+            ConstGauge::new(report.in_flight as i64).encode(metric.encode_family(label)?)?;
+        }
+        Ok(())
     }
 }

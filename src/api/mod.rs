@@ -6,6 +6,7 @@
 //! and status, and the `Server-Timing` header.
 
 pub mod error;
+pub mod feeds;
 pub mod ops;
 pub mod timing;
 
@@ -33,6 +34,7 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router(state.clone()))
+        .merge(feeds::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")

@@ -84,6 +84,18 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
         checks.insert("shutdown".into(), json!("shutting down"));
         failing.push("shutting down".to_owned());
     }
+    for instance in &state.instances {
+        if !instance.tried() {
+            checks.insert(
+                format!("instance:{}", instance.name()),
+                json!("first refresh not finished"),
+            );
+            failing.push(format!(
+                "instance {}: first refresh not finished",
+                instance.name()
+            ));
+        }
+    }
     match state.db.check().await {
         Ok(()) => {
             checks.insert("database".into(), json!("ok"));
@@ -115,6 +127,18 @@ async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
             "resident_bytes": mem.resident_bytes,
         },
         "database_pool": state.db.stats(),
+        "feeds": state.feeds.all().iter().map(|f| {
+            let current = f.current();
+            json!({
+                "gtfs_id": f.gtfs_id,
+                "version": current.as_ref().map(|c| c.version.clone()),
+                "approx_bytes": current.as_ref().map_or(0, |c| c.approx_bytes()),
+            })
+        }).collect::<Vec<_>>(),
+        "instances": state.instances.iter().map(|i| json!({
+            "name": i.name(),
+            "http": i.client.report(),
+        })).collect::<Vec<_>>(),
         "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
     }))
 }

@@ -112,7 +112,7 @@ async fn embedded_database_keeps_data_across_restarts_and_is_locked() {
     .unwrap();
 
     // A second service on the same data_dir is refused while the first runs.
-    let second = App::start(config_from(&vars)).await;
+    let second = App::start(config_from(&vars), true).await;
     let err = format!("{:#}", second.expect_err("the data dir is locked"));
     assert!(err.contains("in use by another gtfs-fetch"), "{err}");
 

@@ -3,6 +3,8 @@
 
 mod cli;
 mod config;
+mod fetch;
 mod lifecycle;
 mod ops;
+mod otp_sim_selftest;
 mod support;

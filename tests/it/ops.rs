@@ -125,3 +125,43 @@ async fn errors_are_problem_json() {
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     app.stop().await.unwrap();
 }
+
+/// The access rule wired into the router: a non-loopback peer (set as the server would,
+/// through `ConnectInfo`) needs the ops token; `/healthz` stays open.
+#[tokio::test]
+async fn non_loopback_clients_need_the_ops_token() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let app = spawn_app_with(&[("GTFS_OPS_TOKEN", "ops-tok")], Router::new()).await;
+    let router = gtfs_fetch::api::router(app.state.clone());
+    let remote: std::net::SocketAddr = "10.20.30.40:5555".parse().unwrap();
+    let call = |path: &str, auth: Option<&str>| {
+        let mut req = Request::get(path).body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(remote));
+        if let Some(auth) = auth {
+            req.headers_mut()
+                .insert("authorization", auth.parse().unwrap());
+        }
+        router.clone().oneshot(req)
+    };
+    for path in ["/config", "/memory-stats", "/metrics", "/readyz"] {
+        let res = call(path, None).await.unwrap();
+        assert_eq!(res.status(), 403, "{path} without a token");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            call(path, Some("Bearer wrong")).await.unwrap().status(),
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            call(path, Some("Bearer ops-tok")).await.unwrap().status(),
+            200,
+            "{path} with the token"
+        );
+    }
+    assert_eq!(call("/healthz", None).await.unwrap().status(), 200);
+    app.stop().await.unwrap();
+}

@@ -7,6 +7,11 @@
 
 #![allow(dead_code)]
 
+pub mod fixtures;
+pub mod otp_sim;
+
+pub use fixtures::{fixture_path, fixture_rows};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -173,7 +178,7 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], extra: Router) -> TestApp {
 pub async fn spawn_config(config: Config, extra: Router) -> TestApp {
     let listener = server::bind(config.listen).expect("bind");
     let addr = listener.local_addr().unwrap();
-    let app = App::start(config).await.expect("start the app");
+    let app = App::start(config, true).await.expect("start the app");
     let state = app.state.clone();
     let router = api::router(state.clone()).merge(extra);
     let (tx, rx) = oneshot::channel();

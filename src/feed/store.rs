@@ -1,0 +1,231 @@
+//! The feeds the service knows, each with its current data and its refresh status.
+//!
+//! A feed's data is immutable once built ([`FeedData`]) and is swapped in atomically
+//! (`arc-swap`): readers never wait for a refresh and never see half a feed. A failed
+//! refresh leaves the last good data in place and records the error beside it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwapOption;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::model::{AgencyInfo, RouteDetail, RouteSummary};
+use super::snapshot::FeedSnapshot;
+
+/// A feed's route index as read from an OTP API (no zip): the routes, and the details of
+/// those crawled so far (all of them with `prefetch_routes`).
+#[derive(Debug)]
+pub struct RouteIndex {
+    pub routes: Vec<RouteSummary>,
+    pub details: HashMap<String, RouteDetail>,
+    pub agencies: Vec<AgencyInfo>,
+}
+
+/// The data of one feed version.
+#[derive(Debug)]
+pub enum FeedData {
+    /// Full static data from a GTFS zip.
+    Snapshot(Box<FeedSnapshot>),
+    /// What an OTP API tells about the feed.
+    Index(RouteIndex),
+}
+
+/// One loaded version of a feed.
+#[derive(Debug)]
+pub struct Loaded {
+    /// sha256 of the zip, or of the route index for OTP APIs.
+    pub version: String,
+    pub fetched_at: Timestamp,
+    pub data: FeedData,
+}
+
+impl Loaded {
+    pub fn routes(&self) -> &[RouteSummary] {
+        match &self.data {
+            FeedData::Snapshot(s) => &s.routes,
+            FeedData::Index(i) => &i.routes,
+        }
+    }
+
+    pub fn route_detail(&self, route_id: &str) -> Option<&RouteDetail> {
+        match &self.data {
+            FeedData::Snapshot(s) => s.route_detail(route_id),
+            FeedData::Index(i) => i.details.get(route_id),
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<&FeedSnapshot> {
+        match &self.data {
+            FeedData::Snapshot(s) => Some(s),
+            FeedData::Index(_) => None,
+        }
+    }
+
+    /// Counts for `GET /feeds`.
+    pub fn counts(&self) -> serde_json::Value {
+        match &self.data {
+            FeedData::Snapshot(s) => serde_json::to_value(s.counts).unwrap_or_default(),
+            FeedData::Index(i) => serde_json::json!({
+                "routes": i.routes.len(),
+                "route_details": i.details.len(),
+                "agencies": i.agencies.len(),
+            }),
+        }
+    }
+
+    /// Rough heap size, for `/memory-stats`.
+    pub fn approx_bytes(&self) -> usize {
+        match &self.data {
+            FeedData::Snapshot(s) => s.approx_bytes,
+            // The index is small next to a snapshot; its JSON size is a fair estimate.
+            FeedData::Index(i) => {
+                serde_json::to_vec(&i.routes).map_or(0, |v| v.len())
+                    + i.details
+                        .values()
+                        .map(|d| serde_json::to_vec(d).map_or(0, |v| v.len()))
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
+/// How the last refreshes of a feed went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeedStatus {
+    pub last_attempt_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+    /// Validators of the last zip download, for the next conditional request.
+    #[serde(skip)]
+    pub etag: Option<String>,
+    #[serde(skip)]
+    pub last_modified: Option<String>,
+}
+
+/// One feed: where it comes from, its current data, its status.
+#[derive(Debug)]
+pub struct FeedEntry {
+    pub gtfs_id: String,
+    pub instance: String,
+    /// `otp2`, `otp1`, or the zip's URL or path.
+    pub source: String,
+    current: ArcSwapOption<Loaded>,
+    status: Mutex<FeedStatus>,
+}
+
+impl FeedEntry {
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.current.load_full()
+    }
+
+    /// Swaps in a new version and records the success.
+    pub fn install(&self, loaded: Loaded) {
+        let at = loaded.fetched_at;
+        self.current.store(Some(Arc::new(loaded)));
+        self.update_status(|s| {
+            s.last_success_at = Some(at);
+            s.last_error = None;
+        });
+    }
+
+    pub fn status(&self) -> FeedStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn update_status(&self, f: impl FnOnce(&mut FeedStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Records a refresh that found the current version still current.
+    pub fn record_unchanged(&self) {
+        self.update_status(|s| {
+            s.last_success_at = Some(Timestamp::now());
+            s.last_error = None;
+        });
+    }
+
+    /// Records a failed refresh; the current data stays.
+    pub fn record_error(&self, error: &str) {
+        self.update_status(|s| {
+            s.last_error = Some(error.to_owned());
+            s.last_error_at = Some(Timestamp::now());
+        });
+    }
+
+    /// `GET /feeds`' view of the feed.
+    pub fn report(&self) -> serde_json::Value {
+        let current = self.current();
+        let status = self.status();
+        serde_json::json!({
+            "gtfs_id": self.gtfs_id,
+            "instance": self.instance,
+            "source": self.source,
+            "version": current.as_ref().map(|c| c.version.clone()),
+            "fetched_at": current.as_ref().map(|c| c.fetched_at),
+            "counts": current.as_ref().map(|c| c.counts()),
+            "last_success_at": status.last_success_at,
+            "last_attempt_at": status.last_attempt_at,
+            "last_error": status.last_error,
+            "last_error_at": status.last_error_at,
+        })
+    }
+}
+
+/// Every known feed, by `gtfs_id`.
+#[derive(Debug, Default)]
+pub struct FeedStore {
+    feeds: RwLock<BTreeMap<String, Arc<FeedEntry>>>,
+}
+
+impl FeedStore {
+    pub fn get(&self, gtfs_id: &str) -> Option<Arc<FeedEntry>> {
+        self.feeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(gtfs_id)
+            .cloned()
+    }
+
+    /// The entry for `gtfs_id`, created on first sight. A feed id is owned by the first
+    /// instance that reports it: another instance's claim is refused (`Err` names the owner).
+    pub fn entry(
+        &self,
+        gtfs_id: &str,
+        instance: &str,
+        source: &str,
+    ) -> Result<Arc<FeedEntry>, String> {
+        let mut feeds = self.feeds.write().unwrap_or_else(|e| e.into_inner());
+        let entry = feeds.entry(gtfs_id.to_owned()).or_insert_with(|| {
+            Arc::new(FeedEntry {
+                gtfs_id: gtfs_id.to_owned(),
+                instance: instance.to_owned(),
+                source: source.to_owned(),
+                current: ArcSwapOption::empty(),
+                status: Mutex::new(FeedStatus::default()),
+            })
+        });
+        if entry.instance != instance {
+            return Err(format!(
+                "feed {gtfs_id:?} is already served by instance {:?}; feed ids must be unique across instances",
+                entry.instance
+            ));
+        }
+        Ok(entry.clone())
+    }
+
+    /// All feeds, by `gtfs_id`.
+    pub fn all(&self) -> Vec<Arc<FeedEntry>> {
+        self.feeds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}

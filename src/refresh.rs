@@ -1,0 +1,784 @@
+//! Refreshing feeds: one refresh per instance at a time, on a schedule or on demand.
+//!
+//! A refresh of an instance:
+//! - for each `[[instances.feeds]]` zip: a conditional GET (ETag, Last-Modified) or a file
+//!   read; a 304 or an unchanged sha256 costs nothing more; a new version is parsed off
+//!   the async runtime into a [`FeedSnapshot`] and swapped in;
+//! - for `otp2`/`otp1` instances, every other feed the instance lists: its route index,
+//!   hashed into a version; with `prefetch_routes`, each route's detail crawled (spaced by
+//!   `rate_limit_delay`).
+//!
+//! A failure keeps the feed's last good data and records the error on the feed and the
+//! instance. Every fetch is recorded in the `feed_fetch` table.
+//!
+//! The scheduler runs one task per instance: a refresh at start-up, then every
+//! `refresh_interval` ±10 %, or at once when `POST /instances/{name}/refresh` wakes it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use jiff::Timestamp;
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{
+    ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use url::Url;
+
+use crate::app::AppState;
+use crate::config::{Api, Config, FeedSource, Instance};
+use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
+use crate::feed::snapshot::FeedSnapshot;
+use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
+use crate::otp::client::{Call, OtpClient, OtpError, Response};
+use crate::otp::{otp1, otp2};
+
+/// Download progress: feed id, bytes so far, total when announced.
+pub type DownloadProgress<'a> = dyn Fn(&str, u64, Option<u64>) + Send + Sync + 'a;
+
+/// One OTP instance at run time: its configuration, client and refresh state.
+pub struct InstanceRuntime {
+    pub config: Instance,
+    pub client: OtpClient,
+    running: AtomicBool,
+    single_flight: tokio::sync::Mutex<()>,
+    status: Mutex<InstanceStatus>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for InstanceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceRuntime")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+/// How an instance's refreshes went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceStatus {
+    pub refreshes: u64,
+    pub last_started_at: Option<Timestamp>,
+    pub last_finished_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+impl InstanceRuntime {
+    pub fn new(config: &Config, instance: &Instance) -> anyhow::Result<Self> {
+        Ok(Self {
+            config: instance.clone(),
+            client: OtpClient::new(config, instance).with_context(|| {
+                format!("cannot build the HTTP client of instance {}", instance.name)
+            })?,
+            running: AtomicBool::new(false),
+            single_flight: tokio::sync::Mutex::new(()),
+            status: Mutex::new(InstanceStatus::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a refresh has finished at least once (`/readyz` waits for this).
+    pub fn tried(&self) -> bool {
+        self.status().last_finished_at.is_some()
+    }
+
+    /// Asks the scheduler for a refresh now. `false` when one is already running (its
+    /// result is the one the caller will see).
+    pub fn trigger(&self) -> bool {
+        if self.is_running() {
+            return false;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// `GET /instances`' view.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.config.name,
+            "url": self.config.url.as_str(),
+            "api": self.config.api,
+            "refresh_interval": self.config.refresh_interval.as_secs_f64(),
+            "running": self.is_running(),
+            "status": self.status(),
+            "http": self.client.report(),
+        })
+    }
+
+    fn update(&self, f: impl FnOnce(&mut InstanceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// What a refresh did to one feed (one `feed_fetch` row).
+#[derive(Debug, Clone, Serialize)]
+pub struct FeedOutcome {
+    pub instance: String,
+    /// `None` when the instance's feed list could not be read.
+    pub gtfs_id: Option<String>,
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub version: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Updated,
+    Unchanged,
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The result of one instance refresh.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefreshSummary {
+    pub instance: String,
+    pub feeds: Vec<FeedOutcome>,
+}
+
+impl RefreshSummary {
+    pub fn ok(&self) -> bool {
+        self.feeds.iter().all(|f| f.outcome != Outcome::Failed)
+    }
+}
+
+/// Starts the scheduler: one task per instance. The tasks end when the handles are aborted.
+pub fn spawn_scheduler(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    state
+        .instances
+        .iter()
+        .map(|instance| {
+            let state = state.clone();
+            let instance = instance.clone();
+            tokio::spawn(async move {
+                loop {
+                    refresh_instance(&state, &instance, None).await;
+                    let interval = instance.config.refresh_interval;
+                    let wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = instance.wake.notified() => {}
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Refreshes every feed of `instance`; waits if a refresh of it is already running.
+pub async fn refresh_instance(
+    state: &AppState,
+    instance: &InstanceRuntime,
+    progress: Option<&DownloadProgress<'_>>,
+) -> RefreshSummary {
+    let _single = instance.single_flight.lock().await;
+    instance.running.store(true, Ordering::SeqCst);
+    instance.update(|s| s.last_started_at = Some(Timestamp::now()));
+    tracing::info!(instance = instance.name(), "refresh started");
+
+    let mut feeds = Vec::new();
+    for source in &instance.config.feeds {
+        feeds.push(refresh_zip(state, instance, source, progress).await);
+    }
+    match instance.config.api {
+        Api::Otp2 | Api::Otp1 => feeds.extend(refresh_api(state, instance).await),
+        Api::Gtfs => {}
+    }
+    for outcome in &feeds {
+        record_fetch(state, outcome).await;
+    }
+
+    let summary = RefreshSummary {
+        instance: instance.name().to_owned(),
+        feeds,
+    };
+    let now = Timestamp::now();
+    let first_error = summary.feeds.iter().find_map(|f| {
+        f.error.as_ref().map(|e| match &f.gtfs_id {
+            Some(id) => format!("feed {id}: {e}"),
+            None => e.clone(),
+        })
+    });
+    instance.update(|s| {
+        s.refreshes += 1;
+        s.last_finished_at = Some(now);
+        match &first_error {
+            None => {
+                s.last_success_at = Some(now);
+                s.last_error = None;
+            }
+            Some(e) => s.last_error = Some(e.clone()),
+        }
+    });
+    instance.running.store(false, Ordering::SeqCst);
+    let counts = |o: Outcome| summary.feeds.iter().filter(|f| f.outcome == o).count();
+    tracing::info!(
+        instance = instance.name(),
+        updated = counts(Outcome::Updated),
+        unchanged = counts(Outcome::Unchanged),
+        failed = counts(Outcome::Failed),
+        "refresh finished"
+    );
+    summary
+}
+
+/// Where a zip comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZipLocation {
+    Url(Url),
+    File(PathBuf),
+}
+
+/// Resolves `zip_url`: `http(s)://...` as is; `/path` under the instance URL; `file://...`
+/// or any other text a local path (relative to the working directory).
+pub fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, String> {
+    if zip_url.starts_with("http://") || zip_url.starts_with("https://") {
+        return Url::parse(zip_url)
+            .map(ZipLocation::Url)
+            .map_err(|e| format!("bad zip_url {zip_url:?}: {e}"));
+    }
+    if zip_url.starts_with('/') {
+        return Ok(ZipLocation::Url(client.url(zip_url)));
+    }
+    if zip_url.starts_with("file:") {
+        let url = Url::parse(zip_url).map_err(|e| format!("bad zip_url {zip_url:?}: {e}"))?;
+        return url
+            .to_file_path()
+            .map(ZipLocation::File)
+            .map_err(|()| format!("bad file URL {zip_url:?}"));
+    }
+    Ok(ZipLocation::File(PathBuf::from(zip_url)))
+}
+
+/// What a zip download gave.
+enum Download {
+    NotModified,
+    Body {
+        bytes: Bytes,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+}
+
+async fn refresh_zip(
+    state: &AppState,
+    instance: &InstanceRuntime,
+    source: &FeedSource,
+    progress: Option<&DownloadProgress<'_>>,
+) -> FeedOutcome {
+    let started_at = Timestamp::now();
+    let mut outcome = FeedOutcome {
+        instance: instance.name().to_owned(),
+        gtfs_id: Some(source.gtfs_id.clone()),
+        outcome: Outcome::Failed,
+        http_status: None,
+        version: None,
+        bytes: None,
+        error: None,
+        started_at,
+        finished_at: started_at,
+    };
+    let result = async {
+        let entry = state
+            .feeds
+            .entry(&source.gtfs_id, instance.name(), &source.zip_url)?;
+        entry.update_status(|s| s.last_attempt_at = Some(started_at));
+        let result = load_zip(state, instance, source, &entry, progress, &mut outcome).await;
+        if let Err(e) = &result {
+            entry.record_error(e);
+        }
+        result
+    }
+    .await;
+    match result {
+        Ok(o) => outcome.outcome = o,
+        Err(e) => {
+            tracing::warn!(instance = instance.name(), gtfs_id = %source.gtfs_id, "feed refresh failed: {e}");
+            outcome.error = Some(e);
+        }
+    }
+    outcome.finished_at = Timestamp::now();
+    outcome
+}
+
+async fn load_zip(
+    state: &AppState,
+    instance: &InstanceRuntime,
+    source: &FeedSource,
+    entry: &FeedEntry,
+    progress: Option<&DownloadProgress<'_>>,
+    outcome: &mut FeedOutcome,
+) -> Result<Outcome, String> {
+    let max = state.config.max_feed_bytes;
+    let current = entry.current();
+    let download = match zip_location(&instance.client, &source.zip_url)? {
+        ZipLocation::Url(url) => {
+            let mut headers = HeaderMap::new();
+            // Only ask "has it changed?" when we hold what it would not have changed from.
+            if current.is_some() {
+                let status = entry.status();
+                if let Some(v) = status
+                    .etag
+                    .as_deref()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                {
+                    headers.insert(IF_NONE_MATCH, v);
+                }
+                if let Some(v) = status
+                    .last_modified
+                    .as_deref()
+                    .and_then(|v| HeaderValue::from_str(v).ok())
+                {
+                    headers.insert(IF_MODIFIED_SINCE, v);
+                }
+            }
+            let gtfs_id = source.gtfs_id.clone();
+            let on_chunk = move |done: u64, total: Option<u64>| {
+                if let Some(p) = progress {
+                    p(&gtfs_id, done, total);
+                }
+            };
+            let call = Call {
+                headers,
+                max_bytes: max,
+                progress: Some(&on_chunk),
+                ..Call::get(url)
+            };
+            let mut http_status = None;
+            let result = instance
+                .client
+                .call(call, |r: &Response| {
+                    match r.status {
+                        StatusCode::NOT_MODIFIED => Ok(Download::NotModified),
+                        s if s.is_success() => Ok(Download::Body {
+                            bytes: r.body.clone(),
+                            etag: header_text(&r.headers, ETAG),
+                            last_modified: header_text(&r.headers, LAST_MODIFIED),
+                        }),
+                        s => Err(format!("the zip URL answered HTTP {}", s.as_u16())),
+                    }
+                    .inspect(|_| http_status = Some(r.status.as_u16()))
+                })
+                .await;
+            outcome.http_status = http_status.or(match &result {
+                Err(OtpError::Status { status, .. }) => Some(*status),
+                _ => None,
+            });
+            result.map_err(|e| e.to_string())?
+        }
+        ZipLocation::File(path) => {
+            let meta = tokio::fs::metadata(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if meta.len() > max {
+                return Err(format!(
+                    "{} is {} bytes, over max_feed_bytes ({max})",
+                    path.display(),
+                    meta.len()
+                ));
+            }
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Download::Body {
+                bytes: bytes.into(),
+                etag: None,
+                last_modified: None,
+            }
+        }
+    };
+    let (bytes, etag, last_modified) = match download {
+        Download::NotModified => {
+            outcome.version = current.as_ref().map(|c| c.version.clone());
+            entry.record_unchanged();
+            return Ok(Outcome::Unchanged);
+        }
+        Download::Body {
+            bytes,
+            etag,
+            last_modified,
+        } => (bytes, etag, last_modified),
+    };
+    outcome.bytes = Some(bytes.len() as u64);
+    let version = hex::encode(Sha256::digest(&bytes));
+    outcome.version = Some(version.clone());
+    entry.update_status(|s| {
+        s.etag = etag;
+        s.last_modified = last_modified;
+    });
+    if current.as_ref().is_some_and(|c| c.version == version) {
+        entry.record_unchanged();
+        return Ok(Outcome::Unchanged);
+    }
+    let (gtfs_id, source_text, v) = (
+        source.gtfs_id.clone(),
+        source.zip_url.clone(),
+        version.clone(),
+    );
+    let snapshot = tokio::task::spawn_blocking(move || {
+        FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &bytes)
+    })
+    .await
+    .map_err(|e| format!("the feed parser stopped: {e}"))?
+    .map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
+    entry.install(Loaded {
+        version,
+        fetched_at: Timestamp::now(),
+        data: FeedData::Snapshot(Box::new(snapshot)),
+    });
+    Ok(Outcome::Updated)
+}
+
+fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_owned)
+}
+
+/// Refreshes the feeds an OTP API lists, except those loaded from zips.
+async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOutcome> {
+    let started_at = Timestamp::now();
+    let failed = |gtfs_id: Option<String>, error: String| FeedOutcome {
+        instance: instance.name().to_owned(),
+        gtfs_id,
+        outcome: Outcome::Failed,
+        http_status: None,
+        version: None,
+        bytes: None,
+        error: Some(error),
+        started_at,
+        finished_at: Timestamp::now(),
+    };
+    let api = Api2or1::of(instance);
+    let feeds = match api.feeds().await {
+        Ok(feeds) => feeds,
+        Err(e) => {
+            let error = format!("cannot list the instance's feeds: {e}");
+            tracing::warn!(instance = instance.name(), "{error}");
+            for entry in state
+                .feeds
+                .all()
+                .iter()
+                .filter(|f| f.instance == instance.name())
+            {
+                entry.record_error(&error);
+            }
+            return vec![failed(None, error)];
+        }
+    };
+    let from_zips: Vec<&str> = instance
+        .config
+        .feeds
+        .iter()
+        .map(|f| f.gtfs_id.as_str())
+        .collect();
+    let mut outcomes = Vec::new();
+    for feed in feeds
+        .iter()
+        .filter(|f| !from_zips.contains(&f.gtfs_id.as_str()))
+    {
+        let started_at = Timestamp::now();
+        let entry = match state
+            .feeds
+            .entry(&feed.gtfs_id, instance.name(), api.name())
+        {
+            Ok(entry) => entry,
+            Err(e) => {
+                outcomes.push(failed(Some(feed.gtfs_id.clone()), e));
+                continue;
+            }
+        };
+        entry.update_status(|s| s.last_attempt_at = Some(started_at));
+        let result = load_index(&api, instance, feed, &entry).await;
+        let mut outcome = FeedOutcome {
+            instance: instance.name().to_owned(),
+            gtfs_id: Some(feed.gtfs_id.clone()),
+            outcome: Outcome::Failed,
+            http_status: None,
+            version: None,
+            bytes: None,
+            error: None,
+            started_at,
+            finished_at: Timestamp::now(),
+        };
+        match result {
+            Ok((o, version)) => {
+                outcome.outcome = o;
+                outcome.version = Some(version);
+            }
+            Err(e) => {
+                tracing::warn!(instance = instance.name(), gtfs_id = %feed.gtfs_id, "feed refresh failed: {e}");
+                entry.record_error(&e);
+                outcome.error = Some(e);
+            }
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn load_index(
+    api: &Api2or1<'_>,
+    instance: &InstanceRuntime,
+    feed: &FeedInfo,
+    entry: &FeedEntry,
+) -> Result<(Outcome, String), String> {
+    let routes = api.routes(&feed.gtfs_id).await.map_err(|e| e.to_string())?;
+    let version = hex::encode(Sha256::digest(
+        serde_json::to_vec(&routes).unwrap_or_default(),
+    ));
+    let current = entry.current();
+    if current.as_ref().is_some_and(|c| c.version == version) {
+        entry.record_unchanged();
+        return Ok((Outcome::Unchanged, version));
+    }
+    let mut details = HashMap::new();
+    if instance.config.prefetch_routes {
+        for route in &routes {
+            match api.route(&feed.gtfs_id, &route.route_id).await {
+                Ok(Some(detail)) => {
+                    details.insert(route.route_id.clone(), detail);
+                }
+                // Gone between the two calls: the next refresh will see the new list.
+                Ok(None) => {}
+                Err(e) => return Err(format!("crawling route {}: {e}", route.route_id)),
+            }
+        }
+    }
+    entry.install(Loaded {
+        version: version.clone(),
+        fetched_at: Timestamp::now(),
+        data: FeedData::Index(RouteIndex {
+            routes,
+            details,
+            agencies: feed.agencies.clone(),
+        }),
+    });
+    Ok((Outcome::Updated, version))
+}
+
+/// The two OTP APIs behind one face.
+pub struct Api2or1<'a> {
+    instance: &'a InstanceRuntime,
+}
+
+impl<'a> Api2or1<'a> {
+    pub fn of(instance: &'a InstanceRuntime) -> Self {
+        Self { instance }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.instance.config.api {
+            Api::Otp1 => "otp1",
+            _ => "otp2",
+        }
+    }
+
+    fn client(&self) -> &OtpClient {
+        &self.instance.client
+    }
+
+    async fn graphql<T>(
+        &self,
+        body: &serde_json::Value,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
+    ) -> Result<T, OtpError> {
+        let url = self.client().url(&self.instance.config.graphql_path);
+        let mut call = Call::graphql(url, body);
+        call.crawl = crawl;
+        self.client()
+            .call(call, |r| {
+                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+
+    async fn rest<T>(
+        &self,
+        path: &str,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
+    ) -> Result<T, OtpError> {
+        let mut call = Call::get(self.client().url(path));
+        call.crawl = crawl;
+        self.client()
+            .call(call, |r| {
+                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+
+    /// The feeds the instance serves.
+    pub async fn feeds(&self) -> Result<Vec<FeedInfo>, OtpError> {
+        let router = &self.instance.config.router;
+        match self.instance.config.api {
+            Api::Otp1 => {
+                self.rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
+                    .await
+            }
+            _ => {
+                self.graphql(&otp2::feeds_request(), false, otp2::parse_feeds)
+                    .await
+            }
+        }
+    }
+
+    /// The routes of one feed.
+    pub async fn routes(&self, gtfs_id: &str) -> Result<Vec<RouteSummary>, OtpError> {
+        let router = &self.instance.config.router;
+        match self.instance.config.api {
+            Api::Otp1 => {
+                self.rest(&otp1::routes_path(router), false, |b| {
+                    otp1::parse_routes(gtfs_id, b)
+                })
+                .await
+            }
+            _ => {
+                self.graphql(&otp2::routes_request(gtfs_id), false, |b| {
+                    otp2::parse_routes(gtfs_id, b)
+                })
+                .await
+            }
+        }
+    }
+
+    /// One route with its patterns; `None` when the instance does not know it.
+    pub async fn route(
+        &self,
+        gtfs_id: &str,
+        route_id: &str,
+    ) -> Result<Option<RouteDetail>, OtpError> {
+        let router = &self.instance.config.router;
+        match self.instance.config.api {
+            Api::Otp1 => {
+                let path = otp1::route_path(router, gtfs_id, route_id);
+                let Some(summary) = self
+                    .rest_optional(&path, |b| otp1::parse_route(gtfs_id, b))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let ids = self
+                    .rest(
+                        &otp1::route_patterns_path(router, gtfs_id, route_id),
+                        true,
+                        otp1::parse_pattern_ids,
+                    )
+                    .await?;
+                let mut patterns = Vec::with_capacity(ids.len());
+                for id in ids {
+                    patterns.push(
+                        self.rest(&otp1::pattern_path(router, &id), true, |b| {
+                            otp1::parse_pattern(gtfs_id, b)
+                        })
+                        .await?,
+                    );
+                }
+                let trip_count = patterns.iter().map(|p| p.trip_count).sum();
+                Ok(Some(RouteDetail {
+                    summary,
+                    patterns,
+                    trip_count,
+                }))
+            }
+            _ => {
+                self.graphql(&otp2::route_request(gtfs_id, route_id), true, |b| {
+                    otp2::parse_route(gtfs_id, b)
+                })
+                .await
+            }
+        }
+    }
+
+    /// A crawl GET where 404 means "no such thing".
+    async fn rest_optional<T>(
+        &self,
+        path: &str,
+        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
+    ) -> Result<Option<T>, OtpError> {
+        let mut call = Call::get(self.client().url(path));
+        call.crawl = true;
+        self.client()
+            .call(call, |r| {
+                if r.status == StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                ok_body(r).and_then(|b| parse(b).map(Some).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+}
+
+/// The body of a 2xx answer; other statuses (4xx reach parsers) are errors.
+fn ok_body(r: &Response) -> Result<&[u8], String> {
+    if r.status.is_success() {
+        Ok(&r.body)
+    } else {
+        Err(format!("OTP answered HTTP {}", r.status.as_u16()))
+    }
+}
+
+/// Writes one `feed_fetch` row. The database being down must not stop refreshes: a
+/// failure is logged.
+async fn record_fetch(state: &AppState, f: &FeedOutcome) {
+    let insert = sqlx::query(
+        "INSERT INTO feed_fetch (instance, gtfs_id, started_at, finished_at, outcome, http_status, version, bytes, error)
+         VALUES ($1, $2, $3::timestamptz, $4::timestamptz, $5, $6, $7, $8, $9)",
+    )
+    .bind(&f.instance)
+    .bind(&f.gtfs_id)
+    .bind(f.started_at.to_string())
+    .bind(f.finished_at.to_string())
+    .bind(f.outcome.as_str())
+    .bind(f.http_status.map(|s| s as i16))
+    .bind(&f.version)
+    .bind(f.bytes.map(|b| b as i64))
+    .bind(&f.error)
+    .execute(&state.db.pool);
+    match tokio::time::timeout(Duration::from_secs(5), insert).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(instance = %f.instance, "cannot record the fetch in feed_fetch: {e}")
+        }
+        Err(_) => {
+            tracing::warn!(instance = %f.instance, "cannot record the fetch in feed_fetch: database timeout")
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! The fetcher against the OTP simulator: real sockets, real fixture feeds, injected faults.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use gtfs_fetch::config::Config;
+use gtfs_fetch::otp::breaker::BreakerState;
+use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
+use serde_json::Value;
+
+use crate::support::otp_sim::{Fault, OtpSim};
+use crate::support::{TestApp, fixture_rows, fresh_database, spawn_config};
+
+/// A configuration with one instance `sim` at `url`, plus `extra` TOML lines in the
+/// instance table, plus environment variables.
+fn config(url: &str, api: &str, instance_extra: &str, env: &[(&str, &str)]) -> Config {
+    let file = format!(
+        "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"{api}\"\n{instance_extra}\n"
+    );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::parse(Some(("test.toml", &file)), |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .expect("valid test config")
+}
+
+fn zip_feeds(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[instances.feeds]]\ngtfs_id = \"{n}\"\nzip_url = \"/gtfs/{n}.zip\"\n"))
+        .collect()
+}
+
+/// The service with `config` (plus a fresh database and port 0), once every instance has
+/// finished its first refresh.
+async fn app_with(mut config: Config) -> TestApp {
+    let url = fresh_database().await;
+    config.database_url = Some(
+        Config::parse(None, |k| (k == "DATABASE_URL").then(|| url.clone()))
+            .unwrap()
+            .database_url
+            .unwrap(),
+    );
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let app = spawn_config(config, Router::new()).await;
+    app.wait_ready_status(200, Duration::from_secs(60)).await;
+    app
+}
+
+async fn feeds(app: &TestApp) -> Vec<Value> {
+    let body: Value = app.get("/feeds").await.json().await.unwrap();
+    body["feeds"].as_array().unwrap().clone()
+}
+
+fn feed<'a>(feeds: &'a [Value], id: &str) -> &'a Value {
+    feeds
+        .iter()
+        .find(|f| f["gtfs_id"] == id)
+        .unwrap_or_else(|| panic!("feed {id} in {feeds:?}"))
+}
+
+/// Triggers a refresh and waits for it to finish.
+async fn refresh_now(app: &TestApp) {
+    let before = app.state.instances[0].status().refreshes;
+    let res = app
+        .client
+        .post(app.url("/instances/sim/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    for _ in 0..600 {
+        if app.state.instances[0].status().refreshes > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("refresh did not finish");
+}
+
+const ALL_FEEDS: [&str; 5] = ["sample-feed", "caltrain", "bart", "cdmx", "wmata"];
+
+#[tokio::test]
+async fn all_fixture_zips_load_with_the_counts_of_their_files() {
+    let sim = OtpSim::start(&ALL_FEEDS).await;
+    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&ALL_FEEDS), &[])).await;
+    let feeds = feeds(&app).await;
+    for name in ALL_FEEDS {
+        let f = feed(&feeds, name);
+        assert_eq!(f["last_error"], Value::Null, "{name}: {f}");
+        assert_eq!(
+            f["counts"]["routes"],
+            fixture_rows(name, "routes.txt") as u64,
+            "{name} routes"
+        );
+        assert_eq!(
+            f["counts"]["trips"],
+            fixture_rows(name, "trips.txt") as u64,
+            "{name} trips"
+        );
+        assert_eq!(
+            f["counts"]["stops"],
+            fixture_rows(name, "stops.txt") as u64,
+            "{name} stops"
+        );
+        assert_eq!(f["version"].as_str().unwrap().len(), 64, "sha256 version");
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn otp2_and_otp1_instances_load_every_route_with_details() {
+    for api in ["otp2", "otp1"] {
+        let sim = OtpSim::start(&["caltrain", "bart"]).await;
+        let app = app_with(config(
+            &sim.url(),
+            api,
+            "prefetch_routes = true",
+            &[("GTFS_RATE_LIMIT_DELAY", "0")],
+        ))
+        .await;
+        let feeds = feeds(&app).await;
+        for name in ["caltrain", "bart"] {
+            let f = feed(&feeds, name);
+            assert_eq!(f["last_error"], Value::Null, "{api} {name}: {f}");
+            let routes = fixture_rows(name, "routes.txt") as u64;
+            assert_eq!(f["counts"]["routes"], routes, "{api} {name}");
+            assert_eq!(
+                f["counts"]["route_details"], routes,
+                "{api} {name}: every route crawled"
+            );
+        }
+        let instances: Value = app.get("/instances").await.json().await.unwrap();
+        let http = &instances["instances"][0]["http"];
+        assert!(http["requests_sent"].as_u64().unwrap() > 10, "{http}");
+        assert!(
+            http["reuse_ratio"].as_f64().unwrap() > 0.9,
+            "{api}: connections reused: {http}"
+        );
+        app.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&["caltrain"]), &[])).await;
+    let version = feed(&feeds(&app).await, "caltrain")["version"].clone();
+    let before = sim.requests_for("/gtfs/caltrain.zip");
+    refresh_now(&app).await;
+    assert_eq!(
+        sim.requests_for("/gtfs/caltrain.zip"),
+        before + 1,
+        "one request"
+    );
+    let f = feeds(&app).await;
+    assert_eq!(feed(&f, "caltrain")["version"], version);
+    let outcomes: Vec<(String, Option<i16>)> = sqlx::query_as(
+        "SELECT outcome, http_status FROM feed_fetch WHERE gtfs_id = 'caltrain' ORDER BY id",
+    )
+    .fetch_all(&app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("updated".into(), Some(200)),
+            ("unchanged".into(), Some(304))
+        ]
+    );
+
+    // A new version of the file is downloaded and parsed.
+    let bart = std::fs::read(crate::support::fixture_path("bart")).unwrap();
+    sim.set_zip("caltrain", bart);
+    refresh_now(&app).await;
+    let f = feeds(&app).await;
+    assert_ne!(feed(&f, "caltrain")["version"], version);
+    assert_eq!(
+        feed(&f, "caltrain")["counts"]["routes"],
+        fixture_rows("bart", "routes.txt") as u64
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let app = app_with(config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &[("GTFS_MAX_FEED_BYTES", "100000")],
+    ))
+    .await;
+    let good = feed(&feeds(&app).await, "caltrain").clone();
+    assert_eq!(good["last_error"], Value::Null);
+
+    sim.set_zip("caltrain", vec![b'x'; 200_000]);
+    refresh_now(&app).await;
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    assert!(f["last_error"].as_str().unwrap().contains("100000"), "{f}");
+    assert_eq!(f["version"], good["version"], "last good version kept");
+
+    sim.set_zip("caltrain", b"PK\x03\x04 this is not a zip".to_vec());
+    refresh_now(&app).await;
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    assert!(
+        f["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not a usable GTFS feed"),
+        "{f}"
+    );
+    assert_eq!(f["counts"], good["counts"], "last good data kept");
+    app.stop().await.unwrap();
+}
+
+/// A client for the simulator's instance, with environment overrides.
+fn client(sim: &OtpSim, env: &[(&str, &str)]) -> OtpClient {
+    let config = config(&sim.url(), "otp1", "", env);
+    OtpClient::new(&config, &config.instances[0]).unwrap()
+}
+
+/// OTP 1's feed list, parsed as the service parses it.
+async fn get_feeds(client: &OtpClient) -> Result<usize, OtpError> {
+    let call = Call::get(client.url("/otp/routers/default/index/feeds"));
+    client
+        .call(call, |r| {
+            if !r.status.is_success() {
+                return Err(format!("HTTP {}", r.status));
+            }
+            gtfs_fetch::otp::otp1::parse_feeds(&r.body)
+                .map(|f| f.len())
+                .map_err(|e| e.to_string())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn sequential_requests_ride_one_connection() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let client = client(&sim, &[]);
+    for _ in 0..100 {
+        get_feeds(&client).await.unwrap();
+    }
+    assert_eq!(sim.connections(), 1);
+    let report = client.report();
+    assert_eq!(report.connections_opened, 1);
+    assert_eq!(report.requests_sent, 100);
+    assert!(report.reuse_ratio >= 0.99);
+}
+
+#[tokio::test]
+async fn server_closing_idle_or_used_up_connections_causes_no_errors() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let client = client(&sim, &[("GTFS_RETRY_ATTEMPTS", "0")]);
+    // Idle close: the server drops connections idle 100 ms; requests come around then.
+    sim.set_idle_close(Some(Duration::from_millis(100)));
+    for i in 0..30u64 {
+        get_feeds(&client)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        tokio::time::sleep(Duration::from_millis(90 + (i * 7) % 25)).await;
+    }
+    sim.set_idle_close(None);
+    // OTP's server closes a connection after a number of requests.
+    sim.set_max_requests_per_connection(Some(5));
+    for i in 0..50 {
+        get_feeds(&client)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+    }
+    assert!(
+        sim.connections() >= 10,
+        "new connections were opened: {}",
+        sim.connections()
+    );
+}
+
+#[tokio::test]
+async fn each_fault_gives_a_clear_error() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let env = [
+        ("GTFS_RETRY_ATTEMPTS", "0"),
+        ("GTFS_BREAKER_FAILURES", "1000"),
+        ("GTFS_HTTP_REQUEST_TIMEOUT", "0.5"),
+    ];
+    let client = client(&sim, &env);
+    type Expect = fn(&OtpError) -> bool;
+    let cases: Vec<(Fault, Expect)> = vec![
+        (Fault::Status(500), |e| {
+            matches!(e, OtpError::Status { status: 500, .. })
+        }),
+        (
+            Fault::StatusRetryAfter(503, 7),
+            |e| matches!(e, OtpError::Status { status: 503, retry_after: Some(d) } if d.as_secs() == 7),
+        ),
+        (Fault::Garbage, |e| matches!(e, OtpError::Malformed(_))),
+        (Fault::Truncated, |e| {
+            matches!(e, OtpError::Body(_) | OtpError::Closed(_))
+        }),
+        (Fault::CloseWithoutAnswer, |e| {
+            matches!(e, OtpError::Closed(_))
+        }),
+        (Fault::Hang, |e| matches!(e, OtpError::Timeout(_))),
+        (Fault::Delay(Duration::from_secs(2)), |e| {
+            matches!(e, OtpError::Timeout(_))
+        }),
+        (
+            Fault::SlowBody {
+                chunk: 1,
+                every: Duration::from_millis(200),
+            },
+            |e| matches!(e, OtpError::Timeout(_)),
+        ),
+    ];
+    for (fault, expected) in cases {
+        let name = format!("{fault:?}");
+        sim.set_fault(fault);
+        let err = get_feeds(&client).await.expect_err(&name);
+        assert!(expected(&err), "{name} gave {err:?}");
+        assert!(!err.to_string().is_empty());
+        sim.clear_fault();
+        get_feeds(&client)
+            .await
+            .unwrap_or_else(|e| panic!("after {name}: {e}"));
+    }
+    sim.stop_listening().await;
+    let err = get_feeds(&client).await.unwrap_err();
+    assert!(matches!(err, OtpError::Connect(_)), "refused gave {err:?}");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let client = Arc::new(client(
+        &sim,
+        &[("GTFS_RETRY_ATTEMPTS", "1"), ("GTFS_RETRY_DELAY", "0.001")],
+    ));
+    sim.set_fault(Fault::StatusRetryAfter(503, 1));
+    let task = tokio::spawn({
+        let client = client.clone();
+        async move { get_feeds(&client).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sim.requests(), 1, "the retry waits for Retry-After");
+    sim.clear_fault();
+    task.await.unwrap().expect("the retry after 1 s succeeds");
+    assert_eq!(sim.requests(), 2);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_fails_fast_probes_and_closes() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let env = [
+        ("GTFS_RETRY_ATTEMPTS", "0"),
+        ("GTFS_BREAKER_FAILURES", "3"),
+        ("GTFS_BREAKER_OPEN", "0.3"),
+    ];
+    let client = Arc::new(client(&sim, &env));
+    sim.set_fault(Fault::Status(500));
+    for _ in 0..3 {
+        assert!(matches!(
+            get_feeds(&client).await,
+            Err(OtpError::Status { .. })
+        ));
+    }
+    assert_eq!(client.breaker().state(), BreakerState::Open);
+    let sent = sim.requests();
+    for _ in 0..100 {
+        assert!(matches!(
+            get_feeds(&client).await,
+            Err(OtpError::BreakerOpen(_))
+        ));
+    }
+    assert_eq!(sim.requests(), sent, "no request while open");
+
+    // 404 answers neither count nor reset: tested in the breaker's unit tests.
+    // Half-open: of many concurrent calls, one probe reaches the server.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    sim.clear_fault();
+    sim.set_fault(Fault::Delay(Duration::from_millis(200)));
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { get_feeds(&client).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for call in calls {
+        if call.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1, "one probe went through");
+    assert_eq!(sim.requests(), sent + 1);
+    assert_eq!(
+        client.breaker().state(),
+        BreakerState::Closed,
+        "the probe closed it"
+    );
+    sim.clear_fault();
+    get_feeds(&client).await.unwrap();
+}
+
+#[tokio::test]
+async fn with_the_instance_down_tries_stay_within_the_retry_budget() {
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let env = [
+        ("GTFS_RETRY_ATTEMPTS", "3"),
+        ("GTFS_RETRY_DELAY", "0.001"),
+        ("GTFS_BREAKER_FAILURES", "100000"),
+    ];
+    let client = client(&sim, &env);
+    sim.stop_listening().await;
+    let calls = 300;
+    for _ in 0..calls {
+        assert!(get_feeds(&client).await.is_err());
+    }
+    let sent = client.stats().requests_sent.load(Ordering::Relaxed);
+    assert!(
+        sent as f64 <= 1.1 * calls as f64 + 1.0,
+        "{sent} tries for {calls} calls"
+    );
+    assert!(sent > calls, "some retries were made: {sent}");
+}
+
+#[tokio::test]
+async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recovers() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let env = [
+        ("GTFS_RETRY_ATTEMPTS", "0"),
+        ("GTFS_BREAKER_FAILURES", "2"),
+        ("GTFS_BREAKER_OPEN", "0.2"),
+    ];
+    let app = app_with(config(&sim.url(), "otp2", "", &env)).await;
+    let good = feed(&feeds(&app).await, "caltrain").clone();
+    sim.stop_listening().await;
+    refresh_now(&app).await;
+    refresh_now(&app).await;
+    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    assert_eq!(
+        instances["instances"][0]["http"]["breaker"]["state"], "open",
+        "{instances}"
+    );
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    assert!(f["last_error"].is_string(), "{f}");
+    assert_eq!(f["counts"], good["counts"], "last good data kept");
+    let stats: Value = app.get("/memory-stats").await.json().await.unwrap();
+    assert_eq!(stats["instances"][0]["http"]["breaker"]["state"], "open");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("gtfs_fetch_otp_breaker_state{instance=\"sim\"} 1"),
+        "{metrics}"
+    );
+
+    sim.resume_listening().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    refresh_now(&app).await;
+    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    assert_eq!(
+        instances["instances"][0]["http"]["breaker"]["state"], "closed",
+        "{instances}"
+    );
+    assert_eq!(
+        feed(&feeds(&app).await, "caltrain")["last_error"],
+        Value::Null
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refresh_endpoint_is_single_flight_and_knows_its_instances() {
+    let sim = OtpSim::start(&["wmata"]).await;
+    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&["wmata"]), &[])).await;
+    let res = app
+        .client
+        .post(app.url("/instances/nope/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    // Slow the download so the first refresh is still running when the second asks.
+    sim.set_fault(Fault::Delay(Duration::from_millis(500)));
+    let first: Value = app
+        .client
+        .post(app.url("/instances/sim/refresh"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second: Value = app
+        .client
+        .post(app.url("/instances/sim/refresh"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["refresh"], "started");
+    assert_eq!(second["refresh"], "already_running");
+    app.stop().await.unwrap();
+}

@@ -1,0 +1,43 @@
+//! The shared fixture feeds, read independently of the service's own code: the zip crate
+//! and the csv crate, so expected values do not come from the code under test.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+/// Path of a fixture feed, `../shared/fixtures/gtfs/{name}.zip`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/fixtures/gtfs/{name}.zip"))
+}
+
+/// The records of `file` inside the feed `name` (header excluded), as string maps.
+pub fn fixture_csv(name: &str, file: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let bytes = std::fs::read(fixture_path(name)).expect("fixture zip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("fixture is a zip");
+    let mut text = String::new();
+    match archive.by_name(file) {
+        Ok(mut f) => f.read_to_string(&mut text).expect("utf-8 csv"),
+        Err(_) => return Vec::new(),
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader.headers().expect("csv header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("csv record");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// How many records `file` of feed `name` has.
+pub fn fixture_rows(name: &str, file: &str) -> usize {
+    fixture_csv(name, file).len()
+}
