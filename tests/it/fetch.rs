@@ -511,3 +511,60 @@ async fn refresh_endpoint_is_single_flight_and_knows_its_instances() {
     assert_eq!(second["refresh"], "already_running");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
+    let sim = OtpSim::start(&["caltrain", "bart"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gtfs.toml");
+    let text = format!(
+        "retry_attempts = 0\n[[instances]]\nname = \"sim\"\nurl = \"{}\"\napi = \"otp2\"\n{}",
+        sim.url(),
+        zip_feeds(&["bart"])
+    );
+    std::fs::write(&file, text).unwrap();
+    let database_url = fresh_database().await;
+    let run = |instance: Option<&str>| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gtfs-fetch"));
+        cmd.args(["--config", file.to_str().unwrap(), "refresh"]);
+        if let Some(name) = instance {
+            cmd.args(["--instance", name]);
+        }
+        cmd.env("DATABASE_URL", &database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = run(None).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sim/bart: Updated"), "{stdout}");
+    assert!(stdout.contains("sim/caltrain: Updated"), "{stdout}");
+
+    // Recorded in the database the service uses.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM feed_fetch WHERE outcome = 'updated'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+
+    sim.set_fault(Fault::Status(500));
+    let out = run(Some("sim")).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Failed"));
+
+    let out = run(Some("nope")).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instance named \"nope\""));
+}
