@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::cache::RouteCache;
 use crate::config::Config;
 use crate::db::{self, Db, embedded::EmbeddedPostgres};
 use crate::feed::store::FeedStore;
@@ -29,6 +30,7 @@ pub struct Inner {
     /// The configured OTP instances, in configuration order.
     pub instances: Vec<Arc<InstanceRuntime>>,
     pub feeds: FeedStore,
+    pub cache: RouteCache,
     pub metrics: Metrics,
     pub started_at: Instant,
     shutting_down: AtomicBool,
@@ -48,10 +50,12 @@ impl AppState {
             .iter()
             .map(|i| InstanceRuntime::new(&config, i).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let cache = RouteCache::new(config.cache_max_bytes);
         Ok(Self(Arc::new(Inner {
+            metrics: Metrics::new(instances.clone(), cache.clone()),
+            cache,
             config,
             db,
-            metrics: Metrics::new(instances.clone()),
             instances,
             feeds: FeedStore::default(),
             started_at: Instant::now(),

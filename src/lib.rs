@@ -16,11 +16,15 @@
 //! - [`server`]: the listener (SO_REUSEADDR, TCP_NODELAY) and graceful shutdown.
 //! - [`api`]: the HTTP API, one `router()` per area, one error type
 //!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
+//!   - [`api::routes`]: the route query API, answered from the cache.
+//!   - [`api::feeds`]: `/feeds`, `/instances` and manual refreshes.
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`] and the adapters for OTP 2 (GraphQL) and OTP 1 (REST).
 //! - [`feed`]: the feed [`feed::model`], snapshots built from GTFS zips, service calendars,
 //!   and the [`feed::store::FeedStore`] that holds each feed's current version.
+//! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) with
+//!   single-flight misses, stale-while-revalidate and stale-if-error.
 //! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`) and
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set.
@@ -34,6 +38,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

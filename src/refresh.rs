@@ -559,7 +559,13 @@ async fn load_index(
     feed: &FeedInfo,
     entry: &FeedEntry,
 ) -> Result<(Outcome, String), String> {
-    let routes = api.routes(&feed.gtfs_id).await.map_err(|e| e.to_string())?;
+    let mut routes = api.routes(&feed.gtfs_id).await.map_err(|e| e.to_string())?;
+    // OTP lists routes in no particular order: sort them as snapshots are sorted, so the
+    // version hash and the route list's paging are stable.
+    routes.sort_by(|a, b| {
+        let key = |r: &RouteSummary| (r.sort_order.map_or(u64::MAX, u64::from), r.route_id.clone());
+        key(a).cmp(&key(b))
+    });
     let version = hex::encode(Sha256::digest(
         serde_json::to_vec(&routes).unwrap_or_default(),
     ));
@@ -571,7 +577,7 @@ async fn load_index(
     let mut details = HashMap::new();
     if instance.config.prefetch_routes {
         for route in &routes {
-            match api.route(&feed.gtfs_id, &route.route_id).await {
+            match api.route(&feed.gtfs_id, &route.route_id, true).await {
                 Ok(Some(detail)) => {
                     details.insert(route.route_id.clone(), detail);
                 }
@@ -679,18 +685,20 @@ impl<'a> Api2or1<'a> {
         }
     }
 
-    /// One route with its patterns; `None` when the instance does not know it.
+    /// One route with its patterns; `None` when the instance does not know it. `crawl`
+    /// requests are spaced by `rate_limit_delay`; a user waiting on a cache miss is not.
     pub async fn route(
         &self,
         gtfs_id: &str,
         route_id: &str,
+        crawl: bool,
     ) -> Result<Option<RouteDetail>, OtpError> {
         let router = &self.instance.config.router;
         match self.instance.config.api {
             Api::Otp1 => {
                 let path = otp1::route_path(router, gtfs_id, route_id);
                 let Some(summary) = self
-                    .rest_optional(&path, |b| otp1::parse_route(gtfs_id, b))
+                    .rest_optional(&path, crawl, |b| otp1::parse_route(gtfs_id, b))
                     .await?
                 else {
                     return Ok(None);
@@ -698,14 +706,14 @@ impl<'a> Api2or1<'a> {
                 let ids = self
                     .rest(
                         &otp1::route_patterns_path(router, gtfs_id, route_id),
-                        true,
+                        crawl,
                         otp1::parse_pattern_ids,
                     )
                     .await?;
                 let mut patterns = Vec::with_capacity(ids.len());
                 for id in ids {
                     patterns.push(
-                        self.rest(&otp1::pattern_path(router, &id), true, |b| {
+                        self.rest(&otp1::pattern_path(router, &id), crawl, |b| {
                             otp1::parse_pattern(gtfs_id, b)
                         })
                         .await?,
@@ -719,7 +727,7 @@ impl<'a> Api2or1<'a> {
                 }))
             }
             _ => {
-                self.graphql(&otp2::route_request(gtfs_id, route_id), true, |b| {
+                self.graphql(&otp2::route_request(gtfs_id, route_id), crawl, |b| {
                     otp2::parse_route(gtfs_id, b)
                 })
                 .await
@@ -731,10 +739,11 @@ impl<'a> Api2or1<'a> {
     async fn rest_optional<T>(
         &self,
         path: &str,
+        crawl: bool,
         parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
     ) -> Result<Option<T>, OtpError> {
         let mut call = Call::get(self.client().url(path));
-        call.crawl = true;
+        call.crawl = crawl;
         self.client()
             .call(call, |r| {
                 if r.status == StatusCode::NOT_FOUND {

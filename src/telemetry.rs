@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+use crate::cache::RouteCache;
 use crate::refresh::InstanceRuntime;
 
 /// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
@@ -68,7 +69,7 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     /// The registry, with a collector that reads the instances' client counters at scrape time.
-    pub fn new(instances: Vec<Arc<InstanceRuntime>>) -> Self {
+    pub fn new(instances: Vec<Arc<InstanceRuntime>>, cache: RouteCache) -> Self {
         let mut registry = Registry::with_prefix("gtfs_fetch");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
@@ -85,6 +86,7 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register_collector(Box::new(InstanceCollector(instances)));
+        registry.register_collector(Box::new(CacheCollector(cache)));
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -267,6 +269,81 @@ impl Collector for InstanceCollector {
         )?;
         for (label, report) in &reports {
             ConstGauge::new(report.in_flight as i64).encode(metric.encode_family(label)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Route cache figures, read at scrape time.
+#[derive(Debug)]
+struct CacheCollector(RouteCache);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Collectors are synchronous; the figures moka keeps lag a little without
+        // `run_pending_tasks`, which /memory-stats runs.
+        let s = self.0.stats_now();
+        let counters = [
+            (
+                "route_cache_hits",
+                "Route lookups answered fresh from the cache",
+                s.hits,
+            ),
+            (
+                "route_cache_misses",
+                "Route lookups that built the answer",
+                s.misses,
+            ),
+            (
+                "route_cache_stale",
+                "Route lookups answered with a stale entry",
+                s.stale,
+            ),
+            (
+                "route_cache_evictions",
+                "Entries evicted to stay within cache_max_bytes",
+                s.evictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let gauges = [
+            (
+                "route_cache_entries",
+                "Entries in the route cache",
+                s.entries as f64,
+            ),
+            (
+                "route_cache_bytes",
+                "Weighted size of the route cache in bytes",
+                s.weighted_bytes as f64,
+            ),
+            (
+                "route_cache_max_bytes",
+                "Bound of the route cache (cache_max_bytes)",
+                s.max_bytes as f64,
+            ),
+            (
+                "route_cache_hit_ratio",
+                "Share of lookups answered from the cache",
+                s.hit_ratio,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            ConstGauge::new(value).encode(metric)?;
         }
         Ok(())
     }

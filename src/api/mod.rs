@@ -8,6 +8,7 @@
 pub mod error;
 pub mod feeds;
 pub mod ops;
+pub mod routes;
 pub mod timing;
 
 use std::time::Instant;
@@ -35,11 +36,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router(state.clone()))
         .merge(feeds::router())
+        .merge(routes::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
         .with_state(state.clone())
+        .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true))
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(
             TraceLayer::new_for_http()

@@ -127,6 +127,7 @@ async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
             "resident_bytes": mem.resident_bytes,
         },
         "database_pool": state.db.stats(),
+        "route_cache": state.cache.stats().await,
         "feeds": state.feeds.all().iter().map(|f| {
             let current = f.current();
             json!({

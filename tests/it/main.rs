@@ -1,6 +1,7 @@
 //! The one integration-test binary: everything that needs real sockets, a real
 //! PostgreSQL or the built executable. Shared helpers live in `support`.
 
+mod cache;
 mod cli;
 mod config;
 mod fetch;

@@ -10,7 +10,7 @@
 pub mod fixtures;
 pub mod otp_sim;
 
-pub use fixtures::{fixture_path, fixture_rows};
+pub use fixtures::{fixture_csv, fixture_path, fixture_rows};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

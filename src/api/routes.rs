@@ -1,0 +1,471 @@
+//! The route query API.
+//!
+//! - `GET /feeds/{gtfs_id}/routes?type=&agency=&q=&limit=&cursor=`: route summaries in a
+//!   stable order (sort_order, missing last, then route_id), filtered, cursor-paged.
+//! - `GET /feeds/{gtfs_id}/routes/{route_id}`: summary, patterns and trip count, through
+//!   the [`RouteCache`](crate::cache::RouteCache): built from the feed's snapshot or
+//!   index, or read through to OTP.
+//! - `GET /feeds/{gtfs_id}/routes/{route_id}/trips?date=YYYY-MM-DD`: the trips running on
+//!   that service date (feeds loaded from a GTFS zip).
+//!
+//! Cacheable answers carry a strong `ETag` (304 on `If-None-Match`) and `Cache-Control`;
+//! route details also `X-Cache` (HIT, MISS, STALE) and `Age`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, ApiResult, ServerTiming};
+use crate::app::AppState;
+use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey};
+use crate::feed::model::RouteSummary;
+use crate::feed::store::{FeedData, Loaded};
+use crate::otp::client::OtpError;
+use crate::refresh::Api2or1;
+
+const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60");
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/feeds/{gtfs_id}/routes", get(list_routes))
+        .route("/feeds/{gtfs_id}/routes/{route_id}", get(route_detail))
+        .route("/feeds/{gtfs_id}/routes/{route_id}/trips", get(route_trips))
+}
+
+/// The feed's current data, or 404/503.
+fn current_feed(
+    state: &AppState,
+    gtfs_id: &str,
+) -> ApiResult<(Arc<crate::feed::store::FeedEntry>, Arc<Loaded>)> {
+    let entry = state
+        .feeds
+        .get(gtfs_id)
+        .ok_or_else(|| ApiError::not_found(format!("no feed {gtfs_id:?}")))?;
+    let loaded = entry.current().ok_or_else(|| {
+        let why = entry
+            .status()
+            .last_error
+            .unwrap_or_else(|| "not loaded yet".into());
+        ApiError::unavailable(format!("feed {gtfs_id:?} has no data yet: {why}"), 30)
+    })?;
+    Ok((entry, loaded))
+}
+
+/// Query parameters, checked by hand so every mistake is a 400 problem naming it.
+fn params(raw: BTreeMap<String, String>, allowed: &[&str]) -> ApiResult<BTreeMap<String, String>> {
+    if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}; allowed: {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(raw)
+}
+
+/// `body` as a cacheable JSON answer: ETag from the bytes, 304 when the client has them.
+fn cacheable(request: &HeaderMap, body: Bytes, etag: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if if_none_match(request, etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (headers, body).into_response()
+}
+
+/// Whether `If-None-Match` lists `etag` (or `*`); weak comparison, as RFC 9110 asks for GET.
+fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || bare(t) == bare(etag))
+}
+
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
+}
+
+fn json_bytes<T: Serialize>(value: &T) -> ApiResult<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.into()))
+}
+
+/// Lowercase ASCII transliteration, for case- and accent-insensitive matching.
+fn fold(text: &str) -> String {
+    deunicode::deunicode(text).to_lowercase()
+}
+
+/// The order of the route list: sort_order (missing last), then route_id.
+fn order_key(r: &RouteSummary) -> (u64, &str) {
+    (
+        r.sort_order.map_or(u64::MAX, u64::from),
+        r.route_id.as_str(),
+    )
+}
+
+/// A page position: after the route with this sort key, for the query with these filters.
+struct Cursor {
+    filters: String,
+    sort: u64,
+    route_id: String,
+}
+
+impl Cursor {
+    fn checksum(body: &str) -> String {
+        hex::encode(&Sha256::digest(format!("gtfs-fetch cursor v1\n{body}"))[..8])
+    }
+
+    fn encode(&self) -> String {
+        let body = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
+        URL_SAFE_NO_PAD.encode(format!("{body}\n{}", Self::checksum(&body)))
+    }
+
+    fn decode(text: &str, filters: &str) -> ApiResult<Cursor> {
+        let forged = || {
+            ApiError::bad_request(
+                "cursor is not one this service issued for this query; start again without it",
+            )
+        };
+        let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?;
+        let raw = String::from_utf8(raw).map_err(|_| forged())?;
+        let (body, sum) = raw.rsplit_once('\n').ok_or_else(forged)?;
+        if Self::checksum(body) != sum {
+            return Err(forged());
+        }
+        let mut parts = body.splitn(3, '\n');
+        let (Some(f), Some(sort), Some(route_id)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(forged());
+        };
+        if f != filters {
+            return Err(ApiError::bad_request(
+                "cursor belongs to a query with other filters; start again without it",
+            ));
+        }
+        Ok(Cursor {
+            filters: f.to_owned(),
+            sort: sort.parse().map_err(|_| forged())?,
+            route_id: route_id.to_owned(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct RouteList<'a> {
+    gtfs_id: &'a str,
+    version: &'a str,
+    routes: Vec<&'a RouteSummary>,
+    next_cursor: Option<String>,
+}
+
+async fn list_routes(
+    State(state): State<AppState>,
+    Path(gtfs_id): Path<String>,
+    Query(raw): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let q = params(raw, &["type", "agency", "q", "limit", "cursor"])?;
+    let route_type = q
+        .get("type")
+        .map(|t| {
+            t.parse::<i32>().map_err(|_| {
+                ApiError::bad_request(format!("type={t:?} is not a GTFS route_type number"))
+            })
+        })
+        .transpose()?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit={l:?} must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let agency = q.get("agency");
+    let needle = q.get("q").map(|s| fold(s.trim()));
+    let filters =
+        hex::encode(&Sha256::digest(format!("{route_type:?}\n{agency:?}\n{needle:?}"))[..6]);
+    let after = q
+        .get("cursor")
+        .map(|c| Cursor::decode(c, &filters))
+        .transpose()?;
+
+    let (_, loaded) = current_feed(&state, &gtfs_id)?;
+    let mut matching = loaded.routes().iter().filter(|r| {
+        route_type.is_none_or(|t| r.route_type == t)
+            && agency.is_none_or(|a| r.agency_id.as_deref() == Some(a.as_str()))
+            && needle.as_ref().is_none_or(|n| {
+                [&r.short_name, &r.long_name]
+                    .into_iter()
+                    .flatten()
+                    .any(|name| fold(name).contains(n.as_str()))
+            })
+    });
+    let start = after.as_ref().map(|c| (c.sort, c.route_id.as_str()));
+    let mut page: Vec<&RouteSummary> = Vec::with_capacity(limit.min(256));
+    for route in matching.by_ref() {
+        if start.is_some_and(|s| order_key(route) <= s) {
+            continue;
+        }
+        page.push(route);
+        if page.len() == limit {
+            break;
+        }
+    }
+    let next_cursor = match (page.last(), matching.next()) {
+        (Some(last), Some(_)) => {
+            let (sort, route_id) = order_key(last);
+            Some(
+                Cursor {
+                    filters,
+                    sort,
+                    route_id: route_id.to_owned(),
+                }
+                .encode(),
+            )
+        }
+        _ => None,
+    };
+    let body = json_bytes(&RouteList {
+        gtfs_id: &gtfs_id,
+        version: &loaded.version,
+        routes: page,
+        next_cursor,
+    })?;
+    let etag = etag_of(&body);
+    Ok(cacheable(&headers, body, &etag))
+}
+
+async fn route_detail(
+    State(state): State<AppState>,
+    Path((gtfs_id, route_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    let (entry, loaded) = current_feed(&state, &gtfs_id)?;
+    let key = RouteKey::new(&gtfs_id, &route_id, &loaded.version);
+    let loader = route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id);
+    let lookup = state.cache.get(key, loader).await.map_err(|e| match e {
+        LoadError::NotFound => {
+            ApiError::not_found(format!("no route {route_id:?} in feed {gtfs_id:?}"))
+        }
+        LoadError::Upstream(OtpError::BreakerOpen(_)) => ApiError::unavailable(
+            format!(
+                "OTP instance {} is failing; nothing cached for this route",
+                entry.instance
+            ),
+            30,
+        ),
+        LoadError::Upstream(e) => ApiError::unavailable(
+            format!("OTP could not answer and nothing is cached: {e}"),
+            10,
+        ),
+        LoadError::Internal(e) => ApiError::internal(anyhow::anyhow!(e)),
+    })?;
+    let cached = lookup.entry();
+    let mut timing = ServerTiming::default();
+    if let Lookup::Miss(_) = lookup {
+        timing.record(
+            if cached.from_otp { "otp" } else { "build" },
+            cached.load_time,
+        );
+    }
+    timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
+    let mut response = cacheable(&headers, cached.body.clone(), &cached.etag);
+    let h = response.headers_mut();
+    h.insert("x-cache", HeaderValue::from_static(lookup.label()));
+    h.insert(header::AGE, HeaderValue::from(cached.age()));
+    response.extensions_mut().insert(timing);
+    Ok(response)
+}
+
+/// Builds a route's answer: from the snapshot or the prefetched index when the feed has
+/// it, otherwise from OTP (cached for `cache_ttl`).
+fn route_loader(
+    state: &AppState,
+    instance: &str,
+    loaded: Arc<Loaded>,
+    gtfs_id: &str,
+    route_id: &str,
+) -> Loader {
+    let state = state.clone();
+    let (instance, gtfs_id, route_id) =
+        (instance.to_owned(), gtfs_id.to_owned(), route_id.to_owned());
+    Arc::new(move || {
+        let (state, loaded) = (state.clone(), loaded.clone());
+        let (instance, gtfs_id, route_id) = (instance.clone(), gtfs_id.clone(), route_id.clone());
+        Box::pin(async move {
+            let started = Instant::now();
+            if let Some(detail) = loaded.route_detail(&route_id) {
+                let body =
+                    serde_json::to_vec(detail).map_err(|e| LoadError::Internal(e.to_string()))?;
+                return Ok(Some(CachedRoute::new(
+                    body.into(),
+                    None,
+                    started.elapsed(),
+                    false,
+                )));
+            }
+            // A snapshot knows all its routes; an index knows which routes exist.
+            let known = loaded.routes().iter().any(|r| r.route_id == route_id);
+            if matches!(loaded.data, FeedData::Snapshot(_)) || !known {
+                return Ok(None);
+            }
+            let Some(instance) = state.instance(&instance) else {
+                return Ok(None);
+            };
+            let detail = Api2or1::of(instance)
+                .route(&gtfs_id, &route_id, false)
+                .await
+                .map_err(LoadError::Upstream)?;
+            let Some(detail) = detail else {
+                return Ok(None);
+            };
+            let body =
+                serde_json::to_vec(&detail).map_err(|e| LoadError::Internal(e.to_string()))?;
+            Ok(Some(CachedRoute::new(
+                body.into(),
+                Some(state.config.cache_ttl),
+                started.elapsed(),
+                true,
+            )))
+        })
+    })
+}
+
+/// A `YYYY-MM-DD` date, strictly.
+fn service_date(text: Option<&String>) -> ApiResult<jiff::civil::Date> {
+    let text = text.ok_or_else(|| ApiError::bad_request("date=YYYY-MM-DD is required"))?;
+    let bad = || {
+        ApiError::bad_request(format!(
+            "date={text:?} is not a date of the form YYYY-MM-DD"
+        ))
+    };
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    text.parse().map_err(|_| bad())
+}
+
+#[derive(Serialize)]
+struct TripList<'a> {
+    gtfs_id: &'a str,
+    route_id: &'a str,
+    date: String,
+    trips: Vec<&'a crate::feed::snapshot::TripInfo>,
+}
+
+async fn route_trips(
+    State(state): State<AppState>,
+    Path((gtfs_id, route_id)): Path<(String, String)>,
+    Query(raw): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let q = params(raw, &["date"])?;
+    let date = service_date(q.get("date"))?;
+    let (_, loaded) = current_feed(&state, &gtfs_id)?;
+    let snapshot = loaded.snapshot().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("trips are known only for feeds loaded from a GTFS zip; configure [[instances.feeds]] for {gtfs_id:?}"),
+        )
+    })?;
+    if snapshot.route(&route_id).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no route {route_id:?} in feed {gtfs_id:?}"
+        )));
+    }
+    let trips = snapshot.trips_on(&route_id, date);
+    let body = json_bytes(&TripList {
+        gtfs_id: &gtfs_id,
+        route_id: &route_id,
+        date: date.to_string(),
+        trips,
+    })?;
+    let etag = etag_of(&body);
+    Ok(cacheable(&headers, body, &etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        let c = Cursor {
+            filters: "abc".into(),
+            sort: 7,
+            route_id: "R:1\nx".into(),
+        };
+        let text = c.encode();
+        let back = Cursor::decode(&text, "abc").unwrap();
+        assert_eq!((back.sort, back.route_id.as_str()), (7, "R:1\nx"));
+        assert!(Cursor::decode(&text, "other").is_err(), "other filters");
+        assert!(Cursor::decode("garbage!", "abc").is_err());
+        let forged = URL_SAFE_NO_PAD.encode("abc\n7\nR9\n0000000000000000");
+        assert!(Cursor::decode(&forged, "abc").is_err());
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        let d = |s: &str| service_date(Some(&s.to_owned()));
+        assert!(d("2024-02-29").is_ok());
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "20240101",
+            "yesterday",
+            "2024-1-01",
+            "",
+        ] {
+            assert!(d(bad).is_err(), "{bad}");
+        }
+        assert!(service_date(None).is_err());
+    }
+
+    #[test]
+    fn matching_folds_case_and_accents() {
+        assert_eq!(fold("Metrobús Línea 1"), "metrobus linea 1");
+        assert!(fold("METROBÚS").contains(&fold("metrobus")));
+    }
+
+    #[test]
+    fn if_none_match_lists() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(if_none_match(&h, "\"b\""));
+        assert!(if_none_match(&h, "\"a\""));
+        assert!(!if_none_match(&h, "\"c\""));
+    }
+}
