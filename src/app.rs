@@ -99,6 +99,7 @@ impl App {
         })];
         if schedule {
             tasks.extend(refresh::spawn_scheduler(&state));
+            tasks.push(spawn_key_expiry(state.clone()));
         }
         Ok(App {
             state,
@@ -131,6 +132,21 @@ pub async fn connect_options(
                 .await
                 .context("cannot start the embedded PostgreSQL")?;
             (pg.connect_options(db::embedded::DATABASE), Some(pg))
+        }
+    })
+}
+
+/// Forgets idempotency keys after 48 hours (the contract keeps them at least 24), hourly.
+fn spawn_key_expiry(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match db::waybills::expire_keys(&state.db.pool, 48).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired idempotency keys"),
+                Err(e) => tracing::warn!("cannot expire idempotency keys: {e}"),
+            }
         }
     })
 }

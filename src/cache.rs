@@ -56,7 +56,8 @@ impl std::fmt::Display for RouteKey {
 #[derive(Debug)]
 pub struct CachedRoute {
     pub body: Bytes,
-    /// Strong ETag, quoted.
+    /// Weak ETag (`W/"..."`): the same for the identity, gzip and brotli encodings of the
+    /// answer, which the compression layer produces from these bytes.
     pub etag: String,
     pub fetched_at: Instant,
     /// `None`: fresh for the life of its key (built from a versioned snapshot).
@@ -72,7 +73,7 @@ impl CachedRoute {
         let now = Instant::now();
         let digest = Sha256::digest(&body);
         Self {
-            etag: format!("\"{}\"", hex::encode(&digest[..12])),
+            etag: format!("W/\"{}\"", hex::encode(&digest[..12])),
             body,
             fetched_at: now,
             fresh_until: ttl.map(|t| now + t),

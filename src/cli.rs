@@ -58,7 +58,7 @@ pub fn run() -> ExitCode {
         println!("{:#}", config.to_redacted_json());
         return ExitCode::SUCCESS;
     }
-    telemetry::init_logging();
+    let _log_guard = telemetry::init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

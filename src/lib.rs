@@ -48,3 +48,4 @@ pub mod refresh;
 
 pub mod server;
 pub mod telemetry;
+pub mod waybill;

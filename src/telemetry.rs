@@ -25,13 +25,18 @@ use tracing_subscriber::EnvFilter;
 use crate::cache::RouteCache;
 use crate::refresh::InstanceRuntime;
 
-/// Installs the global log subscriber. Safe to call more than once (later calls do nothing).
-pub fn init_logging() {
+/// Installs the global log subscriber, writing through a background thread so that no
+/// request waits on stderr. Keep the returned guard until exit: dropping it flushes.
+/// Safe to call more than once (later calls install nothing and return `None`).
+pub fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if std::io::stdout().is_terminal() {
+        .with_writer(writer);
+    let installed = if std::io::stdout().is_terminal() {
         builder.try_init()
     } else {
         builder
@@ -40,6 +45,7 @@ pub fn init_logging() {
             .with_span_list(false)
             .try_init()
     };
+    installed.ok().map(|()| guard)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

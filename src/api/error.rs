@@ -17,6 +17,8 @@ pub struct ApiError {
     retry_after: Option<u64>,
     /// Extension members added to the problem object (RFC 9457 section 3.2).
     extensions: Map<String, Json>,
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After` on a 409, ...).
+    headers: Vec<(axum::http::HeaderName, HeaderValue)>,
     /// For internal errors: what is logged instead of shown.
     source: Option<anyhow::Error>,
 }
@@ -30,6 +32,7 @@ impl ApiError {
             detail: detail.into(),
             retry_after: None,
             extensions: Map::new(),
+            headers: Vec::new(),
             source: None,
         }
     }
@@ -59,6 +62,10 @@ impl ApiError {
     }
     pub fn with_extension(mut self, key: &str, value: Json) -> Self {
         self.extensions.insert(key.into(), value);
+        self
+    }
+    pub fn with_header(mut self, name: axum::http::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
         self
     }
     pub fn status(&self) -> StatusCode {
@@ -91,6 +98,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         response
     }

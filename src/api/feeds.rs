@@ -7,32 +7,68 @@
 //! - `POST /instances/{name}/refresh`: starts a refresh now (202); when one is running,
 //!   202 too, saying so: there is never more than one refresh of an instance at a time.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::Problem;
+use super::ops::InstanceApi;
 use super::{ApiError, ApiResult};
 use crate::app::AppState;
+use crate::feed::snapshot::FeedCounts;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/feeds", get(list_feeds))
-        .route("/instances", get(list_instances))
-        .route("/instances/{name}/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_feeds))
+        .routes(routes!(list_instances))
+        .routes(routes!(refresh))
 }
 
+/// Every feed: instance, source, version, fetch time, counts, last error.
+#[utoipa::path(
+    get,
+    path = "/feeds",
+    tag = "feeds",
+    responses((status = 200, description = "Every feed known, by `gtfs_id`.", body = FeedList)),
+)]
 async fn list_feeds(State(state): State<AppState>) -> Json<Value> {
     let feeds: Vec<Value> = state.feeds.all().iter().map(|f| f.report()).collect();
     Json(json!({ "feeds": feeds }))
 }
 
+/// Every OTP instance: refresh status and HTTP client figures.
+#[utoipa::path(
+    get,
+    path = "/instances",
+    tag = "feeds",
+    responses((status = 200, description = "Every configured instance, in configuration order.",
+        body = InstanceList)),
+)]
 async fn list_instances(State(state): State<AppState>) -> Json<Value> {
     let instances: Vec<Value> = state.instances.iter().map(|i| i.report()).collect();
     Json(json!({ "instances": instances }))
 }
 
+/// Starts a refresh of an instance now.
+///
+/// There is never more than one refresh of an instance at a time: when one is running,
+/// the answer is 202 too, saying so.
+#[utoipa::path(
+    post,
+    path = "/instances/{name}/refresh",
+    tag = "feeds",
+    params(("name" = String, Path, description = "The instance's `name`.", pattern = "^[a-z0-9-]+$")),
+    responses(
+        (status = 202, description = "A refresh was started, or one is already running.",
+            body = RefreshAccepted),
+        (status = 404, description = "No instance of that name.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn refresh(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -49,4 +85,159 @@ async fn refresh(
         StatusCode::ACCEPTED,
         Json(json!({ "instance": name, "refresh": status })),
     ))
+}
+
+// Documentation of the bodies built with `json!()` (here, in `FeedEntry::report` and
+// `InstanceRuntime::report`) and of the serialized reports of other modules, field for
+// field (never built; tests/it/openapi.rs checks real answers against them).
+
+/// `GET /feeds`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct FeedList {
+    feeds: Vec<FeedReport>,
+}
+
+/// A feed (`FeedEntry::report`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct FeedReport {
+    /// OTP's feed id, which the route API calls `gtfs_id`.
+    gtfs_id: String,
+    /// The instance that serves it.
+    instance: String,
+    /// `otp2`, `otp1`, or the zip's URL or path.
+    source: String,
+    /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
+    /// first successful load.
+    version: Option<String>,
+    #[schema(format = DateTime)]
+    fetched_at: Option<String>,
+    /// Counts of the current version: of the zip's files for a GTFS zip, of the route index
+    /// for OTP feeds; `null` before the first successful load.
+    counts: Option<FeedCountsReport>,
+    #[schema(format = DateTime)]
+    last_success_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_attempt_at: Option<String>,
+    /// The last refresh's error; `null` once a refresh succeeds.
+    last_error: Option<String>,
+    #[schema(format = DateTime)]
+    last_error_at: Option<String>,
+}
+
+/// Counts of a feed's current version.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum FeedCountsReport {
+    Zip(FeedCounts),
+    Index(IndexCounts),
+}
+
+/// Counts of a feed read from an OTP route index.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct IndexCounts {
+    routes: u64,
+    /// Routes whose detail has been crawled (all of them with `prefetch_routes`).
+    route_details: u64,
+    agencies: u64,
+}
+
+/// `GET /instances`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InstanceList {
+    instances: Vec<InstanceReport>,
+}
+
+/// An OTP instance (`InstanceRuntime::report`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InstanceReport {
+    name: String,
+    url: String,
+    api: InstanceApi,
+    /// Seconds between scheduled refreshes (±10 % jitter).
+    refresh_interval: f64,
+    /// Whether a refresh is running now.
+    running: bool,
+    status: InstanceRefreshStatus,
+    http: HttpClientReport,
+}
+
+/// How an instance's refreshes went (`crate::refresh::InstanceStatus`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InstanceRefreshStatus {
+    /// Refreshes finished since start-up.
+    refreshes: u64,
+    #[schema(format = DateTime)]
+    last_started_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_finished_at: Option<String>,
+    #[schema(format = DateTime)]
+    last_success_at: Option<String>,
+    last_error: Option<String>,
+}
+
+/// The HTTP client towards an OTP instance (`crate::otp::client::ClientReport`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct HttpClientReport {
+    /// TCP connections opened since start-up.
+    connections_opened: u64,
+    /// HTTP requests sent (tries, retries included).
+    requests_sent: u64,
+    /// Share of requests that rode an already open connection: 1 - opened / sent.
+    #[schema(minimum = 0, maximum = 1)]
+    reuse_ratio: f64,
+    /// Calls made by the service (each may be several tries).
+    calls: u64,
+    retries: u64,
+    /// Immediate retries after a pooled connection turned out closed by the server.
+    stale_retries: u64,
+    failures: u64,
+    in_flight: u64,
+    breaker: BreakerReport,
+}
+
+/// The instance's circuit breaker (`crate::otp::client::BreakerReport`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BreakerReport {
+    state: BreakerState,
+    /// Times it opened.
+    opened: u64,
+    /// Calls refused while open.
+    rejected: u64,
+    /// Times it went half-open (probing).
+    half_opened: u64,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+/// `POST /instances/{name}/refresh`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RefreshAccepted {
+    instance: String,
+    /// `started`, or `already_running` (that refresh's result is the one to wait for).
+    refresh: RefreshState,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum RefreshState {
+    Started,
+    AlreadyRunning,
 }

@@ -1,15 +1,71 @@
 //! The HTTP API: one `router()` per area, merged here, wrapped in the layers every
-//! response goes through.
+//! response goes through, and its OpenAPI document (`GET /openapi.json`).
 //!
 //! Layers, outermost first: request id (set, or kept from the client's `x-request-id`, and
 //! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
 //! and status, and the `Server-Timing` header.
+//!
+//! # Adding an area (or an endpoint) with its documentation
+//!
+//! Routes are registered with utoipa-axum, never with a bare `.route(...)`, so that an
+//! endpoint cannot exist without its OpenAPI documentation (nor the reverse):
+//!
+//! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
+//!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
+//!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
+//!    `responses(...)` listing every status the handler can answer, errors with
+//!    `body = Problem, content_type = "application/problem+json"`, and the headers that
+//!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to
+//!    every response by [`openapi::add_common_headers`]; do not list them.
+//! 2. Bodies: `#[derive(utoipa::ToSchema)]` on the type that is serialized. For a body
+//!    built with `json!()`, write a `#[derive(ToSchema)]` struct in the area mirroring it
+//!    field for field (`#[allow(dead_code)]`, it is never built).
+//! 3. `pub fn router() -> OpenApiRouter<AppState>` with `.routes(routes!(handler))`, one
+//!    `routes!` per path (methods of one path together: `routes!(get_x, patch_x)`).
+//!    Guards go on as `.route_layer(...)`; say so in the docs (`security(...)`, 403).
+//! 4. Merge it in [`router`] below, add a tag in [`openapi::ApiDoc`], and add the new
+//!    `(method, path)` pairs to the expected list in `tests/it/openapi.rs`, which fails
+//!    until router and document agree, and checks real answers against the schemas.
+//!
+//! `waybills.rs` (POST/GET/PATCH `/waybills...`) is meant to be added exactly this way:
+//!
+//! ```ignore
+//! use utoipa_axum::{router::OpenApiRouter, routes};
+//! use super::openapi::Problem;
+//!
+//! pub fn router() -> OpenApiRouter<AppState> {
+//!     OpenApiRouter::default()
+//!         .routes(routes!(list, create)) // GET, POST /waybills
+//!         .routes(routes!(read, change)) // GET, PATCH /waybills/{id}
+//!         .layer(DefaultBodyLimit::max(MAX_BODY))
+//! }
+//!
+//! /// Records a waybill. (First line: the summary; the rest: the description.)
+//! #[utoipa::path(
+//!     post,
+//!     path = "/waybills",
+//!     tag = "waybills",
+//!     request_body = NewWaybill,
+//!     params(("Idempotency-Key" = Option<String>, Header, description = "...")),
+//!     responses(
+//!         (status = 201, description = "Stored.", body = Waybill,
+//!             headers(("Location" = String), ("ETag" = String))),
+//!         (status = 422, description = "...", body = Problem,
+//!             content_type = "application/problem+json"),
+//!     ),
+//! )]
+//! async fn create(/* ... */) -> ApiResult<Response> { /* ... */ }
+//! ```
+//!
+//! and in [`router`]: `.merge(waybills::router())`.
 
 pub mod error;
 pub mod feeds;
+pub mod openapi;
 pub mod ops;
 pub mod routes;
 pub mod timing;
+pub mod waybills;
 
 use std::time::Instant;
 
@@ -23,6 +79,8 @@ use tower_http::request_id::{
 };
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 
 use crate::app::AppState;
 use crate::telemetry::HttpLabels;
@@ -31,12 +89,18 @@ pub use timing::ServerTiming;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API with its layers.
+/// The whole API with its layers, and `GET /openapi.json` documenting it.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let openapi_json = openapi::OpenApiJson::default();
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router(state.clone()))
         .merge(feeds::router())
         .merge(routes::router())
+        .merge(waybills::router())
+        .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
+        .split_for_parts();
+    openapi_json.publish(doc);
+    router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")

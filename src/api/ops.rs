@@ -5,29 +5,35 @@
 //! refused (403) when it is not. A reverse proxy on the same host makes every client look
 //! like loopback: set `ops_token` and keep ops paths off the proxy in that case.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Value as Json_, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::feeds::HttpClientReport;
+use super::openapi::Problem;
 use super::{ApiError, ApiResult};
 use crate::app::AppState;
 use crate::telemetry::{Sample, memory_sample};
 
-pub fn router(state: AppState) -> Router<AppState> {
-    let guarded = Router::new()
-        .route("/readyz", get(readyz))
-        .route("/config", get(config))
-        .route("/memory-stats", get(memory_stats))
-        .route("/metrics", get(metrics))
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    let guarded = OpenApiRouter::default()
+        .routes(routes!(readyz))
+        .routes(routes!(config))
+        .routes(routes!(memory_stats))
+        .routes(routes!(metrics))
         .route_layer(middleware::from_fn_with_state(state, require_ops_access));
-    Router::new().route("/healthz", get(healthz)).merge(guarded)
+    OpenApiRouter::default()
+        .routes(routes!(healthz))
+        .merge(guarded)
 }
 
 /// Whether a client may call the ops endpoints. Pure, so it is tested on its own.
@@ -72,11 +78,38 @@ async fn require_ops_access(State(state): State<AppState>, req: Request, next: N
     }
 }
 
+/// Liveness: 200 while the process runs.
+///
+/// Open to every client (load balancers probe it).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "The process runs.", body = Health)),
+)]
 async fn healthz() -> Json<Json_> {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the service can do its work; 503 with a reason per failing check.
+/// Readiness: whether the service can do its work.
+///
+/// 200 when the database answers and every OTP instance has finished its first refresh;
+/// 503 otherwise, and while shutting down, with a reason per check.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    security((), ("ops_token" = [])),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 403, description = "Not a loopback client, and no valid ops token.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready: `detail` lists the failing checks, \
+            `checks` has every check's state.",
+            body = ReadinessProblem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before asking again (5)."))),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
     let mut checks = serde_json::Map::new();
     let mut failing = Vec::new();
@@ -113,10 +146,37 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
     }
 }
 
+/// The effective configuration, secrets redacted.
+///
+/// Flat keys at the top level, named as in `config/default.toml`; durations in seconds.
+/// The database password, tokens and instance header values are `***`.
+#[utoipa::path(
+    get,
+    path = "/config",
+    tag = "ops",
+    security((), ("ops_token" = [])),
+    responses(
+        (status = 200, description = "The effective configuration.", body = EffectiveConfig),
+        (status = 403, description = "Not a loopback client, and no valid ops token.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn config(State(state): State<AppState>) -> Json<Json_> {
     Json(state.config.to_redacted_json())
 }
 
+/// Memory and pools: process, allocator, database pool, route cache, feeds, HTTP clients.
+#[utoipa::path(
+    get,
+    path = "/memory-stats",
+    tag = "ops",
+    security((), ("ops_token" = [])),
+    responses(
+        (status = 200, description = "Memory and pool figures.", body = MemoryStats),
+        (status = 403, description = "Not a loopback client, and no valid ops token.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
     let mem = memory_sample();
     Json(json!({
@@ -144,6 +204,22 @@ async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
     }))
 }
 
+/// Prometheus metrics (OpenMetrics text).
+///
+/// Requests and latency by method, route template and status; RSS; pool gauges; route
+/// cache; per OTP instance connections, requests, retries, reuse ratio and breaker state.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    security((), ("ops_token" = [])),
+    responses(
+        (status = 200, description = "The metrics, OpenMetrics text format.", body = String,
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 403, description = "Not a loopback client, and no valid ops token.",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mem = memory_sample();
     let pool = state.db.stats();
@@ -159,6 +235,206 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     (headers, body)
+}
+
+// Documentation of the bodies built with `json!()` above, field for field (never built;
+// tests/it/openapi.rs checks real answers against them).
+
+/// `GET /healthz`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Health {
+    status: HealthStatus,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum HealthStatus {
+    Ok,
+}
+
+/// `GET /readyz` when ready.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Readiness {
+    status: ReadyStatus,
+    /// Every check with its state: `database` (`ok` or why not) and, while they are not
+    /// ready, `instance:{name}` and `shutdown`.
+    #[schema(example = json!({"database": "ok"}))]
+    checks: BTreeMap<String, String>,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ReadyStatus {
+    Ready,
+}
+
+/// `GET /readyz` when not ready: a problem with every check's state.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReadinessProblem {
+    #[serde(flatten)]
+    problem: Problem,
+    /// Every check with its state: `database` (`ok` or why not), `instance:{name}` (first
+    /// refresh not finished), `shutdown` (shutting down).
+    #[schema(example = json!({"database": "ok", "instance:city": "first refresh not finished"}))]
+    checks: BTreeMap<String, String>,
+}
+
+/// `GET /config`: every flat setting, then the instances. Durations are seconds.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct EffectiveConfig {
+    #[schema(example = "0.0.0.0:8000")]
+    listen: String,
+    connection_limit: u64,
+    http_pool_idle_timeout: f64,
+    http_tcp_keepalive: f64,
+    http_connect_timeout: f64,
+    http_request_timeout: f64,
+    retry_attempts: u32,
+    retry_delay: f64,
+    rate_limit_delay: f64,
+    breaker_failures: u32,
+    breaker_open: f64,
+    cache_max_bytes: u64,
+    cache_ttl: f64,
+    max_feed_bytes: u64,
+    data_dir: String,
+    /// `null`: the embedded PostgreSQL. The password is `***`.
+    #[schema(example = "postgres://app:***@db:5432/waybills")]
+    database_url: Option<String>,
+    db_max_connections: u32,
+    db_min_connections: u32,
+    db_acquire_timeout: f64,
+    db_idle_timeout: f64,
+    db_max_lifetime: f64,
+    /// `***` when set.
+    #[schema(example = "***")]
+    api_token: Option<String>,
+    /// `***` when set.
+    #[schema(example = "***")]
+    ops_token: Option<String>,
+    shutdown_drain: f64,
+    shutdown_timeout: f64,
+    instances: Vec<InstanceConfig>,
+}
+
+/// One `[[instances]]` table.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InstanceConfig {
+    name: String,
+    url: String,
+    api: InstanceApi,
+    /// OTP 1 router id.
+    router: String,
+    graphql_path: String,
+    /// Seconds.
+    refresh_interval: f64,
+    /// Header names, each value `***`.
+    #[schema(example = json!({"X-Api-Key": "***"}))]
+    headers: BTreeMap<String, String>,
+    prefetch_routes: bool,
+    feeds: Vec<ZipFeedConfig>,
+}
+
+/// Which API an OTP instance speaks: `otp2` (GraphQL), `otp1` (REST index), `gtfs` (zips
+/// only).
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub(super) enum InstanceApi {
+    Otp2,
+    Otp1,
+    Gtfs,
+}
+
+/// One `[[instances.feeds]]` table.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ZipFeedConfig {
+    gtfs_id: String,
+    /// As configured: an absolute URL, a path under the instance's URL, or a file.
+    zip_url: String,
+}
+
+/// `GET /memory-stats`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct MemoryStats {
+    process: ProcessMemory,
+    allocator: AllocatorMemory,
+    database_pool: DatabasePool,
+    route_cache: RouteCacheStats,
+    feeds: Vec<FeedMemory>,
+    instances: Vec<InstanceHttp>,
+    uptime_seconds: f64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ProcessMemory {
+    rss_bytes: u64,
+    virtual_bytes: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct AllocatorMemory {
+    #[schema(example = "jemalloc")]
+    name: String,
+    allocated_bytes: u64,
+    resident_bytes: u64,
+}
+
+/// The database pool (`crate::db::PoolStats`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DatabasePool {
+    /// Connections open.
+    size: u32,
+    idle: u64,
+    max: u32,
+    min: u32,
+}
+
+/// The route cache (`crate::cache::CacheStats`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RouteCacheStats {
+    entries: u64,
+    /// Size of the entries as weighed against `max_bytes`.
+    weighted_bytes: u64,
+    max_bytes: u64,
+    hits: u64,
+    misses: u64,
+    /// Answers served stale while a refresh ran or failed.
+    stale: u64,
+    /// (hits + stale) / lookups; 0 before any lookup.
+    hit_ratio: f64,
+    evictions: u64,
+    refresh_failures: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct FeedMemory {
+    gtfs_id: String,
+    /// `null` before the feed's first successful load.
+    version: Option<String>,
+    /// Rough heap size of the current version; 0 when none.
+    approx_bytes: u64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct InstanceHttp {
+    name: String,
+    http: HttpClientReport,
 }
 
 #[cfg(test)]

@@ -15,21 +15,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::app::AppState;
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey};
-use crate::feed::model::RouteSummary;
+use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
 use crate::refresh::Api2or1;
@@ -38,11 +40,11 @@ const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60"
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/feeds/{gtfs_id}/routes", get(list_routes))
-        .route("/feeds/{gtfs_id}/routes/{route_id}", get(route_detail))
-        .route("/feeds/{gtfs_id}/routes/{route_id}/trips", get(route_trips))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list_routes))
+        .routes(routes!(route_detail))
+        .routes(routes!(route_trips))
 }
 
 /// The feed's current data, or 404/503.
@@ -103,8 +105,10 @@ fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || bare(t) == bare(etag))
 }
 
+/// A weak ETag: the compression layer serves these bytes gzip- or brotli-encoded too,
+/// and all encodings share it.
 fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
+    format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
 }
 
 fn json_bytes<T: Serialize>(value: &T) -> ApiResult<Bytes> {
@@ -173,14 +177,84 @@ impl Cursor {
     }
 }
 
-#[derive(Serialize)]
+/// A page of `GET /feeds/{gtfs_id}/routes`.
+#[derive(Serialize, ToSchema)]
 struct RouteList<'a> {
     gtfs_id: &'a str,
+    /// The feed version the page was read from.
     version: &'a str,
     routes: Vec<&'a RouteSummary>,
+    /// Pass as `cursor` for the next page (same filters); `null` on the last page.
     next_cursor: Option<String>,
 }
 
+/// Query parameters of `GET /feeds/{gtfs_id}/routes` (read by hand in [`list_routes`];
+/// this is their documentation). Any other parameter is a 400.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct RouteListQuery {
+    /// Only routes of this GTFS `route_type` (0 tram, 1 subway, 2 rail, 3 bus, ... and
+    /// extended types such as 700).
+    r#type: Option<i32>,
+    /// Only routes of this `agency_id`.
+    agency: Option<String>,
+    /// Only routes whose short or long name contains this text, ignoring case and accents.
+    q: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page, for the same filters; opaque. A cursor of other
+    /// filters, or not issued by this service, is a 400.
+    cursor: Option<String>,
+}
+
+/// The request header of a conditional GET (documentation; read by [`if_none_match`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct Conditional {
+    /// ETags the client has (the `ETag` of an earlier answer): 304 when one is current.
+    #[param(rename = "If-None-Match", value_type = String, required = false)]
+    if_none_match: Option<String>,
+}
+
+/// Route summaries of a feed, filtered, in a stable order, cursor-paged.
+///
+/// Order: `sort_order` (missing last), then `route_id`. The page carries a strong `ETag`;
+/// `If-None-Match` with it gives 304.
+#[utoipa::path(
+    get,
+    path = "/feeds/{gtfs_id}/routes",
+    tag = "routes",
+    params(
+        ("gtfs_id" = String, Path, description = "The feed id (OTP's feed id)."),
+        RouteListQuery,
+        Conditional,
+    ),
+    responses(
+        (status = 200, description = "A page of routes.", body = RouteList,
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+            )),
+        (status = 304, description = "`If-None-Match` matched the current ETag.",
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+            )),
+        (status = 400, description = "An unknown parameter, a `type` or `limit` that is not \
+            a number in range, or a cursor of other filters or not issued by this service.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such feed.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The feed has no data yet (first load not done or failed).",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
+        (status = 500, description = "Internal error (logged with the request id).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn list_routes(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
@@ -210,8 +284,9 @@ async fn list_routes(
     };
     let agency = q.get("agency");
     let needle = q.get("q").map(|s| fold(s.trim()));
-    let filters =
-        hex::encode(&Sha256::digest(format!("{route_type:?}\n{agency:?}\n{needle:?}"))[..6]);
+    let filters = hex::encode(
+        &Sha256::digest(format!("{gtfs_id}\n{route_type:?}\n{agency:?}\n{needle:?}"))[..6],
+    );
     let after = q
         .get("cursor")
         .map(|c| Cursor::decode(c, &filters))
@@ -263,6 +338,47 @@ async fn list_routes(
     Ok(cacheable(&headers, body, &etag))
 }
 
+/// A route: its summary, patterns (ordered stops) and trip count.
+///
+/// Served from the route cache: built from the feed's zip or prefetched index, or read
+/// through to OTP (then cached for `cache_ttl`; served stale while OTP fails). Strong
+/// `ETag`; `If-None-Match` with it gives 304.
+#[utoipa::path(
+    get,
+    path = "/feeds/{gtfs_id}/routes/{route_id}",
+    tag = "routes",
+    params(
+        ("gtfs_id" = String, Path, description = "The feed id (OTP's feed id)."),
+        ("route_id" = String, Path, description = "GTFS `route_id` inside the feed \
+            (percent-encoded as a path segment)."),
+        Conditional,
+    ),
+    responses(
+        (status = 200, description = "The route.", body = RouteDetail,
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+                ("X-Cache" = String, description = "`HIT`, `MISS` (built now) or `STALE` \
+                    (past its freshness, being refreshed or OTP failing)."),
+                ("Age" = u64, description = "Seconds since the answer was built."),
+            )),
+        (status = 304, description = "`If-None-Match` matched the current ETag.",
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+                ("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`."),
+                ("Age" = u64, description = "Seconds since the answer was built."),
+            )),
+        (status = 404, description = "No such feed, or no such route in it.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The feed has no data yet, or OTP cannot answer (breaker \
+            open, timeout, error) and nothing is cached for this route.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
+        (status = 500, description = "Internal error (logged with the request id).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn route_detail(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
@@ -363,26 +479,79 @@ fn route_loader(
 /// A `YYYY-MM-DD` date, strictly.
 fn service_date(text: Option<&String>) -> ApiResult<jiff::civil::Date> {
     let text = text.ok_or_else(|| ApiError::bad_request("date=YYYY-MM-DD is required"))?;
-    let bad = || {
+    crate::feed::model::parse_iso_date(text).ok_or_else(|| {
         ApiError::bad_request(format!(
             "date={text:?} is not a date of the form YYYY-MM-DD"
         ))
-    };
-    let b = text.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad());
-    }
-    text.parse().map_err(|_| bad())
+    })
 }
 
-#[derive(Serialize)]
+/// `GET /feeds/{gtfs_id}/routes/{route_id}/trips`.
+#[derive(Serialize, ToSchema)]
 struct TripList<'a> {
     gtfs_id: &'a str,
     route_id: &'a str,
+    /// The service date asked for.
+    #[schema(format = Date, example = "2024-03-15")]
     date: String,
+    /// Sorted by `start_time`.
     trips: Vec<&'a crate::feed::snapshot::TripInfo>,
 }
 
+/// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips` (documentation;
+/// read by hand in [`route_trips`]). Any other parameter is a 400.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct TripsQuery {
+    /// The service date, `YYYY-MM-DD`.
+    #[param(format = Date, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "2024-03-15")]
+    date: String,
+}
+
+/// The trips of a route running on a service date.
+///
+/// The date's service comes from `calendar.txt` and its `calendar_dates.txt` exceptions;
+/// times past 24:00:00 belong to the date the trip starts from. Only for feeds loaded from
+/// a GTFS zip. Strong `ETag`; `If-None-Match` with it gives 304.
+#[utoipa::path(
+    get,
+    path = "/feeds/{gtfs_id}/routes/{route_id}/trips",
+    tag = "routes",
+    params(
+        ("gtfs_id" = String, Path, description = "The feed id (OTP's feed id)."),
+        ("route_id" = String, Path, description = "GTFS `route_id` inside the feed \
+            (percent-encoded as a path segment)."),
+        TripsQuery,
+        Conditional,
+    ),
+    responses(
+        (status = 200, description = "The trips running that date, by start time.",
+            body = TripList,
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+            )),
+        (status = 304, description = "`If-None-Match` matched the current ETag.",
+            headers(
+                ("ETag" = String, description = "Strong ETag of the body."),
+                ("Cache-Control" = String, description = "`public, max-age=60`."),
+            )),
+        (status = 400, description = "`date` missing or not a real `YYYY-MM-DD` date, or an \
+            unknown parameter.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such feed, or no such route in it.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 501, description = "The feed was not loaded from a GTFS zip, so its trips \
+            are not known (configure `[[instances.feeds]]`).",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The feed has no data yet.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
+        (status = 500, description = "Internal error (logged with the request id).",
+            body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn route_trips(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,

@@ -6,10 +6,12 @@
 //! `feedId:localId` form; adapters split OTP ids on the first `:`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One route, as listed by `GET /feeds/{gtfs_id}/routes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteSummary {
+    /// GTFS `route_id` inside the feed (not OTP's `feedId:localId`).
     pub route_id: String,
     pub agency_id: Option<String>,
     pub short_name: Option<String>,
@@ -21,39 +23,52 @@ pub struct RouteSummary {
     /// `route_type` for GTFS zips with [`mode_of_route_type`].
     pub mode: String,
     /// Hex colour without `#`, as in GTFS (`0d0d0d`).
+    #[schema(example = "0d0d0d")]
     pub color: Option<String>,
+    /// Hex colour without `#`.
+    #[schema(example = "ffffff")]
     pub text_color: Option<String>,
+    /// GTFS `route_sort_order`; the list is sorted by it (missing last), then `route_id`.
     pub sort_order: Option<u32>,
 }
 
 /// A stop on a pattern.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StopRef {
     pub stop_id: String,
     pub name: Option<String>,
+    /// GTFS `stop_code`, the code shown to riders.
     pub code: Option<String>,
+    /// WGS 84 latitude; `null` for a stop missing from `stops.txt`.
     pub lat: Option<f64>,
+    /// WGS 84 longitude.
     pub lon: Option<f64>,
 }
 
 /// A distinct ordered stop sequence of a route, with the trips that run it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Pattern {
     /// Stable within a feed version: OTP's pattern code, or for zips
     /// `{route_id}:{direction_id or x}:{n}` in order of first appearance.
     pub pattern_id: String,
+    /// GTFS `direction_id` (0 or 1).
+    #[schema(maximum = 1)]
     pub direction_id: Option<u8>,
     pub headsign: Option<String>,
+    /// The stops in the order the trips call at them.
     pub stops: Vec<StopRef>,
+    /// Trips that run this pattern.
     pub trip_count: usize,
 }
 
-/// A route with its patterns, as answered by `GET /feeds/{gtfs_id}/routes/{route_id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A route with its patterns, as answered by `GET /feeds/{gtfs_id}/routes/{route_id}`:
+/// the summary's fields, plus patterns and trip count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RouteDetail {
     #[serde(flatten)]
     pub summary: RouteSummary,
     pub patterns: Vec<Pattern>,
+    /// Trips of the route, over all patterns.
     pub trip_count: usize,
 }
 
@@ -127,4 +142,13 @@ pub fn route_type_of_mode(mode: &str) -> i32 {
 /// contain more colons). `None` when there is no `:`.
 pub fn split_otp_id(id: &str) -> Option<(&str, &str)> {
     id.split_once(':')
+}
+
+/// A date written exactly `YYYY-MM-DD` (jiff alone would also take `YYYYMMDD`).
+pub fn parse_iso_date(text: &str) -> Option<jiff::civil::Date> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    text.parse().ok()
 }

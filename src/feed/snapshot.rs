@@ -175,7 +175,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Row counts of the feed's files (rows, not distinct ids), plus what the snapshot derived.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FeedCounts {
     pub agencies: usize,
     pub routes: usize,
@@ -194,11 +194,16 @@ pub struct FeedCounts {
 }
 
 /// A `frequencies.txt` window of a trip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FrequencyWindow {
+    /// After the service day's start: seconds in memory, `HH:MM:SS` in the API (hours may
+    /// exceed 23).
     #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "06:00:00")]
     pub start_time: u32,
+    /// `HH:MM:SS`, as `start_time`.
     #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
     pub end_time: u32,
     pub headway_secs: u32,
     /// `exact_times` = 1: schedule-based, vehicles leave exactly every `headway_secs`.
@@ -206,21 +211,28 @@ pub struct FrequencyWindow {
 }
 
 /// A trip, without its stop_times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TripInfo {
     pub trip_id: String,
     pub route_id: String,
     pub service_id: String,
     pub headsign: Option<String>,
+    /// GTFS `direction_id` (0 or 1).
+    #[schema(maximum = 1)]
     pub direction_id: Option<u8>,
     pub block_id: Option<String>,
-    /// First departure (or arrival), seconds after the service day's start; may exceed
-    /// 86400. For a frequency-based trip, the times of its template run (see `frequencies`).
+    /// First departure (or arrival) after the service day's start: seconds in memory (may
+    /// exceed 86400), `HH:MM:SS` in the API (hours past 23 for trips running past midnight,
+    /// `25:10:00`). For a frequency-based trip, the times of its template run (see
+    /// `frequencies`).
     #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "07:15:00")]
     pub start_time: u32,
-    /// Last arrival (or departure).
+    /// Last arrival (or departure); `HH:MM:SS` in the API, as `start_time`.
     #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
     pub end_time: u32,
+    /// The trip's `frequencies.txt` windows; absent when it has none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub frequencies: Vec<FrequencyWindow>,
 }

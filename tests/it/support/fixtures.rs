@@ -69,11 +69,7 @@ pub fn fixture_table(name: &str, file: &str, columns: &[&str]) -> Vec<Vec<String
         rows.push(
             positions
                 .iter()
-                .map(|p| {
-                    p.and_then(|i| record.get(i))
-                        .unwrap_or_default()
-                        .to_owned()
-                })
+                .map(|p| p.and_then(|i| record.get(i)).unwrap_or_default().to_owned())
                 .collect(),
         );
     }

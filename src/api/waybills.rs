@@ -1,0 +1,724 @@
+//! Waybills over HTTP.
+//!
+//! - `POST /waybills` (optional `Idempotency-Key`): checked against the feed snapshot,
+//!   stored with its trips in one transaction; 201 with `Location` and `ETag`.
+//! - `GET /waybills/{id}`, `GET /waybills?service_date=&route_id=&vehicle_id=&driver_id=&status=&limit=&cursor=`.
+//! - `PATCH /waybills/{id}` with `If-Match: "<version>"`: status moves.
+//!
+//! Writes need `Authorization: Bearer <api_token>` when `api_token` is set. While the
+//! database is unreachable every waybill request answers 503 with `Retry-After`, never
+//! 500. Every answer carries `Server-Timing` with `validate` and `db`; every write also
+//! logs one `waybill_timing` line (through the non-blocking log writer).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::openapi::Problem;
+use super::{ApiError, ApiResult, ServerTiming};
+use crate::app::AppState;
+use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
+use crate::waybill::{self, NewWaybill, Status};
+
+/// Largest waybill request body.
+pub const MAX_BODY: usize = 256 * 1024;
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default()
+        .routes(routes!(list, create))
+        .routes(routes!(read, change))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// `GET /waybills`' answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct WaybillList {
+    waybills: Vec<Waybill>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /waybills`' query.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ListParams {
+    /// `YYYY-MM-DD`.
+    #[param(value_type = Option<String>, format = Date)]
+    service_date: Option<String>,
+    route_id: Option<String>,
+    vehicle_id: Option<String>,
+    driver_id: Option<String>,
+    status: Option<Status>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+    /// Opaque: the `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A JSON body, with every way it can be wrong answered as problem+json: 413 too large,
+/// 415 not JSON, 400 not parseable, 422 the wrong shape (types, missing or unknown fields).
+/// Keeps the raw bytes (the idempotency fingerprint is computed over them).
+pub struct JsonBody<T>(pub T, pub Bytes);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read the body: {e}"))
+            }
+        })?;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(JsonBody(value, bytes)),
+            Err(e) if e.is_data() => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("invalid body: {e}"),
+            )),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "the body is not valid JSON: {e}"
+            ))),
+        }
+    }
+}
+
+/// What a database error means for the client: 503 when the database cannot be reached
+/// (never a 500 for that), 409 for the constraints that encode business rules.
+fn db_error(e: sqlx::Error) -> ApiError {
+    use sqlx::Error as E;
+    match &e {
+        E::PoolTimedOut
+        | E::PoolClosed
+        | E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::WorkerCrashed => ApiError::unavailable(format!("the database is unavailable: {e}"), 2),
+        E::Database(db) => match (db.code().as_deref(), db.constraint()) {
+            (Some("23P01"), Some("waybill_vehicle_overlap")) => ApiError::new(
+                StatusCode::CONFLICT,
+                "the vehicle already has a waybill overlapping these times",
+            ),
+            (Some("23P01"), Some("waybill_driver_overlap")) => ApiError::new(
+                StatusCode::CONFLICT,
+                "the driver already has a waybill overlapping these times",
+            ),
+            (Some("23505"), Some("waybill_number_key")) => {
+                ApiError::new(StatusCode::CONFLICT, "a waybill with this number exists")
+            }
+            // Class 08 (connection), 57P (shutdown, crash), 53 (resources): try again later.
+            (Some(code), _)
+                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
+            {
+                ApiError::unavailable(format!("the database is unavailable: {e}"), 2)
+            }
+            _ => ApiError::internal(e.into()),
+        },
+        _ => ApiError::internal(e.into()),
+    }
+}
+
+/// Writes need the API token when one is configured.
+fn require_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(token) = &state.config.api_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = given.is_some_and(|g| {
+        g.len() == token.expose().len()
+            && g.bytes()
+                .zip(token.expose().bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "writes need Authorization: Bearer <api_token>",
+        )
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+    }
+}
+
+/// A waybill answer: JSON, its version as ETag, the timing phases.
+fn waybill_response(
+    status: StatusCode,
+    body: Vec<u8>,
+    waybill_id: Uuid,
+    version: Option<i32>,
+    timing: ServerTiming,
+) -> Response {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok()) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&format!("/waybills/{waybill_id}"))
+    {
+        h.insert(header::LOCATION, v);
+    }
+    response.extensions_mut().insert(timing);
+    response
+}
+
+fn to_json(waybill: &Waybill) -> ApiResult<Vec<u8>> {
+    serde_json::to_vec(waybill).map_err(|e| ApiError::internal(e.into()))
+}
+
+/// Logs the phases of a write without holding the answer: the log writer is non-blocking.
+fn log_timing(op: &'static str, status: u16, validate: Duration, db: Duration, started: Instant) {
+    tracing::info!(
+        target: "gtfs_fetch::waybill_timing",
+        op,
+        status,
+        validate_us = validate.as_micros() as u64,
+        db_us = db.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "waybill_timing"
+    );
+}
+
+/// Records a waybill, checked against the feed.
+///
+/// The route must exist, every trip must belong to it and run on the service date, and
+/// trips must not overlap. The vehicle and the driver must be free for the planned times
+/// (enforced by the database). With `Idempotency-Key`, the same key and body give the
+/// stored answer again; the same key with another body, 422; while the first request
+/// with the key is in flight, 409.
+#[utoipa::path(
+    post,
+    path = "/waybills",
+    tag = "waybills",
+    request_body = NewWaybill,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 characters."),
+    ),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 201, description = "Stored (or, for a repeated Idempotency-Key, the stored answer).", body = Waybill,
+            headers(("Location" = String, description = "/waybills/{id}"), ("ETag" = String, description = "The version, quoted."))),
+        (status = 400, description = "Not JSON, or a bad Idempotency-Key.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Vehicle or driver already booked for overlapping times, number taken, or the key's first request still in flight.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong shape, or does not fit the feed (the detail names the route or trip), or the key was used for another body.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the feed not loaded yet.", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64))),
+    ),
+)]
+async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: JsonBody<NewWaybill>,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    require_token(&state, &headers)?;
+    let JsonBody(req, raw) = body;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .map(|k| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            Some(
+                k.ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+                })?
+                .to_owned(),
+            )
+        }
+    };
+    let fingerprint = hex::encode(Sha256::digest(
+        [b"POST /waybills\n".as_slice(), &raw].concat(),
+    ));
+    let mut timing = ServerTiming::default();
+
+    let db_started = Instant::now();
+    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    if let Some(key) = &key {
+        if !store::lock_key(&mut tx, key).await.map_err(db_error)? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "a request with this Idempotency-Key is still in flight",
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        if let Some(stored) = store::stored_answer(&mut tx, key).await.map_err(db_error)? {
+            tx.rollback().await.map_err(db_error)?;
+            if stored.fingerprint != fingerprint {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+            timing.record("db", db_started.elapsed());
+            let status = StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::CREATED);
+            let version = serde_json::from_slice::<serde_json::Value>(&stored.response)
+                .ok()
+                .and_then(|v| v["version"].as_i64())
+                .map(|v| v as i32);
+            let id = stored.waybill_id.unwrap_or_default();
+            let mut response = waybill_response(status, stored.response, id, version, timing);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(response);
+        }
+    }
+    let mut db_time = db_started.elapsed();
+
+    let validate_started = Instant::now();
+    let snapshot = {
+        let entry = state.feeds.get(&req.gtfs_id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("feed {:?} is not known", req.gtfs_id),
+            )
+        })?;
+        let loaded = entry.current().ok_or_else(|| {
+            ApiError::unavailable(format!("feed {:?} is not loaded yet", req.gtfs_id), 30)
+        })?;
+        if loaded.snapshot().is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "feed {:?} has no trip data (it is not loaded from a GTFS zip)",
+                    req.gtfs_id
+                ),
+            ));
+        }
+        loaded
+    };
+    let plan = waybill::plan(snapshot.snapshot().expect("checked above"), &req)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let validate = validate_started.elapsed();
+    timing.record("validate", validate);
+
+    let db_started = Instant::now();
+    let id = Uuid::now_v7();
+    let waybill = store::insert(&mut tx, id, &req, &plan)
+        .await
+        .map_err(db_error)?;
+    let body = to_json(&waybill)?;
+    if let Some(key) = &key {
+        let answer = StoredAnswer {
+            fingerprint,
+            status_code: 201,
+            response: body.clone(),
+            waybill_id: Some(id),
+        };
+        store::store_answer(&mut tx, key, &answer)
+            .await
+            .map_err(db_error)?;
+    }
+    tx.commit().await.map_err(db_error)?;
+    db_time += db_started.elapsed();
+    timing.record("db", db_time);
+    log_timing("create", 201, validate, db_time, started);
+    Ok(waybill_response(
+        StatusCode::CREATED,
+        body,
+        id,
+        Some(waybill.version),
+        timing,
+    ))
+}
+
+fn parse_id(text: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::not_found(format!("no waybill {text:?} (not a waybill id)")))
+}
+
+/// One waybill.
+#[utoipa::path(
+    get,
+    path = "/waybills/{id}",
+    tag = "waybills",
+    params(("id" = String, Path, description = "The waybill's id (a UUID).")),
+    responses(
+        (status = 200, description = "The waybill.", body = Waybill, headers(("ETag" = String, description = "The version, quoted."))),
+        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+    ),
+)]
+async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let started = Instant::now();
+    let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
+    let waybill = store::get(&mut conn, id, false)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
+    let mut timing = ServerTiming::default();
+    timing.record("db", started.elapsed());
+    Ok(waybill_response(
+        StatusCode::OK,
+        to_json(&waybill)?,
+        id,
+        Some(waybill.version),
+        timing,
+    ))
+}
+
+/// A list position: after this id. Checksummed so a made-up cursor is refused.
+fn encode_cursor(after: Uuid) -> String {
+    let sum = &hex::encode(Sha256::digest(format!("gtfs-fetch waybills v1 {after}")))[..8];
+    URL_SAFE_NO_PAD.encode(format!("{after}.{sum}"))
+}
+
+fn decode_cursor(text: &str) -> ApiResult<Uuid> {
+    let forged =
+        || ApiError::bad_request("cursor is not one this service issued; start again without it");
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?)
+        .map_err(|_| forged())?;
+    let (id, sum) = raw.split_once('.').ok_or_else(forged)?;
+    let id = Uuid::parse_str(id).map_err(|_| forged())?;
+    if encode_cursor(id) != text || sum.len() != 8 {
+        return Err(forged());
+    }
+    Ok(id)
+}
+
+/// Waybills, filtered, in creation order, cursor-paged.
+#[utoipa::path(
+    get,
+    path = "/waybills",
+    tag = "waybills",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of waybills.", body = WaybillList),
+        (status = 400, description = "A bad filter, limit or cursor.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+    ),
+)]
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<Response> {
+    const ALLOWED: [&str; 7] = [
+        "service_date",
+        "route_id",
+        "vehicle_id",
+        "driver_id",
+        "status",
+        "limit",
+        "cursor",
+    ];
+    if let Some(unknown) = q.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}; allowed: {}",
+            ALLOWED.join(", ")
+        )));
+    }
+    let filters = Filters {
+        service_date: q
+            .get("service_date")
+            .map(|d| {
+                crate::feed::model::parse_iso_date(d).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "service_date={d:?} is not a date of the form YYYY-MM-DD"
+                    ))
+                })
+            })
+            .transpose()?,
+        route_id: q.get("route_id").cloned(),
+        vehicle_id: q.get("vehicle_id").cloned(),
+        driver_id: q.get("driver_id").cloned(),
+        status: q
+            .get("status")
+            .map(|s| {
+                Status::parse(s).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "status={s:?} is not one of issued, in_progress, completed, cancelled"
+                    ))
+                })
+            })
+            .transpose()?,
+    };
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "limit={l:?} must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            })?,
+    };
+    let after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    let started = Instant::now();
+    let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
+    // One more than asked: whether there is a next page.
+    let mut waybills = store::list(&mut conn, &filters, after, limit + 1)
+        .await
+        .map_err(db_error)?;
+    let next_cursor = if waybills.len() as i64 > limit {
+        waybills.truncate(limit as usize);
+        waybills.last().map(|w| encode_cursor(w.id))
+    } else {
+        None
+    };
+    let mut timing = ServerTiming::default();
+    timing.record("db", started.elapsed());
+    let body = serde_json::to_vec(
+        &serde_json::json!({ "waybills": waybills, "next_cursor": next_cursor }),
+    )
+    .map_err(|e| ApiError::internal(e.into()))?;
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    response.extensions_mut().insert(timing);
+    Ok(response)
+}
+
+/// `PATCH /waybills/{id}`' body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    pub status: Status,
+    #[serde(default)]
+    pub actual_start: Option<Timestamp>,
+    #[serde(default)]
+    pub actual_end: Option<Timestamp>,
+    #[serde(default)]
+    pub odometer_start: Option<i64>,
+    #[serde(default)]
+    pub odometer_end: Option<i64>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// The version `If-Match` names (`"3"`, `W/"3"` or `3`).
+fn if_match(headers: &HeaderMap) -> ApiResult<i32> {
+    let value = headers.get(header::IF_MATCH).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "send If-Match with the waybill's ETag (its version)",
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\""))
+}
+
+/// Checks a status move against the current waybill and says what to write.
+fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
+    if !current.status.can_move_to(req.status) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a waybill cannot move from {} to {}",
+                current.status.as_str(),
+                req.status.as_str()
+            ),
+        ));
+    }
+    let unprocessable = |m: &str| {
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            m.to_owned(),
+        ))
+    };
+    if req.odometer_start.is_some_and(|o| o < 0) || req.odometer_end.is_some_and(|o| o < 0) {
+        return unprocessable("odometer readings cannot be negative");
+    }
+    let now = Timestamp::now();
+    let mut change = Change {
+        status: req.status,
+        actual_start: req.actual_start,
+        actual_end: req.actual_end,
+        odometer_start: req.odometer_start,
+        odometer_end: req.odometer_end,
+        notes: req.notes.clone(),
+    };
+    match req.status {
+        Status::InProgress => {
+            if req.odometer_start.is_none() {
+                return unprocessable("starting a waybill needs odometer_start");
+            }
+            change.actual_start.get_or_insert(now);
+        }
+        Status::Completed => {
+            let Some(end) = req.odometer_end else {
+                return unprocessable("completing a waybill needs odometer_end");
+            };
+            let start = req.odometer_start.or(current.odometer_start).unwrap_or(0);
+            if end < start {
+                return unprocessable("odometer_end cannot be below odometer_start");
+            }
+            let actual_end = *change.actual_end.get_or_insert(now);
+            if current.actual_start.is_some_and(|s| actual_end < s) {
+                return unprocessable("actual_end cannot be before actual_start");
+            }
+        }
+        Status::Cancelled | Status::Issued => {}
+    }
+    Ok(change)
+}
+
+/// Moves a waybill to its next status.
+///
+/// issued → in_progress (needs `odometer_start`; `actual_start` defaults to now) →
+/// completed (needs `odometer_end` not below the start; `actual_end` defaults to now);
+/// issued or in_progress → cancelled. `If-Match` must carry the current ETag.
+#[utoipa::path(
+    patch,
+    path = "/waybills/{id}",
+    tag = "waybills",
+    request_body = StatusChange,
+    params(
+        ("id" = String, Path, description = "The waybill's id (a UUID)."),
+        ("If-Match" = String, Header, description = "The waybill's current ETag (its version)."),
+    ),
+    security((), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Moved; the version is one higher.", body = Waybill, headers(("ETag" = String))),
+        (status = 400, description = "Not JSON, or a malformed If-Match.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "That move is not allowed from the current status.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version: read the waybill again.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong shape, or readings missing or inconsistent.", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "If-Match is missing.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+    ),
+)]
+async fn change(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req, _): JsonBody<StatusChange>,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    require_token(&state, &headers)?;
+    let id = parse_id(&id)?;
+    let expected = if_match(&headers)?;
+    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    let current = store::get(&mut tx, id, true)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
+    if current.version != expected {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            format!(
+                "the waybill is at version {}, not {expected}: read it again",
+                current.version
+            ),
+        ));
+    }
+    let validate_started = Instant::now();
+    let change = check_change(&current, &req)?;
+    let validate = validate_started.elapsed();
+    let updated = store::update(&mut tx, id, &change)
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    let db = started.elapsed().saturating_sub(validate);
+    let mut timing = ServerTiming::default();
+    timing.record("validate", validate);
+    timing.record("db", db);
+    log_timing("change", 200, validate, db, started);
+    Ok(waybill_response(
+        StatusCode::OK,
+        to_json(&updated)?,
+        id,
+        Some(updated.version),
+        timing,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_refuse_forgeries() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(decode_cursor("nonsense").is_err());
+        let forged = URL_SAFE_NO_PAD.encode(format!("{}.00000000", Uuid::now_v7()));
+        assert!(decode_cursor(&forged).is_err());
+    }
+
+    #[test]
+    fn if_match_forms() {
+        let h = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, HeaderValue::from_static(v));
+            h
+        };
+        assert_eq!(if_match(&h("\"3\"")).unwrap(), 3);
+        assert_eq!(if_match(&h("W/\"4\"")).unwrap(), 4);
+        assert_eq!(if_match(&h("5")).unwrap(), 5);
+        assert_eq!(
+            if_match(&HeaderMap::new()).unwrap_err().status(),
+            StatusCode::PRECONDITION_REQUIRED
+        );
+        assert_eq!(
+            if_match(&h("\"x\"")).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! Waybills: the domain rules, apart from HTTP and SQL.
+//!
+//! A waybill is a vehicle's duty on one route for one service date: the trips it runs,
+//! who drives, when it is planned to start and end, and what actually happened. This
+//! module checks a new waybill against the feed snapshot ([`plan`]) and decides which
+//! status moves are allowed ([`Status::can_move_to`]). Persistence is in
+//! [`crate::db::waybills`]; the HTTP side in [`crate::api::waybills`].
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::feed::snapshot::FeedSnapshot;
+
+/// `POST /waybills`' body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWaybill {
+    /// The service date (`YYYY-MM-DD`) the trips run on.
+    #[serde(deserialize_with = "iso_date")]
+    #[schema(value_type = String, format = Date)]
+    pub service_date: Date,
+    pub vehicle_id: String,
+    pub driver_id: String,
+    pub gtfs_id: String,
+    pub route_id: String,
+    /// GTFS trip_ids of the route, running that date, not overlapping in time.
+    pub trip_ids: Vec<String>,
+    /// The operator's own waybill number; unique.
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+fn iso_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::feed::model::parse_iso_date(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("{text:?} is not a date of the form YYYY-MM-DD"))
+    })
+}
+
+/// A waybill's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Issued,
+    InProgress,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Issued => "issued",
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        match text {
+            "issued" => Some(Status::Issued),
+            "in_progress" => Some(Status::InProgress),
+            "completed" => Some(Status::Completed),
+            "cancelled" => Some(Status::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// issued → in_progress → completed; issued or in_progress → cancelled.
+    pub fn can_move_to(self, next: Status) -> bool {
+        matches!(
+            (self, next),
+            (Status::Issued, Status::InProgress)
+                | (Status::InProgress, Status::Completed)
+                | (Status::Issued | Status::InProgress, Status::Cancelled)
+        )
+    }
+}
+
+/// One trip of a planned waybill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTrip {
+    pub sequence: i32,
+    pub trip_id: String,
+    /// GTFS seconds after the service day's start; may pass 24 h.
+    pub start_seconds: u32,
+    pub end_seconds: u32,
+    pub planned_start: Timestamp,
+    pub planned_end: Timestamp,
+}
+
+/// A new waybill checked against the feed: its trips in time order, with real times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub feed_version: String,
+    pub trips: Vec<PlannedTrip>,
+    pub planned_start: Timestamp,
+    pub planned_end: Timestamp,
+}
+
+/// Why a new waybill does not fit the feed (a 422 for the client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Checks `req` against the feed and works out its times: the route exists; every trip
+/// exists, belongs to the route and runs on the service date; no two trips overlap.
+/// Times are GTFS times on the service date in the route's agency time zone (the service
+/// day starts at "noon minus 12 h", which matters on daylight-saving days).
+pub fn plan(snapshot: &FeedSnapshot, req: &NewWaybill) -> Result<Plan, Invalid> {
+    let invalid = |m: String| Err(Invalid(m));
+    for (field, value) in [
+        ("vehicle_id", &req.vehicle_id),
+        ("driver_id", &req.driver_id),
+    ] {
+        if value.trim().is_empty() {
+            return invalid(format!("{field} must not be empty"));
+        }
+    }
+    if req.number.as_deref().is_some_and(|n| n.trim().is_empty()) {
+        return invalid("number, when given, must not be empty".into());
+    }
+    let Some(route) = snapshot.route(&req.route_id) else {
+        return invalid(format!(
+            "route {:?} is not in feed {:?}",
+            req.route_id, req.gtfs_id
+        ));
+    };
+    if req.trip_ids.is_empty() {
+        return invalid("trip_ids must list at least one trip".into());
+    }
+    let mut trips = Vec::with_capacity(req.trip_ids.len());
+    for trip_id in &req.trip_ids {
+        if req.trip_ids.iter().filter(|t| *t == trip_id).count() > 1 {
+            return invalid(format!("trip {trip_id:?} is listed twice"));
+        }
+        let Some(trip) = snapshot.trip(trip_id) else {
+            return invalid(format!("trip {trip_id:?} is not in feed {:?}", req.gtfs_id));
+        };
+        if trip.route_id != req.route_id {
+            return invalid(format!(
+                "trip {trip_id:?} belongs to route {:?}, not {:?}",
+                trip.route_id, req.route_id
+            ));
+        }
+        if !snapshot
+            .calendar
+            .is_active(&trip.service_id, req.service_date)
+        {
+            return invalid(format!(
+                "trip {trip_id:?} does not run on {}",
+                req.service_date
+            ));
+        }
+        trips.push(trip);
+    }
+    trips.sort_by(|a, b| (a.start_time, &a.trip_id).cmp(&(b.start_time, &b.trip_id)));
+    for pair in trips.windows(2) {
+        if pair[1].start_time < pair[0].end_time {
+            return invalid(format!(
+                "trips {:?} and {:?} overlap in time",
+                pair[0].trip_id, pair[1].trip_id
+            ));
+        }
+    }
+    let tz = agency_time_zone(snapshot, route.agency_id.as_deref());
+    let day_start = service_day_start(req.service_date, &tz)
+        .map_err(|e| Invalid(format!("service_date: {e}")))?;
+    let at = |secs: u32| {
+        day_start
+            .checked_add(Span::new().seconds(i64::from(secs)))
+            .map_err(|e| Invalid(format!("time out of range: {e}")))
+    };
+    let mut planned = Vec::with_capacity(trips.len());
+    for (i, trip) in trips.iter().enumerate() {
+        planned.push(PlannedTrip {
+            sequence: i as i32 + 1,
+            trip_id: trip.trip_id.clone(),
+            start_seconds: trip.start_time,
+            end_seconds: trip.end_time,
+            planned_start: at(trip.start_time)?,
+            planned_end: at(trip.end_time)?,
+        });
+    }
+    let planned_start = planned[0].planned_start;
+    let mut planned_end = planned
+        .iter()
+        .map(|t| t.planned_end)
+        .max()
+        .unwrap_or(planned_start);
+    if planned_end <= planned_start {
+        // A single trip with no duration still occupies its minute.
+        planned_end = planned_start + Span::new().seconds(60);
+    }
+    Ok(Plan {
+        feed_version: snapshot.version.clone(),
+        trips: planned,
+        planned_start,
+        planned_end,
+    })
+}
+
+/// The time zone of the route's agency, else of the feed's first agency, else UTC.
+fn agency_time_zone(snapshot: &FeedSnapshot, agency_id: Option<&str>) -> TimeZone {
+    let named = |name: &str| TimeZone::get(name).ok();
+    snapshot
+        .agencies
+        .iter()
+        .find(|a| agency_id.is_some() && a.agency_id.as_deref() == agency_id)
+        .or_else(|| snapshot.agencies.first())
+        .and_then(|a| a.timezone.as_deref())
+        .and_then(named)
+        .unwrap_or(TimeZone::UTC)
+}
+
+/// GTFS's service-day origin: noon minus 12 hours, local time.
+pub fn service_day_start(date: Date, tz: &TimeZone) -> Result<Timestamp, jiff::Error> {
+    let noon = date.at(12, 0, 0, 0).to_zoned(tz.clone())?;
+    Ok(noon.timestamp() - Span::new().hours(12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_moves() {
+        use Status::*;
+        assert!(Issued.can_move_to(InProgress));
+        assert!(InProgress.can_move_to(Completed));
+        assert!(Issued.can_move_to(Cancelled));
+        assert!(InProgress.can_move_to(Cancelled));
+        for (from, to) in [
+            (Issued, Completed),
+            (Completed, Cancelled),
+            (Cancelled, Issued),
+            (InProgress, Issued),
+            (Issued, Issued),
+        ] {
+            assert!(!from.can_move_to(to), "{from:?} -> {to:?}");
+        }
+        assert_eq!(Status::parse("in_progress"), Some(InProgress));
+        assert_eq!(Status::parse("done"), None);
+    }
+
+    #[test]
+    fn the_service_day_starts_at_noon_minus_twelve_hours() {
+        let la = TimeZone::get("America/Los_Angeles").unwrap();
+        // An ordinary day: local midnight, 07:00 UTC in summer.
+        let d = service_day_start(jiff::civil::date(2018, 6, 1), &la).unwrap();
+        assert_eq!(d.to_string(), "2018-06-01T07:00:00Z");
+        // The spring-forward day (2018-03-11): noon PDT minus 12 h is 23:00 PST the day before.
+        let d = service_day_start(jiff::civil::date(2018, 3, 11), &la).unwrap();
+        assert_eq!(d.to_string(), "2018-03-11T07:00:00Z");
+        assert_eq!(d.to_zoned(la).hour(), 23);
+    }
+}
