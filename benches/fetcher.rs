@@ -61,8 +61,9 @@ fn main() {
         None => runtime().block_on(bench()),
         Some("rss") => runtime().block_on(rss_refresh()),
         Some("rss-gtfs") => rss_gtfs(),
+        Some("miss") => runtime().block_on(miss_section()),
         Some(other) => {
-            eprintln!("usage: fetcher [rss | rss-gtfs]; unknown argument {other:?}");
+            eprintln!("usage: fetcher [rss | rss-gtfs | miss]; unknown argument {other:?}");
             std::process::exit(2);
         }
     }
@@ -812,4 +813,129 @@ async fn bench() {
     refresh_section(&sim, &config).await;
     memory_section().await;
     println!("<!-- total {:.0} s -->", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// Read-through miss: the service's added latency over calling OTP directly
+// ---------------------------------------------------------------------------------------
+
+/// `cargo bench --bench fetcher -- miss`: the service in-process (embedded PostgreSQL in a
+/// temporary directory) over an OTP 2 simulator; the route cache is emptied before each
+/// request (outside the timing), so every one is a miss read through to OTP. Alternating with the
+/// same GraphQL request sent straight to the simulator, same client, same run.
+async fn miss_section() {
+    use gtfs_fetch::otp::otp2;
+    let sim = OtpSim::start(&["bart"]).await;
+    sim.set_max_requests_per_connection(None);
+    let dir = tempfile::Builder::new()
+        .prefix("gtfs-miss-")
+        .tempdir()
+        .expect("temp dir");
+    let text = format!(
+        "[[instances]]\nname = \"sim\"\nurl = \"{}\"\napi = \"otp2\"\n",
+        sim.url()
+    );
+    let data_dir = dir.path().display().to_string();
+    let env = [
+        ("GTFS_LISTEN", "127.0.0.1:0"),
+        ("GTFS_DATA_DIR", data_dir.as_str()),
+    ];
+    let config = Config::parse(Some(("bench.toml", &text)), |k| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .expect("config");
+    let listener = gtfs_fetch::server::bind(config.listen).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = gtfs_fetch::app::App::start(config, true)
+        .await
+        .expect("start the service");
+    let router = gtfs_fetch::api::router(app.state.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gtfs_fetch::server::serve(
+        listener,
+        router,
+        app.state.clone(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let service_url = format!("http://{addr}/feeds/bart/routes/01");
+    for _ in 0..600 {
+        if http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let graphql = format!("{}/otp/gtfs/v1", sim.url());
+    let body = otp2::route_request("bart", "01");
+    let direct = || async {
+        let t = Instant::now();
+        let r = http
+            .post(&graphql)
+            .json(&body)
+            .send()
+            .await
+            .expect("direct");
+        assert_eq!(r.status(), 200);
+        r.bytes().await.expect("body");
+        t.elapsed()
+    };
+    let via = || async {
+        app.state.cache.invalidate_all();
+        let t = Instant::now();
+        let r = http.get(&service_url).send().await.expect("service");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-cache"], "MISS", "every request must miss");
+        r.bytes().await.expect("body");
+        t.elapsed()
+    };
+    for _ in 0..100 {
+        direct().await;
+        via().await;
+    }
+    let (mut d, mut v) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        d.push(direct().await);
+        v.push(via().await);
+    }
+    let p = |v: &mut Vec<Duration>, q: f64| {
+        v.sort();
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+    };
+    let (d50, v50, d99, v99) = (
+        p(&mut d, 0.5),
+        p(&mut v, 0.5),
+        p(&mut d, 0.99),
+        p(&mut v, 0.99),
+    );
+    println!(
+        "## Read-through miss vs OTP directly (bart route 01, 1,000 alternating requests, sequential)\n"
+    );
+    println!("| path | p50 | p99 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| simulator directly (GraphQL Route) | {} | {} |",
+        us(d50),
+        us(d99)
+    );
+    println!(
+        "| service, cache miss read through | {} | {} |",
+        us(v50),
+        us(v99)
+    );
+    println!(
+        "\nmedian added by the service: {} (target <= 200 µs)",
+        us(v50.saturating_sub(d50))
+    );
+    let _ = tx.send(());
+    let _ = server.await;
+    app.stop().await.expect("stop");
 }

@@ -205,18 +205,24 @@ impl RouteCache {
 
     /// The entry for `key`: fresh from the cache (HIT), stale from the cache while one
     /// background refresh runs (STALE), or built now by `load`, once for all concurrent
-    /// callers (MISS).
-    pub async fn get(&self, key: RouteKey, load: Loader) -> Result<Lookup, LoadError> {
+    /// callers (MISS). `loader` is only called when something must be built, so a hit
+    /// costs no allocation for it.
+    pub async fn get(
+        &self,
+        key: RouteKey,
+        loader: impl FnOnce() -> Loader,
+    ) -> Result<Lookup, LoadError> {
         if let Some(entry) = self.cache.get(&key).await {
             if entry.is_fresh(Instant::now()) {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Lookup::Hit(entry));
             }
             self.counters.stale.fetch_add(1, Ordering::Relaxed);
-            self.revalidate(key, load);
+            self.revalidate(key, loader());
             return Ok(Lookup::Stale(entry));
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let load = loader();
         let entry = self
             .cache
             .try_get_with(key, async move {
@@ -257,6 +263,12 @@ impl RouteCache {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
         });
+    }
+
+    /// Drops every entry: the next lookup of anything is a miss (benchmarks of the miss
+    /// path use it).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
     }
 
     /// Figures, after letting moka apply its pending bookkeeping.
@@ -331,22 +343,22 @@ mod tests {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let load = loader(calls.clone(), fail.clone(), Duration::from_secs(60));
         assert!(matches!(
-            cache.get(key(), load.clone()).await.unwrap(),
+            cache.get(key(), || load.clone()).await.unwrap(),
             Lookup::Miss(_)
         ));
         assert!(matches!(
-            cache.get(key(), load.clone()).await.unwrap(),
+            cache.get(key(), || load.clone()).await.unwrap(),
             Lookup::Hit(_)
         ));
         tokio::time::advance(Duration::from_secs(61)).await;
         // Past its TTL: served stale, and only one background refresh for many requests.
         for _ in 0..5 {
-            let got = cache.get(key(), load.clone()).await.unwrap();
+            let got = cache.get(key(), || load.clone()).await.unwrap();
             assert!(matches!(got, Lookup::Stale(_)), "{got:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one load, one refresh");
-        let got = cache.get(key(), load.clone()).await.unwrap();
+        let got = cache.get(key(), || load.clone()).await.unwrap();
         assert!(matches!(got, Lookup::Hit(_)), "refreshed: {got:?}");
         assert_eq!(&got.entry().body[..], b"{\"n\":1}");
     }
@@ -357,11 +369,11 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let load = loader(calls.clone(), fail.clone(), Duration::from_secs(60));
-        cache.get(key(), load.clone()).await.unwrap();
+        cache.get(key(), || load.clone()).await.unwrap();
         fail.store(true, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(600)).await;
         for _ in 0..3 {
-            let got = cache.get(key(), load.clone()).await.unwrap();
+            let got = cache.get(key(), || load.clone()).await.unwrap();
             assert!(matches!(got, Lookup::Stale(_)));
             assert_eq!(&got.entry().body[..], b"{\"n\":0}");
             assert!(got.entry().age() >= 600);
@@ -370,7 +382,7 @@ mod tests {
         assert!(cache.stats().await.refresh_failures >= 1);
         // With nothing cached and the upstream failing, the error comes through.
         let err = cache
-            .get(RouteKey::new("f", "other", "v1"), load)
+            .get(RouteKey::new("f", "other", "v1"), || load)
             .await
             .unwrap_err();
         assert!(matches!(err, LoadError::Upstream(_)));
@@ -385,7 +397,7 @@ mod tests {
             .map(|_| {
                 let cache = cache.clone();
                 let load = load.clone();
-                tokio::spawn(async move { cache.get(key(), load).await })
+                tokio::spawn(async move { cache.get(key(), || load).await })
             })
             .collect();
         for l in lookups {
@@ -400,18 +412,20 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let load = loader(calls.clone(), Arc::default(), Duration::from_secs(60));
         cache
-            .get(RouteKey::new("f", "r", "v1"), load.clone())
+            .get(RouteKey::new("f", "r", "v1"), || load.clone())
             .await
             .unwrap();
         let got = cache
-            .get(RouteKey::new("f", "r", "v2"), load.clone())
+            .get(RouteKey::new("f", "r", "v2"), || load.clone())
             .await
             .unwrap();
         assert!(matches!(got, Lookup::Miss(_)), "v2 does not see v1's bytes");
         let none: Loader = Arc::new(|| Box::pin(async { Ok(None) }));
         for _ in 0..2 {
             assert!(matches!(
-                cache.get(RouteKey::new("f", "x", "v1"), none.clone()).await,
+                cache
+                    .get(RouteKey::new("f", "x", "v1"), || none.clone())
+                    .await,
                 Err(LoadError::NotFound)
             ));
         }
@@ -431,7 +445,7 @@ mod tests {
                 )
             });
             cache
-                .get(RouteKey::new("f", &format!("r{i}"), "v"), load)
+                .get(RouteKey::new("f", &format!("r{i}"), "v"), || load)
                 .await
                 .unwrap();
         }

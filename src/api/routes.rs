@@ -387,7 +387,7 @@ async fn route_detail(
     let started = Instant::now();
     let (entry, loaded) = current_feed(&state, &gtfs_id)?;
     let key = RouteKey::new(&gtfs_id, &route_id, &loaded.version);
-    let loader = route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id);
+    let loader = || route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id);
     let lookup = state.cache.get(key, loader).await.map_err(|e| match e {
         LoadError::NotFound => {
             ApiError::not_found(format!("no route {route_id:?} in feed {gtfs_id:?}"))
