@@ -17,20 +17,23 @@ WORKDIR /build
 # Dependencies first, against dummy sources, so this layer stays cached until
 # Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/fetcher.rs \
     && cargo build --release --locked \
-    && rm -rf src
+    && rm -rf src benches
 
 # The real sources. migrations/ is embedded into the binary at compile time by
 # sqlx::migrate!("./migrations"), so it must be here before building.
 COPY src ./src
+# Declared as a [[bench]] in Cargo.toml, so it must exist (it is not built here).
+COPY benches ./benches
 COPY migrations ./migrations
 COPY config ./config
 # COPY keeps the context's modification times, which may be older than the dummy
 # build's outputs: touch the crate roots so cargo rebuilds the crate itself.
-RUN touch src/main.rs src/lib.rs \
+RUN touch src/main.rs src/lib.rs benches/fetcher.rs \
     && cargo build --release --locked
 
 # ---------------------------------------------------------------------------------
