@@ -4,53 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use gtfs_fetch::config::Config;
 use gtfs_fetch::otp::breaker::BreakerState;
 use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
 use serde_json::Value;
 
 use crate::support::otp_sim::{Fault, OtpSim};
-use crate::support::{TestApp, fixture_rows, fresh_database, spawn_config};
-
-/// A configuration with one instance `sim` at `url`, plus `extra` TOML lines in the
-/// instance table, plus environment variables.
-fn config(url: &str, api: &str, instance_extra: &str, env: &[(&str, &str)]) -> Config {
-    let file = format!(
-        "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"{api}\"\n{instance_extra}\n"
-    );
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::parse(Some(("test.toml", &file)), |k| {
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    })
-    .expect("valid test config")
-}
-
-fn zip_feeds(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("[[instances.feeds]]\ngtfs_id = \"{n}\"\nzip_url = \"/gtfs/{n}.zip\"\n"))
-        .collect()
-}
-
-/// The service with `config` (plus a fresh database and port 0), once every instance has
-/// finished its first refresh.
-async fn app_with(mut config: Config) -> TestApp {
-    let url = fresh_database().await;
-    config.database_url = Some(
-        Config::parse(None, |k| (k == "DATABASE_URL").then(|| url.clone()))
-            .unwrap()
-            .database_url
-            .unwrap(),
-    );
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let app = spawn_config(config, Router::new()).await;
-    app.wait_ready_status(200, Duration::from_secs(60)).await;
-    app
-}
+use crate::support::{TestApp, fixture_rows, fresh_database, sim_config, spawn_loaded, zip_feeds};
 
 async fn feeds(app: &TestApp) -> Vec<Value> {
     let body: Value = app.get("/feeds").await.json().await.unwrap();
@@ -88,7 +47,7 @@ const ALL_FEEDS: [&str; 5] = ["sample-feed", "caltrain", "bart", "cdmx", "wmata"
 #[tokio::test]
 async fn all_fixture_zips_load_with_the_counts_of_their_files() {
     let sim = OtpSim::start(&ALL_FEEDS).await;
-    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&ALL_FEEDS), &[])).await;
+    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&ALL_FEEDS), &[])).await;
     let feeds = feeds(&app).await;
     for name in ALL_FEEDS {
         let f = feed(&feeds, name);
@@ -117,7 +76,7 @@ async fn all_fixture_zips_load_with_the_counts_of_their_files() {
 async fn otp2_and_otp1_instances_load_every_route_with_details() {
     for api in ["otp2", "otp1"] {
         let sim = OtpSim::start(&["caltrain", "bart"]).await;
-        let app = app_with(config(
+        let app = spawn_loaded(sim_config(
             &sim.url(),
             api,
             "prefetch_routes = true",
@@ -149,7 +108,13 @@ async fn otp2_and_otp1_instances_load_every_route_with_details() {
 #[tokio::test]
 async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded() {
     let sim = OtpSim::start(&["caltrain"]).await;
-    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&["caltrain"]), &[])).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &[],
+    ))
+    .await;
     let version = feed(&feeds(&app).await, "caltrain")["version"].clone();
     let before = sim.requests_for("/gtfs/caltrain.zip");
     refresh_now(&app).await;
@@ -190,7 +155,7 @@ async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded(
 #[tokio::test]
 async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
     let sim = OtpSim::start(&["caltrain"]).await;
-    let app = app_with(config(
+    let app = spawn_loaded(sim_config(
         &sim.url(),
         "gtfs",
         &zip_feeds(&["caltrain"]),
@@ -222,7 +187,7 @@ async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
 
 /// A client for the simulator's instance, with environment overrides.
 fn client(sim: &OtpSim, env: &[(&str, &str)]) -> OtpClient {
-    let config = config(&sim.url(), "otp1", "", env);
+    let config = sim_config(&sim.url(), "otp1", "", env);
     OtpClient::new(&config, &config.instances[0]).unwrap()
 }
 
@@ -444,7 +409,7 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
         ("GTFS_BREAKER_FAILURES", "2"),
         ("GTFS_BREAKER_OPEN", "0.2"),
     ];
-    let app = app_with(config(&sim.url(), "otp2", "", &env)).await;
+    let app = spawn_loaded(sim_config(&sim.url(), "otp2", "", &env)).await;
     let good = feed(&feeds(&app).await, "caltrain").clone();
     sim.stop_listening().await;
     refresh_now(&app).await;
@@ -483,7 +448,7 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
 #[tokio::test]
 async fn refresh_endpoint_is_single_flight_and_knows_its_instances() {
     let sim = OtpSim::start(&["wmata"]).await;
-    let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(&["wmata"]), &[])).await;
+    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&["wmata"]), &[])).await;
     let res = app
         .client
         .post(app.url("/instances/nope/refresh"))

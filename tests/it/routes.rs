@@ -9,53 +9,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
-use std::time::Duration;
 
-use axum::Router;
-use gtfs_fetch::config::Config;
 use jiff::civil::Date;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::support::fixtures::fixture_table;
+use crate::support::fixtures::{format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
 use crate::support::otp_sim::OtpSim;
-use crate::support::{TestApp, fresh_database, spawn_config};
+use crate::support::{TestApp, sim_config, spawn_loaded, zip_feeds};
 
 // ---------------------------------------------------------------------------------------
 // The app (helpers copied from fetch.rs)
 // ---------------------------------------------------------------------------------------
-
-/// A configuration with one instance `sim` at `url`, plus `extra` TOML lines in the
-/// instance table.
-fn config(url: &str, api: &str, instance_extra: &str) -> Config {
-    let file = format!(
-        "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"{api}\"\n{instance_extra}\n"
-    );
-    Config::parse(Some(("test.toml", &file)), |_| None).expect("valid test config")
-}
-
-fn zip_feeds(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("[[instances.feeds]]\ngtfs_id = \"{n}\"\nzip_url = \"/gtfs/{n}.zip\"\n"))
-        .collect()
-}
-
-/// The service with `config` (plus a fresh database and port 0), once every instance has
-/// finished its first refresh.
-async fn app_with(mut config: Config) -> TestApp {
-    let url = fresh_database().await;
-    config.database_url = Some(
-        Config::parse(None, |k| (k == "DATABASE_URL").then(|| url.clone()))
-            .unwrap()
-            .database_url
-            .unwrap(),
-    );
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let app = spawn_config(config, Router::new()).await;
-    app.wait_ready_status(200, Duration::from_secs(120)).await;
-    app
-}
 
 /// The simulator serving the fixture zips, and the service that loaded them.
 struct Harness {
@@ -66,7 +32,7 @@ struct Harness {
 impl Harness {
     async fn start(feeds: &[&str]) -> Harness {
         let sim = OtpSim::start(feeds).await;
-        let app = app_with(config(&sim.url(), "gtfs", &zip_feeds(feeds))).await;
+        let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(feeds), &[])).await;
         // Every feed must have loaded, or nothing below means anything.
         let body = get(&app, "/feeds", &[]).await.json();
         for name in feeds {
@@ -402,34 +368,6 @@ fn non_empty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
-/// `H:MM:SS` or `HH:MM:SS` (hours may pass 23) in seconds.
-fn parse_time(s: &str) -> Option<u32> {
-    if s.is_empty() {
-        return None;
-    }
-    let parts: Vec<u32> = s
-        .split(':')
-        .map(|p| p.parse().unwrap_or_else(|_| panic!("time {s:?}")))
-        .collect();
-    assert_eq!(parts.len(), 3, "time {s:?}");
-    Some(parts[0] * 3600 + parts[1] * 60 + parts[2])
-}
-
-fn fmt_time(secs: u32) -> String {
-    format!(
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// `YYYYMMDD`.
-fn parse_gtfs_date(s: &str) -> Date {
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i16>().unwrap();
-    Date::new(n(0..4), n(4..6) as i8, n(6..8) as i8).unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
 /// `YYYY-MM-DD`.
 fn iso(s: &str) -> Date {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -482,8 +420,8 @@ impl FeedCsv {
             let trip = r.next().unwrap();
             let seq = r.next().unwrap().parse().unwrap();
             let stop = r.next().unwrap();
-            let arr = parse_time(&r.next().unwrap());
-            let dep = parse_time(&r.next().unwrap());
+            let arr = parse_gtfs_time(&r.next().unwrap());
+            let dep = parse_gtfs_time(&r.next().unwrap());
             events.entry(trip).or_default().push((seq, stop, arr, dep));
         }
         let trips = fixture_table(
@@ -594,8 +532,8 @@ impl FeedCsv {
             ],
         ) {
             frequencies.entry(r[0].clone()).or_default().push(Window {
-                start: fmt_time(parse_time(&r[1]).unwrap()),
-                end: fmt_time(parse_time(&r[2]).unwrap()),
+                start: format_gtfs_time(parse_gtfs_time(&r[1]).unwrap()),
+                end: format_gtfs_time(parse_gtfs_time(&r[2]).unwrap()),
                 headway: r[3].parse().unwrap(),
                 exact: r[4] == "1",
             });
@@ -773,8 +711,16 @@ fn check_trip(got: &Value, want: &TripRow, feed: &FeedCsv, ctx: &str) {
         same_text(&got["block_id"], &want.block_id),
         "{ctx}: block_id"
     );
-    assert_eq!(got["start_time"], fmt_time(want.start), "{ctx}: start_time");
-    assert_eq!(got["end_time"], fmt_time(want.end), "{ctx}: end_time");
+    assert_eq!(
+        got["start_time"],
+        format_gtfs_time(want.start),
+        "{ctx}: start_time"
+    );
+    assert_eq!(
+        got["end_time"],
+        format_gtfs_time(want.end),
+        "{ctx}: end_time"
+    );
     match feed.frequencies.get(&want.trip_id) {
         Some(windows) => {
             let list = got["frequencies"]

@@ -28,7 +28,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::support::fixtures::fixture_table;
+use crate::support::fixtures::{fixture_table, format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, fixture_csv, fresh_database, spawn_config};
 
@@ -60,34 +60,6 @@ struct Feed {
 static CALTRAIN: LazyLock<Feed> = LazyLock::new(|| Feed::load("caltrain"));
 static BART: LazyLock<Feed> = LazyLock::new(|| Feed::load("bart"));
 
-/// `H:MM:SS` (hours may pass 23) in seconds.
-fn parse_time(s: &str) -> Option<u32> {
-    if s.is_empty() {
-        return None;
-    }
-    let p: Vec<u32> = s
-        .split(':')
-        .map(|x| x.parse().unwrap_or_else(|_| panic!("time {s:?}")))
-        .collect();
-    assert_eq!(p.len(), 3, "time {s:?}");
-    Some(p[0] * 3600 + p[1] * 60 + p[2])
-}
-
-/// Seconds as GTFS `HH:MM:SS` (hours may pass 23).
-fn gtfs_time(secs: u32) -> String {
-    format!(
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-fn gtfs_date(s: &str) -> Date {
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i16>().unwrap();
-    Date::new(n(0..4), n(4..6) as i8, n(6..8) as i8).unwrap()
-}
-
 fn day(s: &str) -> Date {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
@@ -107,8 +79,8 @@ impl Feed {
         ) {
             events.entry(r[0].clone()).or_default().push((
                 r[1].parse().unwrap(),
-                parse_time(&r[2]),
-                parse_time(&r[3]),
+                parse_gtfs_time(&r[2]),
+                parse_gtfs_time(&r[3]),
             ));
         }
         let trips: Vec<Trip> =
@@ -152,14 +124,18 @@ impl Feed {
                 }
                 (
                     r["service_id"].clone(),
-                    (on, gtfs_date(&r["start_date"]), gtfs_date(&r["end_date"])),
+                    (
+                        on,
+                        parse_gtfs_date(&r["start_date"]),
+                        parse_gtfs_date(&r["end_date"]),
+                    ),
                 )
             })
             .collect();
         let mut added = HashSet::new();
         let mut removed = HashSet::new();
         for r in fixture_csv(name, "calendar_dates.txt") {
-            let key = (r["service_id"].clone(), gtfs_date(&r["date"]));
+            let key = (r["service_id"].clone(), parse_gtfs_date(&r["date"]));
             match r["exception_type"].as_str() {
                 "1" => added.insert(key),
                 "2" => removed.insert(key),
@@ -869,7 +845,7 @@ fn check_new(w: &Value, e: &Expect) {
         e.feed.at(e.date, first.start),
         "planned_start = first trip {} starts {} on {}: {w}",
         first.id,
-        gtfs_time(first.start),
+        format_gtfs_time(first.start),
         e.date
     );
     assert_eq!(
@@ -877,7 +853,7 @@ fn check_new(w: &Value, e: &Expect) {
         e.feed.at(e.date, last.end),
         "planned_end = last trip {} ends {} on {}: {w}",
         last.id,
-        gtfs_time(last.end),
+        format_gtfs_time(last.end),
         e.date
     );
     let trips = w["trips"].as_array().expect("trips array");
@@ -885,8 +861,8 @@ fn check_new(w: &Value, e: &Expect) {
     for (i, (got, t)) in trips.iter().zip(&e.trips).enumerate() {
         assert_eq!(got["sequence"], i + 1, "trip {i}: {got}");
         assert_eq!(got["trip_id"], t.id, "trips in time order: {w}");
-        assert_eq!(got["start_time"], gtfs_time(t.start), "{got}");
-        assert_eq!(got["end_time"], gtfs_time(t.end), "{got}");
+        assert_eq!(got["start_time"], format_gtfs_time(t.start), "{got}");
+        assert_eq!(got["end_time"], format_gtfs_time(t.end), "{got}");
         assert_eq!(
             ts(&got["planned_start"]),
             e.feed.at(e.date, t.start),
@@ -1342,7 +1318,7 @@ async fn planned_times_follow_the_agency_time_zone_past_midnight_and_across_dst(
                 .starts_with("2018-06-02T"),
             "{} ends {} on the next calendar day: {w}",
             t.id,
-            gtfs_time(t.end)
+            format_gtfs_time(t.end)
         );
     }
     h.stop().await;

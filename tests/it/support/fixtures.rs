@@ -75,3 +75,33 @@ pub fn fixture_table(name: &str, file: &str, columns: &[&str]) -> Vec<Vec<String
     }
     rows
 }
+
+/// A GTFS time `H:MM:SS` (hours may pass 23) in seconds; `None` when empty.
+pub fn parse_gtfs_time(s: &str) -> Option<u32> {
+    if s.is_empty() {
+        return None;
+    }
+    let parts: Vec<u32> = s
+        .split(':')
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("time {s:?}")))
+        .collect();
+    assert_eq!(parts.len(), 3, "time {s:?}");
+    Some(parts[0] * 3600 + parts[1] * 60 + parts[2])
+}
+
+/// Seconds as GTFS `HH:MM:SS` (hours may pass 23).
+pub fn format_gtfs_time(secs: u32) -> String {
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A GTFS date, `YYYYMMDD`.
+pub fn parse_gtfs_date(s: &str) -> jiff::civil::Date {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i16>().unwrap();
+    jiff::civil::Date::new(n(0..4), n(4..6) as i8, n(6..8) as i8)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+}

@@ -194,3 +194,40 @@ pub async fn spawn_config(config: Config, extra: Router) -> TestApp {
         app: Some(app),
     }
 }
+
+/// A configuration with one instance `sim` at `url` speaking `api`, plus `instance_extra`
+/// TOML lines in its table, plus environment variables.
+pub fn sim_config(url: &str, api: &str, instance_extra: &str, env: &[(&str, &str)]) -> Config {
+    let file = format!(
+        "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"{api}\"\n{instance_extra}\n"
+    );
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::parse(Some(("test.toml", &file)), |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .expect("valid test config")
+}
+
+/// `[[instances.feeds]]` tables for fixture zips served by the simulator.
+pub fn zip_feeds(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[instances.feeds]]\ngtfs_id = \"{n}\"\nzip_url = \"/gtfs/{n}.zip\"\n"))
+        .collect()
+}
+
+/// The service with `config` (plus a fresh database and port 0), once every instance has
+/// finished its first refresh.
+pub async fn spawn_loaded(mut config: Config) -> TestApp {
+    let url = fresh_database().await;
+    config.database_url = Config::parse(None, |k| (k == "DATABASE_URL").then(|| url.clone()))
+        .expect("database URL")
+        .database_url;
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    let app = spawn_config(config, Router::new()).await;
+    app.wait_ready_status(200, Duration::from_secs(120)).await;
+    app
+}
