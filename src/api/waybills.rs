@@ -285,17 +285,21 @@ async fn create(
     let mut timing = ServerTiming::default();
 
     let db_started = Instant::now();
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
-    if let Some(key) = &key {
-        if !store::lock_key(&mut tx, key).await.map_err(db_error)? {
+    // With a key, the key's lookup, the waybill and the stored answer share a transaction.
+    // Without one, the waybill is a single statement: no transaction round trips.
+    let mut tx = match &key {
+        Some(_) => Some(state.db.pool.begin().await.map_err(db_error)?),
+        None => None,
+    };
+    if let (Some(key), Some(tx)) = (&key, tx.as_mut()) {
+        if !store::lock_key(tx, key).await.map_err(db_error)? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "a request with this Idempotency-Key is still in flight",
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
-        if let Some(stored) = store::stored_answer(&mut tx, key).await.map_err(db_error)? {
-            tx.rollback().await.map_err(db_error)?;
+        if let Some(stored) = store::stored_answer(tx, key).await.map_err(db_error)? {
             if stored.fingerprint != fingerprint {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -347,22 +351,33 @@ async fn create(
 
     let db_started = Instant::now();
     let id = Uuid::now_v7();
-    let waybill = store::insert(&mut tx, id, &req, &plan)
-        .await
-        .map_err(db_error)?;
-    let body = to_json(&waybill)?;
-    if let Some(key) = &key {
-        let answer = StoredAnswer {
-            fingerprint,
-            status_code: 201,
-            response: body.clone(),
-            waybill_id: Some(id),
-        };
-        store::store_answer(&mut tx, key, &answer)
-            .await
-            .map_err(db_error)?;
-    }
-    tx.commit().await.map_err(db_error)?;
+    let (waybill, body) = match (tx, &key) {
+        (Some(mut tx), Some(key)) => {
+            let waybill = store::insert(&mut tx, id, &req, &plan)
+                .await
+                .map_err(db_error)?;
+            let body = to_json(&waybill)?;
+            let answer = StoredAnswer {
+                fingerprint,
+                status_code: 201,
+                response: body.clone(),
+                waybill_id: Some(id),
+            };
+            store::store_answer(&mut tx, key, &answer)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            (waybill, body)
+        }
+        _ => {
+            let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
+            let waybill = store::insert(&mut conn, id, &req, &plan)
+                .await
+                .map_err(db_error)?;
+            let body = to_json(&waybill)?;
+            (waybill, body)
+        }
+    };
     db_time += db_started.elapsed();
     timing.record("db", db_time);
     log_timing("create", 201, validate, db_time, started);

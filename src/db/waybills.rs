@@ -142,33 +142,14 @@ async fn with_trips(
     Ok(waybills)
 }
 
-/// Inserts a checked waybill with its trips (inside the caller's transaction).
+/// Inserts a checked waybill with its trips in one statement (atomic on its own, or part
+/// of the caller's transaction); the trips in the answer are the plan's, not read back.
 pub async fn insert(
     conn: &mut PgConnection,
     id: Uuid,
     req: &NewWaybill,
     plan: &Plan,
 ) -> Result<Waybill, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO waybill (id, number, service_date, vehicle_id, driver_id, gtfs_id, route_id, feed_version,
-                              planned_start, planned_end, notes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&req.number)
-    .bind(date_to_db(req.service_date))
-    .bind(&req.vehicle_id)
-    .bind(&req.driver_id)
-    .bind(&req.gtfs_id)
-    .bind(&req.route_id)
-    .bind(&plan.feed_version)
-    .bind(to_db(plan.planned_start))
-    .bind(to_db(plan.planned_end))
-    .bind(&req.notes)
-    .fetch_one(&mut *conn)
-    .await?;
-    let waybill = waybill_of(&row)?;
     let mut sequences = Vec::new();
     let mut trip_ids = Vec::new();
     let (mut starts, mut ends, mut planned_starts, mut planned_ends) =
@@ -181,20 +162,50 @@ pub async fn insert(
         planned_starts.push(to_db(t.planned_start));
         planned_ends.push(to_db(t.planned_end));
     }
-    sqlx::query(
-        "INSERT INTO waybill_trip (waybill_id, sequence, trip_id, start_seconds, end_seconds, planned_start, planned_end)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::int[], $6::timestamptz[], $7::timestamptz[])",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH w AS (
+           INSERT INTO waybill (id, number, service_date, vehicle_id, driver_id, gtfs_id, route_id, feed_version,
+                                planned_start, planned_end, notes)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+           RETURNING {COLUMNS}),
+         t AS (
+           INSERT INTO waybill_trip (waybill_id, sequence, trip_id, start_seconds, end_seconds, planned_start, planned_end)
+           SELECT $1, * FROM UNNEST($12::int[], $13::text[], $14::int[], $15::int[], $16::timestamptz[], $17::timestamptz[]))
+         SELECT * FROM w"
+    )))
     .bind(id)
+    .bind(&req.number)
+    .bind(date_to_db(req.service_date))
+    .bind(&req.vehicle_id)
+    .bind(&req.driver_id)
+    .bind(&req.gtfs_id)
+    .bind(&req.route_id)
+    .bind(&plan.feed_version)
+    .bind(to_db(plan.planned_start))
+    .bind(to_db(plan.planned_end))
+    .bind(&req.notes)
     .bind(&sequences)
     .bind(&trip_ids)
     .bind(&starts)
     .bind(&ends)
     .bind(&planned_starts)
     .bind(&planned_ends)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(with_trips(conn, vec![waybill]).await?.remove(0))
+    let mut waybill = waybill_of(&row)?;
+    waybill.trips = plan
+        .trips
+        .iter()
+        .map(|t| WaybillTrip {
+            sequence: t.sequence,
+            trip_id: t.trip_id.clone(),
+            start_time: crate::feed::snapshot::format_gtfs_time(t.start_seconds),
+            end_time: crate::feed::snapshot::format_gtfs_time(t.end_seconds),
+            planned_start: t.planned_start,
+            planned_end: t.planned_end,
+        })
+        .collect();
+    Ok(waybill)
 }
 
 /// One waybill, `FOR UPDATE` when `lock`.
