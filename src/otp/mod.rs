@@ -238,6 +238,41 @@ fn direction(n: Option<i64>, path: &str) -> Result<Option<u8>, AdapterError> {
     }
 }
 
+/// A route summary from a route object of either API: `mode` and/or `type` (the missing
+/// one derived, a type's mode by `mode_of_type`, which differs between OTP 1 and OTP 2),
+/// names, colours and sort order under the same field names.
+fn route_summary(
+    route: &Obj<'_>,
+    route_id: &str,
+    agency_id: Option<String>,
+    mode_of_type: fn(i32) -> &'static str,
+) -> Result<crate::feed::model::RouteSummary, AdapterError> {
+    let mode = route.opt_str("mode")?;
+    let route_type = route
+        .opt_i64("type")?
+        .map(|t| route_type(t, &route.path_of("type")))
+        .transpose()?;
+    let (route_type, mode) = match (route_type, mode) {
+        (Some(t), Some(m)) => (t, m.to_owned()),
+        (None, Some(m)) => (crate::feed::model::route_type_of_mode(m), m.to_owned()),
+        (Some(t), None) => (t, mode_of_type(t).to_owned()),
+        (None, None) => {
+            return Err(malformed(format!("{}: neither mode nor type", route.path)));
+        }
+    };
+    Ok(crate::feed::model::RouteSummary {
+        route_id: route_id.to_owned(),
+        agency_id,
+        short_name: route.opt_str("shortName")?.map(str::to_owned),
+        long_name: route.opt_str("longName")?.map(str::to_owned),
+        route_type,
+        mode,
+        color: color(route.opt_str("color")?),
+        text_color: color(route.opt_str("textColor")?),
+        sort_order: sort_order(route.opt_i64("sortOrder")?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,12 +31,10 @@ use std::collections::HashMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{
-    AdapterError, Obj, array, color, direction, local_id, malformed, objects, parse_body,
-    route_type, sort_order, split_id, stop_id,
+    AdapterError, Obj, array, direction, local_id, malformed, objects, parse_body, split_id,
+    stop_id,
 };
-use crate::feed::model::{
-    FeedInfo, Pattern, RouteSummary, StopRef, mode_of_route_type, route_type_of_mode,
-};
+use crate::feed::model::{FeedInfo, Pattern, RouteSummary, StopRef, mode_of_route_type};
 
 /// Bytes escaped in a path segment: all but RFC 3986's unreserved characters and `:`
 /// (which OTP's own examples write as is, `TriMet:52`).
@@ -225,30 +223,7 @@ fn summary(
     route_id: &str,
     agency_id: Option<String>,
 ) -> Result<RouteSummary, AdapterError> {
-    let mode = route.opt_str("mode")?;
-    let route_type = route
-        .opt_i64("type")?
-        .map(|t| route_type(t, &route.path_of("type")))
-        .transpose()?;
-    let (route_type, mode) = match (route_type, mode) {
-        (Some(t), Some(m)) => (t, m.to_owned()),
-        (None, Some(m)) => (route_type_of_mode(m), m.to_owned()),
-        (Some(t), None) => (t, otp1_mode(t).to_owned()),
-        (None, None) => {
-            return Err(malformed(format!("{}: neither mode nor type", route.path)));
-        }
-    };
-    Ok(RouteSummary {
-        route_id: route_id.to_owned(),
-        agency_id,
-        short_name: route.opt_str("shortName")?.map(str::to_owned),
-        long_name: route.opt_str("longName")?.map(str::to_owned),
-        route_type,
-        mode,
-        color: color(route.opt_str("color")?),
-        text_color: color(route.opt_str("textColor")?),
-        sort_order: sort_order(route.opt_i64("sortOrder")?),
-    })
+    super::route_summary(route, route_id, agency_id, otp1_mode)
 }
 
 /// The mode OTP 1 gives a GTFS route type (dev-1.x `GtfsLibrary.getTraverseMode`, which

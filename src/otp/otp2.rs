@@ -26,12 +26,11 @@
 use serde_json::{Value, json};
 
 use super::{
-    AdapterError, Obj, array, color, direction, echo, kind, local_id, malformed, objects,
-    parse_body, sort_order, split_id, stop_id,
+    AdapterError, Obj, array, direction, echo, kind, local_id, malformed, objects, parse_body,
+    split_id, stop_id,
 };
 use crate::feed::model::{
     AgencyInfo, FeedInfo, Pattern, RouteDetail, RouteSummary, StopRef, mode_of_route_type,
-    route_type_of_mode,
 };
 
 /// Every feed with its agencies.
@@ -196,30 +195,7 @@ fn summary(route: &Obj<'_>, gtfs_id: &str, route_id: &str) -> Result<RouteSummar
         }
         None => None,
     };
-    let mode = route.opt_str("mode")?;
-    let route_type = route
-        .opt_i64("type")?
-        .map(|t| super::route_type(t, &route.path_of("type")))
-        .transpose()?;
-    let (route_type, mode) = match (route_type, mode) {
-        (Some(t), Some(m)) => (t, m.to_owned()),
-        (None, Some(m)) => (route_type_of_mode(m), m.to_owned()),
-        (Some(t), None) => (t, mode_of_route_type(t).to_owned()),
-        (None, None) => {
-            return Err(malformed(format!("{}: neither mode nor type", route.path)));
-        }
-    };
-    Ok(RouteSummary {
-        route_id: route_id.to_owned(),
-        agency_id,
-        short_name: route.opt_str("shortName")?.map(str::to_owned),
-        long_name: route.opt_str("longName")?.map(str::to_owned),
-        route_type,
-        mode,
-        color: color(route.opt_str("color")?),
-        text_color: color(route.opt_str("textColor")?),
-        sort_order: sort_order(route.opt_i64("sortOrder")?),
-    })
+    super::route_summary(route, route_id, agency_id, mode_of_route_type)
 }
 
 fn pattern(p: &Obj<'_>, gtfs_id: &str) -> Result<Pattern, AdapterError> {
