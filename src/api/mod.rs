@@ -125,6 +125,37 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
+/// Whether an `Authorization` header value is `Bearer <token>`, compared without stopping at
+/// the first difference so timing does not leak the token.
+pub(crate) fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    let Some(given) = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Refuses query parameters other than `allowed` with a 400 naming the stray one.
+pub(crate) fn check_params<V>(
+    query: &std::collections::BTreeMap<String, V>,
+    allowed: &[&str],
+) -> ApiResult<()> {
+    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::bad_request(format!(
+            "unknown query parameter {unknown:?}; allowed: {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Records the request in the metrics and writes `Server-Timing` (the phases handlers
 /// reported, plus `total`).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -48,18 +48,11 @@ pub fn ops_access(
     let Some(token) = ops_token else {
         return Err("ops endpoints answer loopback clients only (set ops_token to allow others)");
     };
-    let given = authorization
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients"),
+    if super::bearer_matches(authorization, token) {
+        Ok(())
+    } else {
+        Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients")
     }
-}
-
-/// Compares without stopping at the first difference, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn require_ops_access(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -66,17 +66,6 @@ fn current_feed(
     Ok((entry, loaded))
 }
 
-/// Query parameters, checked by hand so every mistake is a 400 problem naming it.
-fn params(raw: BTreeMap<String, String>, allowed: &[&str]) -> ApiResult<BTreeMap<String, String>> {
-    if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; allowed: {}",
-            allowed.join(", ")
-        )));
-    }
-    Ok(raw)
-}
-
 /// `body` as a cacheable JSON answer: ETag from the bytes, 304 when the client has them.
 fn cacheable(request: &HeaderMap, body: Bytes, etag: &str) -> Response {
     let mut headers = HeaderMap::new();
@@ -261,7 +250,8 @@ async fn list_routes(
     Query(raw): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let q = params(raw, &["type", "agency", "q", "limit", "cursor"])?;
+    super::check_params(&raw, &["type", "agency", "q", "limit", "cursor"])?;
+    let q = raw;
     let route_type = q
         .get("type")
         .map(|t| {
@@ -558,7 +548,8 @@ async fn route_trips(
     Query(raw): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let q = params(raw, &["date"])?;
+    super::check_params(&raw, &["date"])?;
+    let q = raw;
     let date = service_date(q.get("date"))?;
     let (_, loaded) = current_feed(&state, &gtfs_id)?;
     let snapshot = loaded.snapshot().ok_or_else(|| {

@@ -160,18 +160,10 @@ fn require_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let Some(token) = &state.config.api_token else {
         return Ok(());
     };
-    let given = headers
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = given.is_some_and(|g| {
-        g.len() == token.expose().len()
-            && g.bytes()
-                .zip(token.expose().bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
+        .and_then(|v| v.to_str().ok());
+    let ok = super::bearer_matches(authorization, token.expose());
     if ok {
         Ok(())
     } else {
@@ -470,12 +462,7 @@ async fn list(
         "limit",
         "cursor",
     ];
-    if let Some(unknown) = q.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; allowed: {}",
-            ALLOWED.join(", ")
-        )));
-    }
+    super::check_params(&q, &ALLOWED)?;
     let filters = Filters {
         service_date: q
             .get("service_date")
