@@ -764,9 +764,37 @@ fn ok_body(r: &Response) -> Result<&[u8], String> {
     }
 }
 
-/// Writes one `feed_fetch` row. The database being down must not stop refreshes: a
-/// failure is logged.
+/// How long a fetch made before the database was ready waits for it to be recorded.
+const RECORD_WAIT: Duration = Duration::from_secs(600);
+
+/// Records one fetch in `feed_fetch`. The database being down must not stop refreshes,
+/// and the first refresh at start-up usually finishes before the migrations have run: a
+/// fetch made then is written by a task that waits for the database (at most
+/// [`RECORD_WAIT`]) instead of being lost. A write that fails is logged.
 async fn record_fetch(state: &AppState, f: &FeedOutcome) {
+    if state.db.is_prepared() {
+        insert_fetch(state, f).await;
+        return;
+    }
+    let (state, f) = (state.clone(), f.clone());
+    tokio::spawn(async move {
+        if tokio::time::timeout(RECORD_WAIT, state.db.wait_prepared())
+            .await
+            .is_ok()
+        {
+            insert_fetch(&state, &f).await;
+        } else {
+            tracing::warn!(
+                instance = %f.instance,
+                "the fetch is not recorded in feed_fetch: the database was not ready within {} s",
+                RECORD_WAIT.as_secs()
+            );
+        }
+    });
+}
+
+/// Writes one `feed_fetch` row.
+async fn insert_fetch(state: &AppState, f: &FeedOutcome) {
     let insert = sqlx::query(
         "INSERT INTO feed_fetch (instance, gtfs_id, started_at, finished_at, outcome, http_status, version, bytes, error)
          VALUES ($1, $2, $3::timestamptz, $4::timestamptz, $5, $6, $7, $8, $9)",

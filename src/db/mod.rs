@@ -9,11 +9,11 @@ pub mod embedded;
 pub mod waybills;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::watch;
 
 use crate::config::Config;
 
@@ -25,7 +25,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Db {
     pub pool: PgPool,
     min_connections: u32,
-    prepared: AtomicBool,
+    /// Becomes `true` once, when the migrations are applied and the pool pre-warmed.
+    prepared: watch::Sender<bool>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -51,7 +52,7 @@ impl Db {
         Self {
             pool,
             min_connections: config.db_min_connections,
-            prepared: AtomicBool::new(false),
+            prepared: watch::Sender::new(false),
             last_error: Mutex::new(None),
         }
     }
@@ -76,7 +77,7 @@ impl Db {
         match &result {
             Ok(()) => {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.prepared.store(true, Ordering::SeqCst);
+                self.prepared.send_replace(true);
             }
             Err(e) => {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"))
@@ -106,9 +107,21 @@ impl Db {
         }
     }
 
+    /// Whether [`Db::prepare`] has succeeded: the schema is there.
+    pub fn is_prepared(&self) -> bool {
+        *self.prepared.borrow()
+    }
+
+    /// Waits until [`Db::prepare`] has succeeded (at once when it has).
+    pub async fn wait_prepared(&self) {
+        let mut prepared = self.prepared.subscribe();
+        // `wait_for` fails only when the sender is gone, and `self` holds it.
+        let _ = prepared.wait_for(|p| *p).await;
+    }
+
     /// Whether the database answers now: `Err` carries the reason for `/readyz`.
     pub async fn check(&self) -> Result<(), String> {
-        if !self.prepared.load(Ordering::SeqCst) {
+        if !self.is_prepared() {
             let last = self
                 .last_error
                 .lock()
