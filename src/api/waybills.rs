@@ -143,6 +143,10 @@ fn db_error(e: sqlx::Error) -> ApiError {
             (Some("23505"), Some("waybill_number_key")) => {
                 ApiError::new(StatusCode::CONFLICT, "a waybill with this number exists")
             }
+            // Still a deadlock victim after its retries: the client may try again.
+            (Some("40P01" | "40001"), _) => {
+                ApiError::unavailable("the write collided with concurrent ones; try again", 1)
+            }
             // Class 08 (connection), 57P (shutdown, crash), 53 (resources): try again later.
             (Some(code), _)
                 if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
@@ -243,7 +247,7 @@ fn log_timing(op: &'static str, status: u16, validate: Duration, db: Duration, s
         (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong shape, or does not fit the feed (the detail names the route or trip), or the key was used for another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or the feed not loaded yet.", body = Problem, content_type = "application/problem+json",
+        (status = 503, description = "Database unavailable, the feed not loaded yet, or the write kept colliding with concurrent ones.", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64))),
     ),
 )]
@@ -274,29 +278,88 @@ async fn create(
     let fingerprint = hex::encode(Sha256::digest(
         [b"POST /waybills\n".as_slice(), &raw].concat(),
     ));
+    let mut attempt = 1;
+    loop {
+        match create_once(&state, &req, key.as_deref(), &fingerprint, started).await {
+            Ok(response) => return Ok(response),
+            Err(Attempt::Fail(e)) => return Err(e),
+            Err(Attempt::Retry(e)) if attempt < CREATE_ATTEMPTS => {
+                tracing::info!(attempt, "waybill write retried after {e}");
+                attempt += 1;
+            }
+            Err(Attempt::Retry(e)) => return Err(db_error(e)),
+        }
+    }
+}
+
+/// Tries of one `POST /waybills` when PostgreSQL aborts it as a deadlock victim.
+const CREATE_ATTEMPTS: u32 = 3;
+
+/// Why one try of a write stopped.
+enum Attempt {
+    /// PostgreSQL aborted it and the same request can succeed or fail cleanly when run
+    /// again: deadlock_detected (40P01) or serialization_failure (40001). Two inserts that
+    /// conflict on an exclusion constraint at the same moment each wait for the other's
+    /// row, and PostgreSQL breaks the tie by aborting one; run again, it sees the winner's
+    /// committed row and gets the 409 it deserves.
+    Retry(sqlx::Error),
+    /// The answer for the client.
+    Fail(ApiError),
+}
+
+impl From<ApiError> for Attempt {
+    fn from(e: ApiError) -> Self {
+        Attempt::Fail(e)
+    }
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(e: sqlx::Error) -> Self {
+        if is_transient(&e) {
+            Attempt::Retry(e)
+        } else {
+            Attempt::Fail(db_error(e))
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// One try of `POST /waybills`: the key's lookup, the check against the feed, the insert.
+async fn create_once(
+    state: &AppState,
+    req: &NewWaybill,
+    key: Option<&str>,
+    fingerprint: &str,
+    started: Instant,
+) -> Result<Response, Attempt> {
     let mut timing = ServerTiming::default();
 
     let db_started = Instant::now();
     // With a key, the key's lookup, the waybill and the stored answer share a transaction.
     // Without one, the waybill is a single statement: no transaction round trips.
     let mut tx = match &key {
-        Some(_) => Some(state.db.pool.begin().await.map_err(db_error)?),
+        Some(_) => Some(state.db.pool.begin().await?),
         None => None,
     };
-    if let (Some(key), Some(tx)) = (&key, tx.as_mut()) {
-        if !store::lock_key(tx, key).await.map_err(db_error)? {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "a request with this Idempotency-Key is still in flight",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+    if let (Some(key), Some(tx)) = (key, tx.as_mut()) {
+        if !store::lock_key(tx, key).await? {
+            return Err(Attempt::Fail(
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key is still in flight",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            ));
         }
-        if let Some(stored) = store::stored_answer(tx, key).await.map_err(db_error)? {
+        if let Some(stored) = store::stored_answer(tx, key).await? {
             if stored.fingerprint != fingerprint {
-                return Err(ApiError::new(
+                return Err(Attempt::Fail(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "this Idempotency-Key was used for a different request",
-                ));
+                )));
             }
             timing.record("db", db_started.elapsed());
             let status = StatusCode::from_u16(stored.status_code).unwrap_or(StatusCode::CREATED);
@@ -326,46 +389,40 @@ async fn create(
             ApiError::unavailable(format!("feed {:?} is not loaded yet", req.gtfs_id), 30)
         })?;
         if loaded.snapshot().is_none() {
-            return Err(ApiError::new(
+            return Err(Attempt::Fail(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
                     "feed {:?} has no trip data (it is not loaded from a GTFS zip)",
                     req.gtfs_id
                 ),
-            ));
+            )));
         }
         loaded
     };
-    let plan = waybill::plan(snapshot.snapshot().expect("checked above"), &req)
+    let plan = waybill::plan(snapshot.snapshot().expect("checked above"), req)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let validate = validate_started.elapsed();
     timing.record("validate", validate);
 
     let db_started = Instant::now();
     let id = Uuid::now_v7();
-    let (waybill, body) = match (tx, &key) {
+    let (waybill, body) = match (tx, key) {
         (Some(mut tx), Some(key)) => {
-            let waybill = store::insert(&mut tx, id, &req, &plan)
-                .await
-                .map_err(db_error)?;
+            let waybill = store::insert(&mut tx, id, req, &plan).await?;
             let body = to_json(&waybill)?;
             let answer = StoredAnswer {
-                fingerprint,
+                fingerprint: fingerprint.to_owned(),
                 status_code: 201,
                 response: body.clone(),
                 waybill_id: Some(id),
             };
-            store::store_answer(&mut tx, key, &answer)
-                .await
-                .map_err(db_error)?;
-            tx.commit().await.map_err(db_error)?;
+            store::store_answer(&mut tx, key, &answer).await?;
+            tx.commit().await?;
             (waybill, body)
         }
         _ => {
-            let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
-            let waybill = store::insert(&mut conn, id, &req, &plan)
-                .await
-                .map_err(db_error)?;
+            let mut conn = state.db.pool.acquire().await?;
+            let waybill = store::insert(&mut conn, id, req, &plan).await?;
             let body = to_json(&waybill)?;
             (waybill, body)
         }
