@@ -875,7 +875,7 @@ async fn miss_section() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let graphql = format!("{}/otp/gtfs/v1", sim.url());
-    let body = otp2::route_request("bart", "01");
+    let body = otp2::route_request("bart", "01", otp2::Dialect::Current);
     let direct = || async {
         let t = Instant::now();
         let r = http

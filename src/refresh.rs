@@ -52,6 +52,8 @@ pub struct InstanceRuntime {
     single_flight: tokio::sync::Mutex<()>,
     status: Mutex<InstanceStatus>,
     wake: Notify,
+    /// Set once an otp2 server has refused `Route.sortOrder` (OTP before 2.6).
+    before_2_6: AtomicBool,
 }
 
 impl std::fmt::Debug for InstanceRuntime {
@@ -83,11 +85,21 @@ impl InstanceRuntime {
             single_flight: tokio::sync::Mutex::new(()),
             status: Mutex::new(InstanceStatus::default()),
             wake: Notify::new(),
+            before_2_6: AtomicBool::new(false),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The GraphQL documents this instance is sent (otp2 only).
+    pub fn dialect(&self) -> otp2::Dialect {
+        if self.before_2_6.load(Ordering::Relaxed) {
+            otp2::Dialect::Before2_6
+        } else {
+            otp2::Dialect::Current
+        }
     }
 
     pub fn is_running(&self) -> bool {
@@ -122,6 +134,7 @@ impl InstanceRuntime {
             "name": self.config.name,
             "url": self.config.url.as_str(),
             "api": self.config.api,
+            "graphql_dialect": (self.config.api == Api::Otp2).then(|| self.dialect()),
             "refresh_interval": self.config.refresh_interval.as_secs_f64(),
             "running": self.is_running(),
             "status": self.status(),
@@ -636,6 +649,38 @@ impl<'a> Api2or1<'a> {
             .await
     }
 
+    /// A `Routes` or `Route` call. An OTP before 2.6 refuses the documents because of
+    /// `sortOrder`: the instance is switched, for good, to the documents without it and
+    /// the call made again. The refusal is a proper answer, not a failure of the server.
+    async fn graphql_routes<T>(
+        &self,
+        request: impl Fn(otp2::Dialect) -> serde_json::Value,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
+    ) -> Result<T, OtpError> {
+        loop {
+            let dialect = self.instance.dialect();
+            let answer = self
+                .graphql(&request(dialect), crawl, |b| match parse(b) {
+                    Err(_) if dialect == otp2::Dialect::Current && otp2::refuses_sort_order(b) => {
+                        Ok(None)
+                    }
+                    other => other.map(Some),
+                })
+                .await?;
+            match answer {
+                Some(value) => return Ok(value),
+                None => {
+                    self.instance.before_2_6.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        instance = self.instance.name(),
+                        "the server has no Route.sortOrder (OTP before 2.6): asking without it from now on"
+                    );
+                }
+            }
+        }
+    }
+
     async fn rest<T>(
         &self,
         path: &str,
@@ -677,9 +722,11 @@ impl<'a> Api2or1<'a> {
                 .await
             }
             _ => {
-                self.graphql(&otp2::routes_request(gtfs_id), false, |b| {
-                    otp2::parse_routes(gtfs_id, b)
-                })
+                self.graphql_routes(
+                    |dialect| otp2::routes_request(gtfs_id, dialect),
+                    false,
+                    |b| otp2::parse_routes(gtfs_id, b),
+                )
                 .await
             }
         }
@@ -727,9 +774,11 @@ impl<'a> Api2or1<'a> {
                 }))
             }
             _ => {
-                self.graphql(&otp2::route_request(gtfs_id, route_id), crawl, |b| {
-                    otp2::parse_route(gtfs_id, b)
-                })
+                self.graphql_routes(
+                    |dialect| otp2::route_request(gtfs_id, route_id, dialect),
+                    crawl,
+                    |b| otp2::parse_route(gtfs_id, b),
+                )
                 .await
             }
         }

@@ -159,12 +159,26 @@ struct InstanceReport {
     name: String,
     url: String,
     api: InstanceApi,
+    /// otp2 only (null otherwise): `before_2_6` once the server has refused
+    /// `Route.sortOrder`, after which routes are asked for without it.
+    #[schema(inline)]
+    graphql_dialect: Option<GraphqlDialect>,
     /// Seconds between scheduled refreshes (±10 % jitter).
     refresh_interval: f64,
     /// Whether a refresh is running now.
     running: bool,
     status: InstanceRefreshStatus,
     http: HttpClientReport,
+}
+
+/// The GraphQL documents an otp2 instance is sent (`crate::otp::otp2::Dialect`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum GraphqlDialect {
+    Current,
+    #[schema(rename = "before_2_6")]
+    Before2_6,
 }
 
 /// How an instance's refreshes went (`crate::refresh::InstanceStatus`).

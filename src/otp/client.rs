@@ -9,11 +9,13 @@
 //! 5. the verdict: 5xx, timeouts, broken connections and bodies the caller's parser rejects
 //!    are failures; 4xx are neutral (neither failure nor success); the rest success;
 //! 6. retries, for idempotent requests only: a try that met a pooled connection the server
-//!    had already closed is retried once at once (the keep-alive race users must not see);
-//!    other failures up to `retry_attempts` times with jittered exponential backoff from
-//!    `retry_delay`, or after the server's `Retry-After` on 429/503; never while the
-//!    breaker is open; and only while the retry budget lasts (each call earns 0.1 retry,
-//!    so with the instance down, tries stay under 1.1 per call).
+//!    had already closed is retried once at once (the keep-alive race users must not see;
+//!    it costs no retry budget, since only a reused connection can be stale, and a server
+//!    that is down leaves none in the pool); other failures up to `retry_attempts` times
+//!    with jittered exponential backoff from `retry_delay`, or after the server's
+//!    `Retry-After` on 429/503; never while the breaker is open; and only while the retry
+//!    budget lasts (each call earns 0.1 retry, so with the instance down, tries stay under
+//!    1.1 per call).
 //!
 //! Each instance has its own reqwest client (same settings for all: TCP_NODELAY, a
 //! keep-alive pool of `connection_limit` idle connections kept `http_pool_idle_timeout`,
@@ -22,6 +24,7 @@
 //! count of requests sent that gives the reuse ratio shown in `/memory-stats`, `/metrics`
 //! and `GET /instances`.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -207,6 +210,14 @@ impl RetryBudget {
     }
 }
 
+tokio::task_local! {
+    /// Set by the connector when it opens a connection while a try runs in this task:
+    /// hyper connects inside the task that sends the request (a connect that finishes
+    /// after the request has taken a pooled connection instead finishes in a task of its
+    /// own, where this is not set). A try that opened nothing rode a pooled connection.
+    static OPENED_CONNECTION: Cell<bool>;
+}
+
 /// The tuned reqwest client of DESIGN.md, counting the connections it opens into
 /// `connections`. `pooled = false` gives the same client without keep-alive reuse (the
 /// benchmark's baseline).
@@ -217,6 +228,7 @@ pub fn build_http_client(
 ) -> reqwest::Result<reqwest::Client> {
     let count = tower::util::MapResponseLayer::new(move |conn| {
         connections.fetch_add(1, Ordering::Relaxed);
+        let _ = OPENED_CONNECTION.try_with(|opened| opened.set(true));
         conn
     });
     reqwest::Client::builder()
@@ -367,7 +379,8 @@ impl OtpClient {
                     .fetch_add(1, Ordering::Relaxed);
                 return Err(OtpError::BreakerOpen(self.name.clone()));
             };
-            let result = self.try_once(&call).await;
+            let (result, reused) = self.try_once(&call).await;
+            let stale = reused && !stale_retried && matches!(result, Err(OtpError::Closed(_)));
             let (outcome, result) = match result {
                 Ok(resp) if resp.status.is_server_error() => {
                     let retry_after = retry_after(&resp.headers);
@@ -397,7 +410,7 @@ impl OtpClient {
                     Err(why) => (Outcome::Failure, Err(OtpError::Malformed(why))),
                 },
                 // A pooled connection the server had closed: not the instance's fault.
-                Err(e @ OtpError::Closed(_)) if !stale_retried => (Outcome::Neutral, Err(e)),
+                Err(e) if stale => (Outcome::Neutral, Err(e)),
                 Err(e) => (Outcome::Failure, Err(e)),
             };
             self.breaker.record(permit, outcome);
@@ -411,19 +424,19 @@ impl OtpClient {
             if !call.idempotent || !error.retryable() {
                 return Err(error);
             }
-            let delay = if matches!(error, OtpError::Closed(_)) && !stale_retried {
+            if stale {
                 stale_retried = true;
-                Duration::ZERO
-            } else {
-                if retries >= self.retry_attempts {
-                    return Err(error);
-                }
-                retries += 1;
-                match error.retry_after() {
-                    Some(after) if after > MAX_RETRY_AFTER => return Err(error),
-                    Some(after) => after,
-                    None => backoff(self.retry_delay, retries),
-                }
+                self.stats.stale_retries.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if retries >= self.retry_attempts {
+                return Err(error);
+            }
+            retries += 1;
+            let delay = match error.retry_after() {
+                Some(after) if after > MAX_RETRY_AFTER => return Err(error),
+                Some(after) => after,
+                None => backoff(self.retry_delay, retries),
             };
             if self.breaker.state() == BreakerState::Open {
                 return Err(error);
@@ -432,31 +445,35 @@ impl OtpClient {
                 self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
                 return Err(error);
             }
-            if delay.is_zero() {
-                self.stats.stale_retries.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(instance = %self.name, retry = retries, delay_ms = delay.as_millis() as u64, "retrying: {error}");
-                tokio::time::sleep(delay).await;
-            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(instance = %self.name, retry = retries, delay_ms = delay.as_millis() as u64, "retrying: {error}");
+            tokio::time::sleep(delay).await;
         }
     }
 
     /// One try: spacing, concurrency cap, the request and its whole body under the timeout.
-    async fn try_once(&self, call: &Call<'_>) -> Result<Response, OtpError> {
+    /// Also tells whether the try rode a connection opened before it (a pooled one).
+    async fn try_once(&self, call: &Call<'_>) -> (Result<Response, OtpError>, bool) {
         if call.crawl {
             self.space_crawl().await;
         }
-        let _slot = self
-            .limiter
-            .acquire()
-            .await
-            .map_err(|e| OtpError::Other(e.to_string()))?;
+        let _slot = match self.limiter.acquire().await {
+            Ok(slot) => slot,
+            Err(e) => return (Err(OtpError::Other(e.to_string())), false),
+        };
         self.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = tokio::time::timeout(self.request_timeout, self.send(call)).await;
+        let (result, opened) = OPENED_CONNECTION
+            .scope(Cell::new(false), async {
+                let result = tokio::time::timeout(self.request_timeout, self.send(call)).await;
+                (result, OPENED_CONNECTION.with(Cell::get))
+            })
+            .await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        result.unwrap_or(Err(OtpError::Timeout(self.request_timeout)))
+        (
+            result.unwrap_or(Err(OtpError::Timeout(self.request_timeout))),
+            !opened,
+        )
     }
 
     async fn send(&self, call: &Call<'_>) -> Result<Response, OtpError> {

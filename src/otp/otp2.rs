@@ -6,9 +6,9 @@
 //! `Route`; the test OTP simulator dispatches on those names. Their documents are checked
 //! against OTP's own schema in the tests below. They are valid against every release's
 //! schema from 2.0.0 on, except `Route.sortOrder`, which OTP has had since 2.6.0: older
-//! servers refuse `Routes` and `Route` with a validation error (seen here as
-//! [`AdapterError::Malformed`] naming `sortOrder`). The parsers take a missing
-//! `sortOrder` as none, so the same documents without it would work there.
+//! servers refuse `Routes` and `Route` with a validation error naming the field
+//! ([`refuses_sort_order`]). For those, [`Dialect::Before2_6`] sends the same documents
+//! without `sortOrder`, and the parsers take the missing field as none.
 //!
 //! Reading the answers:
 //! - any top-level `errors` entry makes the answer [`AdapterError::Malformed`], with the
@@ -51,6 +51,15 @@ query Routes($feeds: [String]) {
   }
 }";
 
+/// [`ROUTES_QUERY`] for OTP before 2.6, which has no `Route.sortOrder`.
+pub const ROUTES_QUERY_BEFORE_2_6: &str = "\
+query Routes($feeds: [String]) {
+  routes(feeds: $feeds) {
+    gtfsId shortName longName mode type color textColor
+    agency { gtfsId }
+  }
+}";
+
 /// One route (`$id` = `feedId:routeId`) with its patterns, their stops and trips.
 pub const ROUTE_QUERY: &str = "\
 query Route($id: String!) {
@@ -65,6 +74,31 @@ query Route($id: String!) {
   }
 }";
 
+/// [`ROUTE_QUERY`] for OTP before 2.6, which has no `Route.sortOrder`.
+pub const ROUTE_QUERY_BEFORE_2_6: &str = "\
+query Route($id: String!) {
+  route(id: $id) {
+    gtfsId shortName longName mode type color textColor
+    agency { gtfsId }
+    patterns {
+      code directionId headsign
+      stops { gtfsId name code lat lon }
+      trips { gtfsId }
+    }
+  }
+}";
+
+/// Which documents an instance is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// OTP 2.6 and later: routes with `sortOrder`.
+    Current,
+    /// OTP 2.0 to 2.5: the same without `sortOrder`.
+    #[serde(rename = "before_2_6")]
+    Before2_6,
+}
+
 fn request(query: &str, operation: &str, variables: Value) -> Value {
     json!({ "query": query, "operationName": operation, "variables": variables })
 }
@@ -75,17 +109,48 @@ pub fn feeds_request() -> Value {
 }
 
 /// The body of the `Routes` request for one feed.
-pub fn routes_request(gtfs_id: &str) -> Value {
-    request(ROUTES_QUERY, "Routes", json!({ "feeds": [gtfs_id] }))
+pub fn routes_request(gtfs_id: &str, dialect: Dialect) -> Value {
+    let query = match dialect {
+        Dialect::Current => ROUTES_QUERY,
+        Dialect::Before2_6 => ROUTES_QUERY_BEFORE_2_6,
+    };
+    request(query, "Routes", json!({ "feeds": [gtfs_id] }))
 }
 
 /// The body of the `Route` request for `route_id` of feed `gtfs_id`.
-pub fn route_request(gtfs_id: &str, route_id: &str) -> Value {
+pub fn route_request(gtfs_id: &str, route_id: &str, dialect: Dialect) -> Value {
+    let query = match dialect {
+        Dialect::Current => ROUTE_QUERY,
+        Dialect::Before2_6 => ROUTE_QUERY_BEFORE_2_6,
+    };
     request(
-        ROUTE_QUERY,
+        query,
         "Route",
         json!({ "id": format!("{gtfs_id}:{route_id}") }),
     )
+}
+
+/// Whether `body` is a server refusing the query because it has no `Route.sortOrder`:
+/// errors without data, one of them naming the field. graphql-java (OTP) says
+/// "Validation error (FieldUndefined@[routes/sortOrder]) : Field 'sortOrder' in type
+/// 'Route' is undefined"; older releases word it differently, all name the field.
+/// Meant for answers the parsers refused: it parses the body again.
+pub fn refuses_sort_order(body: &[u8]) -> bool {
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let no_data = top.get("data").is_none_or(Value::is_null);
+    let names_field = top
+        .get("errors")
+        .and_then(Value::as_array)
+        .is_some_and(|errors| {
+            errors.iter().any(|e| {
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.contains("sortOrder"))
+            })
+        });
+    no_data && names_field
 }
 
 /// The answer to [`feeds_request`].
@@ -291,8 +356,10 @@ mod tests {
     fn every_request_validates_against_otp_schema() {
         for body in [
             feeds_request(),
-            routes_request("F"),
-            route_request("F", "a/b c#d"),
+            routes_request("F", Dialect::Current),
+            route_request("F", "a/b c#d", Dialect::Current),
+            routes_request("F", Dialect::Before2_6),
+            route_request("F", "a/b c#d", Dialect::Before2_6),
         ] {
             validate_request(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
         }
@@ -317,9 +384,48 @@ mod tests {
     }
 
     #[test]
+    fn before_2_6_documents_are_the_current_ones_without_sort_order() {
+        assert_eq!(
+            ROUTES_QUERY.replace(" sortOrder", ""),
+            ROUTES_QUERY_BEFORE_2_6
+        );
+        assert_eq!(
+            ROUTE_QUERY.replace(" sortOrder", ""),
+            ROUTE_QUERY_BEFORE_2_6
+        );
+        assert!(!ROUTE_QUERY_BEFORE_2_6.contains("sortOrder"));
+    }
+
+    #[test]
+    fn a_server_without_sort_order_is_recognised() {
+        for refusal in [
+            // graphql-java 19 and later (OTP 2.2 on).
+            r#"{"errors":[{"message":"Validation error (FieldUndefined@[routes/sortOrder]) : Field 'sortOrder' in type 'Route' is undefined","locations":[{"line":3,"column":59}],"extensions":{"classification":"ValidationError"}}]}"#,
+            // graphql-java 17 (OTP 2.0, 2.1).
+            r#"{"errors":[{"message":"Validation error of type FieldUndefined: Field 'sortOrder' in type 'Route' is undefined @ 'routes/sortOrder'","locations":[{"line":3,"column":59}],"extensions":{"classification":"ValidationError"}}],"data":null}"#,
+        ] {
+            assert!(refuses_sort_order(refusal.as_bytes()), "{refusal}");
+            assert!(parse_routes("F", refusal.as_bytes()).is_err());
+        }
+        for other in [
+            r#"{"errors":[{"message":"Validation error (FieldUndefined@[routes/shortNmae])"}]}"#,
+            r#"{"errors":[{"message":"sortOrder"}],"data":{"routes":[]}}"#,
+            r#"{"data":{"routes":[]}}"#,
+            r#"{"errors":"sortOrder"}"#,
+            "sortOrder",
+            "",
+        ] {
+            assert!(!refuses_sort_order(other.as_bytes()), "{other}");
+        }
+    }
+
+    #[test]
     fn request_bodies() {
-        assert_eq!(routes_request("F")["variables"], json!({"feeds": ["F"]}));
-        let r = route_request("F", "a:b");
+        assert_eq!(
+            routes_request("F", Dialect::Current)["variables"],
+            json!({"feeds": ["F"]})
+        );
+        let r = route_request("F", "a:b", Dialect::Current);
         assert_eq!(r["variables"], json!({"id": "F:a:b"}));
         assert_eq!(r["operationName"], "Route");
         assert_eq!(feeds_request()["operationName"], "Feeds");

@@ -106,6 +106,42 @@ async fn otp2_and_otp1_instances_load_every_route_with_details() {
 }
 
 #[tokio::test]
+async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
+    let sim = OtpSim::start(&["caltrain", "bart"]).await;
+    sim.set_before_2_6(true);
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "otp2",
+        "prefetch_routes = true",
+        &[("GTFS_RATE_LIMIT_DELAY", "0")],
+    ))
+    .await;
+    let feeds = feeds(&app).await;
+    for name in ["caltrain", "bart"] {
+        let f = feed(&feeds, name);
+        assert_eq!(f["last_error"], Value::Null, "{name}: {f}");
+        let routes = fixture_rows(name, "routes.txt") as u64;
+        assert_eq!(f["counts"]["routes"], routes, "{name}");
+        assert_eq!(f["counts"]["route_details"], routes, "{name}");
+    }
+    // One refused Routes request, then the older documents only; the refusal is an
+    // answer, not a failure of the server.
+    let per_feed = 2;
+    assert_eq!(sim.requests_for("Routes"), per_feed + 1);
+    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    let instance = &instances["instances"][0];
+    assert_eq!(instance["graphql_dialect"], "before_2_6", "{instance}");
+    assert_eq!(instance["http"]["failures"], 0, "{instance}");
+    assert_eq!(instance["http"]["breaker"]["state"], "closed", "{instance}");
+    // Routes are served, without a sort order (the older server has none to give).
+    let route: Value = app.get("/feeds/bart/routes/01").await.json().await.unwrap();
+    assert_eq!(route["route_id"], "01", "{route}");
+    assert_eq!(route["sort_order"], Value::Null, "{route}");
+    assert!(!route["patterns"].as_array().unwrap().is_empty(), "{route}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded() {
     let sim = OtpSim::start(&["caltrain"]).await;
     let app = spawn_loaded(sim_config(
@@ -408,6 +444,23 @@ async fn with_the_instance_down_tries_stay_within_the_retry_budget() {
         "{sent} tries for {calls} calls"
     );
     assert!(sent > calls, "some retries were made: {sent}");
+
+    // A server that accepts and hangs up without answering is down too: its broken
+    // connections are fresh ones, not stale pooled ones, so they get no free retry.
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let hung_up = self::client(&sim, &env);
+    get_feeds(&hung_up).await.unwrap();
+    sim.set_fault(Fault::CloseWithoutAnswer);
+    for _ in 0..calls {
+        assert!(get_feeds(&hung_up).await.is_err());
+    }
+    let sent = hung_up.stats().requests_sent.load(Ordering::Relaxed) - 1;
+    let stale = hung_up.stats().stale_retries.load(Ordering::Relaxed);
+    assert!(
+        sent as f64 <= 1.1 * calls as f64 + 2.0,
+        "{sent} tries for {calls} calls ({stale} stale retries)"
+    );
+    assert!(stale <= 1, "only the pooled connection was stale: {stale}");
 }
 
 #[tokio::test]

@@ -257,6 +257,12 @@ impl OtpSim {
         self.inner.settings.send_modify(|s| s.max_requests = n);
     }
 
+    /// Answers GraphQL like OTP 2.0 to 2.5, whose schema lacks `Route.sortOrder` (added in
+    /// 2.6): a query selecting it gets a validation error naming the field.
+    pub fn set_before_2_6(&self, on: bool) {
+        self.inner.settings.send_modify(|s| s.before_2_6 = on);
+    }
+
     /// Closes the listening socket (connects are refused) and every open connection.
     pub async fn stop_listening(&self) {
         let task = self.inner.accept.lock().unwrap().take();
@@ -302,6 +308,8 @@ struct Settings {
     fault: Option<Fault>,
     idle_close: Option<Duration>,
     max_requests: Option<u32>,
+    /// Validate GraphQL against the schema of OTP before 2.6 (no `Route.sortOrder`).
+    before_2_6: bool,
 }
 
 /// Grizzly's keep-alive defaults (`KeepAlive`, `Constants.KEEP_ALIVE_TIMEOUT_IN_SECONDS`
@@ -315,6 +323,7 @@ impl Default for Settings {
             fault: None,
             idle_close: Some(OTP_IDLE_TIMEOUT),
             max_requests: Some(OTP_MAX_REQUESTS_PER_CONNECTION),
+            before_2_6: false,
         }
     }
 }
@@ -631,7 +640,7 @@ async fn handle(
                 d.feeds.clone()
             };
             match gql {
-                Some(Ok(g)) => execute_graphql(&data, &g),
+                Some(Ok(g)) => execute_graphql(&data, &g, settings.before_2_6),
                 Some(Err(p)) => p,
                 None => route_request(&inner, &data, &parts.method, &path, &parts.headers),
             }
@@ -1363,8 +1372,30 @@ fn gql_error(err: apollo_compiler::response::GraphQLError, classification: &str)
     J::Object(m)
 }
 
-fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest) -> Prepared {
-    let schema = schema();
+/// OTP's schema as releases before 2.6 had it: without `Route.sortOrder`.
+fn schema_before_2_6() -> &'static Valid<Schema> {
+    static SCHEMA: LazyLock<Valid<Schema>> = LazyLock::new(|| {
+        let sdl = std::fs::read_to_string(SCHEMA_PATH)
+            .unwrap_or_else(|e| panic!("read {SCHEMA_PATH}: {e}"));
+        // The field and the description block before it.
+        let field = "\n  sortOrder: Int";
+        let at = sdl.find(field).expect("Route.sortOrder is in the schema");
+        let opening = sdl[..at]
+            .strip_suffix("\"\"\"")
+            .and_then(|before| before.rfind("\n  \"\"\""))
+            .expect("Route.sortOrder has a block description");
+        let older = format!("{}{}", &sdl[..opening], &sdl[at + field.len()..]);
+        Schema::parse_and_validate(older, "schema.graphqls").expect("the older schema is valid")
+    });
+    &SCHEMA
+}
+
+fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest, before_2_6: bool) -> Prepared {
+    let schema = if before_2_6 {
+        schema_before_2_6()
+    } else {
+        schema()
+    };
     let doc = match ExecutableDocument::parse_and_validate(schema, &req.query, "query.graphql") {
         Ok(doc) => doc,
         Err(e) => {
