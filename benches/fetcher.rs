@@ -18,7 +18,8 @@
 //! 3. peak memory of a refresh, each in a process of its own (this binary run again with
 //!    `rss` or `rss-gtfs`), from `/proc/self/status`.
 //!
-//! It prints markdown tables on stdout, for BENCHMARKS.md.
+//! It prints markdown tables on stdout, for BENCHMARKS.md. `-- reuse` runs only the reuse
+//! table, three times.
 
 #[path = "../tests/it/support/otp_sim.rs"]
 #[allow(dead_code)]
@@ -62,8 +63,17 @@ fn main() {
         Some("rss") => runtime().block_on(rss_refresh()),
         Some("rss-gtfs") => rss_gtfs(),
         Some("miss") => runtime().block_on(miss_section()),
+        Some("reuse") => runtime().block_on(async {
+            let sim = OtpSim::start(&["bart"]).await;
+            let config = config(&sim.url());
+            for _ in 0..3 {
+                reuse_section(&sim, &config).await;
+            }
+        }),
         Some(other) => {
-            eprintln!("usage: fetcher [rss | rss-gtfs | miss]; unknown argument {other:?}");
+            eprintln!(
+                "usage: fetcher [rss | rss-gtfs | miss | reuse]; unknown argument {other:?}"
+            );
             std::process::exit(2);
         }
     }
