@@ -71,9 +71,7 @@ fn main() {
             }
         }),
         Some(other) => {
-            eprintln!(
-                "usage: fetcher [rss | rss-gtfs | miss | reuse]; unknown argument {other:?}"
-            );
+            eprintln!("usage: fetcher [rss | rss-gtfs | miss | reuse]; unknown argument {other:?}");
             std::process::exit(2);
         }
     }
@@ -944,6 +942,66 @@ async fn miss_section() {
     println!(
         "\nmedian added by the service: {} (target <= 200 µs)",
         us(v50.saturating_sub(d50))
+    );
+
+    // Where the added time goes: each step of the miss on its own, same answer bytes.
+    let answer = http
+        .post(&graphql)
+        .json(&body)
+        .send()
+        .await
+        .expect("direct")
+        .bytes()
+        .await
+        .expect("body");
+    let median_of = |f: &mut dyn FnMut()| {
+        let mut times: Vec<Duration> = (0..1000)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    let detail = otp2::parse_route("bart", &answer)
+        .expect("parse")
+        .expect("route");
+    let encoded = serde_json::to_vec(&detail).expect("encode");
+    let parse = median_of(&mut || {
+        std::hint::black_box(otp2::parse_route("bart", &answer).ok());
+    });
+    let encode = median_of(&mut || {
+        std::hint::black_box(serde_json::to_vec(&detail).ok());
+    });
+    let hash = median_of(&mut || {
+        std::hint::black_box(gtfs_fetch::cache::CachedRoute::new(
+            encoded.clone().into(),
+            None,
+            Duration::ZERO,
+            true,
+        ));
+    });
+    let mut hits = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let r = http.get(&service_url).send().await.expect("service");
+        assert_ne!(r.headers()["x-cache"], "MISS");
+        r.bytes().await.expect("body");
+        hits.push(t.elapsed());
+    }
+    let hit50 = p(&mut hits, 0.5);
+    println!(
+        "\nSteps of a miss, medians of 1,000 each: OTP's answer {} bytes, ours {} bytes; \
+         `otp2::parse_route` {}, `serde_json::to_vec` {}, ETag (sha256) {}; \
+         a cache hit through the same client (the extra HTTP hop and the service's layers) {}.",
+        answer.len(),
+        encoded.len(),
+        us(parse),
+        us(encode),
+        us(hash),
+        us(hit50)
     );
     let _ = tx.send(());
     let _ = server.await;

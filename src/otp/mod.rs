@@ -87,7 +87,47 @@ fn objects<'a>(
     items
         .iter()
         .enumerate()
-        .map(move |(i, item)| Obj::new(item, format!("{path}[{i}]")))
+        .map(move |(i, item)| Obj::new(item, Path::Item(path, i)))
+}
+
+/// Where a value was found, for error messages. An array item's path is only written out
+/// when an error needs it: answers hold thousands of items (trips) that are all fine.
+enum Path<'a> {
+    Static(&'static str),
+    Owned(String),
+    /// Item `.1` of the array at `.0`.
+    Item(&'a str, usize),
+}
+
+impl From<&'static str> for Path<'_> {
+    fn from(path: &'static str) -> Self {
+        Path::Static(path)
+    }
+}
+
+impl From<String> for Path<'_> {
+    fn from(path: String) -> Self {
+        Path::Owned(path)
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Static(path) => f.write_str(path),
+            Path::Owned(path) => f.write_str(path),
+            Path::Item(array, index) => write!(f, "{array}[{index}]"),
+        }
+    }
+}
+
+/// The path of a field of an object ([`Obj::field`]).
+struct FieldPath<'k>(&'k Path<'k>, &'k str);
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
 }
 
 /// A JSON object and the path that led to it, with typed accessors whose errors name
@@ -95,19 +135,25 @@ fn objects<'a>(
 /// nulls out, OTP 2 writes them).
 struct Obj<'a> {
     map: &'a Map<String, Value>,
-    path: String,
+    path: Path<'a>,
 }
 
 impl<'a> Obj<'a> {
-    fn new(v: &'a Value, path: String) -> Result<Self, AdapterError> {
+    fn new(v: &'a Value, path: impl Into<Path<'a>>) -> Result<Self, AdapterError> {
+        let path = path.into();
         match v {
             Value::Object(map) => Ok(Obj { map, path }),
-            other => Err(wrong_type(&path, "an object", other)),
+            other => Err(wrong_type(&path.to_string(), "an object", other)),
         }
     }
 
     fn path_of(&self, key: &str) -> String {
         format!("{}.{key}", self.path)
+    }
+
+    /// [`Obj::path_of`], written out only if an error message needs it.
+    fn field<'k>(&'k self, key: &'k str) -> FieldPath<'k> {
+        FieldPath(&self.path, key)
     }
 
     /// The value at `key`, `None` when missing or null.
@@ -178,7 +224,10 @@ impl<'a> Obj<'a> {
 }
 
 /// Splits an OTP id `feedId:localId` (found at `path`) on the first `:`.
-fn split_id<'a>(id: &'a str, path: &str) -> Result<(&'a str, &'a str), AdapterError> {
+fn split_id<'a>(
+    id: &'a str,
+    path: &(impl std::fmt::Display + ?Sized),
+) -> Result<(&'a str, &'a str), AdapterError> {
     match crate::feed::model::split_otp_id(id) {
         Some((feed, local)) if !feed.is_empty() && !local.is_empty() => Ok((feed, local)),
         _ => Err(malformed(format!(
@@ -189,7 +238,11 @@ fn split_id<'a>(id: &'a str, path: &str) -> Result<(&'a str, &'a str), AdapterEr
 }
 
 /// The local part of an OTP id that must belong to feed `gtfs_id`.
-fn local_id<'a>(id: &'a str, gtfs_id: &str, path: &str) -> Result<&'a str, AdapterError> {
+fn local_id<'a>(
+    id: &'a str,
+    gtfs_id: &str,
+    path: &(impl std::fmt::Display + ?Sized),
+) -> Result<&'a str, AdapterError> {
     let (feed, local) = split_id(id, path)?;
     if feed != gtfs_id {
         return Err(malformed(format!(
@@ -205,7 +258,11 @@ fn local_id<'a>(id: &'a str, gtfs_id: &str, path: &str) -> Result<&'a str, Adapt
 /// A pattern stop's id: local when the stop is of feed `gtfs_id`; the full OTP id when
 /// it is of another feed (OTP 2's stop consolidation puts a "primary" stop of another
 /// feed into patterns), so it cannot be mistaken for a stop of this feed.
-fn stop_id(id: &str, gtfs_id: &str, path: &str) -> Result<String, AdapterError> {
+fn stop_id(
+    id: &str,
+    gtfs_id: &str,
+    path: &(impl std::fmt::Display + ?Sized),
+) -> Result<String, AdapterError> {
     let (feed, local) = split_id(id, path)?;
     Ok(if feed == gtfs_id { local } else { id }.to_owned())
 }

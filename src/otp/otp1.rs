@@ -122,7 +122,7 @@ pub fn parse_routes(gtfs_id: &str, body: &[u8]) -> Result<Vec<RouteSummary>, Ada
     let mut out = Vec::with_capacity(routes.len());
     for route in objects(routes, "routes") {
         let route = route?;
-        let (feed, route_id) = split_id(route.str("id")?, &route.path_of("id"))?;
+        let (feed, route_id) = split_id(route.str("id")?, &route.field("id"))?;
         if feed == gtfs_id {
             out.push(summary(&route, route_id, None)?);
         }
@@ -133,8 +133,8 @@ pub fn parse_routes(gtfs_id: &str, body: &[u8]) -> Result<Vec<RouteSummary>, Ada
 /// The answer to [`route_path`]: the full route, which must be of feed `gtfs_id`.
 pub fn parse_route(gtfs_id: &str, body: &[u8]) -> Result<RouteSummary, AdapterError> {
     let root = parse_body(body)?;
-    let route = Obj::new(&root, "route".into())?;
-    let route_id = local_id(route.str("id")?, gtfs_id, &route.path_of("id"))?;
+    let route = Obj::new(&root, "route")?;
+    let route_id = local_id(route.str("id")?, gtfs_id, &route.field("id"))?;
     let agency_id = match route.opt_obj("agency")? {
         Some(agency) => agency.opt_str("id")?.map(str::to_owned),
         None => None,
@@ -157,10 +157,10 @@ pub fn parse_pattern_ids(body: &[u8]) -> Result<Vec<String>, AdapterError> {
 /// The answer to [`pattern_path`], for a pattern of feed `gtfs_id`.
 pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError> {
     let root = parse_body(body)?;
-    let p = Obj::new(&root, "pattern".into())?;
+    let p = Obj::new(&root, "pattern")?;
     let pattern_id = p.str("id")?.to_owned();
     if let Some(route_id) = p.opt_str("routeId")? {
-        local_id(route_id, gtfs_id, &p.path_of("routeId"))?;
+        local_id(route_id, gtfs_id, &p.field("routeId"))?;
     }
 
     let stops_path = p.path_of("stops");
@@ -168,7 +168,7 @@ pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError
         .map(|s| {
             let s = s?;
             Ok(StopRef {
-                stop_id: stop_id(s.str("id")?, gtfs_id, &s.path_of("id"))?,
+                stop_id: stop_id(s.str("id")?, gtfs_id, &s.field("id"))?,
                 name: s.opt_str("name")?.map(str::to_owned),
                 code: s.opt_str("code")?.map(str::to_owned),
                 lat: s.opt_f64("lat")?,

@@ -167,7 +167,7 @@ pub fn parse_feeds(body: &[u8]) -> Result<Vec<FeedInfo>, AdapterError> {
                     let agency = agency?;
                     let id = agency.str("gtfsId")?;
                     Ok(AgencyInfo {
-                        agency_id: Some(local_id(id, gtfs_id, &agency.path_of("gtfsId"))?.into()),
+                        agency_id: Some(local_id(id, gtfs_id, &agency.field("gtfsId"))?.into()),
                         name: agency.str("name")?.into(),
                         timezone: agency.opt_str("timezone")?.map(str::to_owned),
                     })
@@ -190,7 +190,7 @@ pub fn parse_routes(gtfs_id: &str, body: &[u8]) -> Result<Vec<RouteSummary>, Ada
     let mut out = Vec::with_capacity(routes.len());
     for route in objects(routes, "data.routes") {
         let route = route?;
-        let (feed, route_id) = split_id(route.str("gtfsId")?, &route.path_of("gtfsId"))?;
+        let (feed, route_id) = split_id(route.str("gtfsId")?, &route.field("gtfsId"))?;
         if feed == gtfs_id {
             out.push(summary(&route, gtfs_id, route_id)?);
         }
@@ -209,7 +209,7 @@ pub fn parse_route(gtfs_id: &str, body: &[u8]) -> Result<Option<RouteDetail>, Ad
     let Some(route) = data.opt_obj("route")? else {
         return Ok(None);
     };
-    let route_id = local_id(route.str("gtfsId")?, gtfs_id, &route.path_of("gtfsId"))?;
+    let route_id = local_id(route.str("gtfsId")?, gtfs_id, &route.field("gtfsId"))?;
     let summary = summary(&route, gtfs_id, route_id)?;
 
     let patterns_path = route.path_of("patterns");
@@ -247,7 +247,7 @@ fn data(root: &Value) -> Result<Obj<'_>, AdapterError> {
     }
     match top.get("data") {
         None => Err(malformed("data: missing")),
-        Some(data) => Obj::new(data, "data".into()),
+        Some(data) => Obj::new(data, "data"),
     }
 }
 
@@ -256,7 +256,7 @@ fn summary(route: &Obj<'_>, gtfs_id: &str, route_id: &str) -> Result<RouteSummar
     let agency_id = match route.opt_obj("agency")? {
         Some(agency) => {
             let id = agency.str("gtfsId")?;
-            Some(local_id(id, gtfs_id, &agency.path_of("gtfsId"))?.to_owned())
+            Some(local_id(id, gtfs_id, &agency.field("gtfsId"))?.to_owned())
         }
         None => None,
     };
@@ -269,7 +269,7 @@ fn pattern(p: &Obj<'_>, gtfs_id: &str) -> Result<Pattern, AdapterError> {
         .map(|s| {
             let s = s?;
             Ok(StopRef {
-                stop_id: stop_id(s.str("gtfsId")?, gtfs_id, &s.path_of("gtfsId"))?,
+                stop_id: stop_id(s.str("gtfsId")?, gtfs_id, &s.field("gtfsId"))?,
                 name: s.opt_str("name")?.map(str::to_owned),
                 code: s.opt_str("code")?.map(str::to_owned),
                 lat: s.opt_f64("lat")?,
