@@ -295,6 +295,21 @@ fn direction(n: Option<i64>, path: &str) -> Result<Option<u8>, AdapterError> {
     }
 }
 
+/// A route's GTFS type and OTP mode when it has at least one of them: the missing one is
+/// derived (a type's mode by `mode_of_type`, which differs between OTP 1 and OTP 2).
+fn type_and_mode(
+    route_type: Option<i32>,
+    mode: Option<&str>,
+    mode_of_type: fn(i32) -> &'static str,
+) -> Option<(i32, String)> {
+    match (route_type, mode) {
+        (Some(t), Some(m)) => Some((t, m.to_owned())),
+        (None, Some(m)) => Some((crate::feed::model::route_type_of_mode(m), m.to_owned())),
+        (Some(t), None) => Some((t, mode_of_type(t).to_owned())),
+        (None, None) => None,
+    }
+}
+
 /// A route summary from a route object of either API: `mode` and/or `type` (the missing
 /// one derived, a type's mode by `mode_of_type`, which differs between OTP 1 and OTP 2),
 /// names, colours and sort order under the same field names.
@@ -309,13 +324,8 @@ fn route_summary(
         .opt_i64("type")?
         .map(|t| route_type(t, &route.path_of("type")))
         .transpose()?;
-    let (route_type, mode) = match (route_type, mode) {
-        (Some(t), Some(m)) => (t, m.to_owned()),
-        (None, Some(m)) => (crate::feed::model::route_type_of_mode(m), m.to_owned()),
-        (Some(t), None) => (t, mode_of_type(t).to_owned()),
-        (None, None) => {
-            return Err(malformed(format!("{}: neither mode nor type", route.path)));
-        }
+    let Some((route_type, mode)) = type_and_mode(route_type, mode, mode_of_type) else {
+        return Err(malformed(format!("{}: neither mode nor type", route.path)));
     };
     Ok(crate::feed::model::RouteSummary {
         route_id: route_id.to_owned(),
