@@ -20,6 +20,9 @@ use crate::config::Config;
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A pooled connection idle this long is checked (a ping) before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
+
 /// The database handle the API uses: the pool plus what start-up has achieved so far.
 #[derive(Debug)]
 pub struct Db {
@@ -48,6 +51,19 @@ impl Db {
             .acquire_timeout(config.db_acquire_timeout)
             .idle_timeout(config.db_idle_timeout)
             .max_lifetime(config.db_max_lifetime)
+            // sqlx pings every connection it hands out by default: one round trip per
+            // request. Only a connection that sat idle may have been closed meanwhile (a
+            // server restart, a firewall); a busy one goes straight to work, and if it
+            // turns out dead the request gets a 503 and the connection is dropped.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Self {
             pool,
