@@ -71,9 +71,8 @@ impl CachedRoute {
     /// An entry for `body`, its ETag computed from the bytes.
     pub fn new(body: Bytes, ttl: Option<Duration>, load_time: Duration, from_otp: bool) -> Self {
         let now = Instant::now();
-        let digest = Sha256::digest(&body);
         Self {
-            etag: format!("W/\"{}\"", hex::encode(&digest[..12])),
+            etag: etag_of(&body),
             body,
             fetched_at: now,
             fresh_until: ttl.map(|t| now + t),
@@ -90,6 +89,12 @@ impl CachedRoute {
     pub fn age(&self) -> u64 {
         self.fetched_at.elapsed().as_secs()
     }
+}
+
+/// The weak ETag of an answer (96 bits of its sha256): weak because the compression
+/// layer serves the same bytes gzip- or brotli-encoded too, and all encodings share it.
+pub fn etag_of(body: &[u8]) -> String {
+    format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
 }
 
 /// Why an entry could not be built.

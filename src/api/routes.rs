@@ -30,7 +30,7 @@ use utoipa_axum::routes;
 use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::app::AppState;
-use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey};
+use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
@@ -92,12 +92,6 @@ fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim() == "*" || bare(t) == bare(etag))
-}
-
-/// A weak ETag: the compression layer serves these bytes gzip- or brotli-encoded too,
-/// and all encodings share it.
-fn etag_of(body: &[u8]) -> String {
-    format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
 }
 
 fn json_bytes<T: Serialize>(value: &T) -> ApiResult<Bytes> {
