@@ -550,7 +550,7 @@ mod fast {
     /// what the slow path answers; `None` means "ask the slow path".
     pub(super) fn parse_route(gtfs_id: &str, body: &[u8]) -> Option<Option<RouteDetail>> {
         let body = std::str::from_utf8(body).ok()?;
-        let answer: Answer<'_> = serde_json::from_str(body).ok()?;
+        let Object(answer) = serde_json::from_str::<Object<Answer<'_>>>(body).ok()?;
         if answer.errors.is_some() {
             return None;
         }
@@ -1476,6 +1476,18 @@ mod tests {
             let body = splice(&base, ptr, values.as_bytes());
             assert_eq!(fast::parse_route("F", &body), None, "{ptr}");
             assert_eq!(msg(parse_route("F", &body).unwrap_err()), want);
+        }
+        // The root as the array of all three of its fields (data, errors, extensions),
+        // which a derived struct would read by position.
+        for root in [
+            r#"[{"route":{"gtfsId":"F:r","mode":"BUS"}},null,null]"#,
+            r#"[{"route":null},null,null]"#,
+        ] {
+            assert_eq!(fast::parse_route("F", root.as_bytes()), None, "{root}");
+            assert_eq!(
+                msg(parse_route("F", root.as_bytes()).unwrap_err()),
+                "expected a GraphQL answer (an object), found an array"
+            );
         }
     }
 
