@@ -52,7 +52,8 @@ pub struct InstanceRuntime {
     single_flight: tokio::sync::Mutex<()>,
     status: Mutex<InstanceStatus>,
     wake: Notify,
-    /// Set once an otp2 server has refused `Route.sortOrder` (OTP before 2.6).
+    /// Set when an otp2 server has refused `Route.sortOrder` (OTP before 2.6); cleared at
+    /// the start of each refresh.
     before_2_6: AtomicBool,
 }
 
@@ -224,6 +225,9 @@ pub async fn refresh_instance(
 ) -> RefreshSummary {
     let _single = instance.single_flight.lock().await;
     instance.running.store(true, Ordering::SeqCst);
+    // An OTP found older than 2.6 may have been upgraded since: ask as for a current one
+    // again (one refused request per refresh if not).
+    instance.before_2_6.store(false, Ordering::Relaxed);
     instance.update(|s| s.last_started_at = Some(Timestamp::now()));
     tracing::info!(instance = instance.name(), "refresh started");
 
@@ -235,9 +239,7 @@ pub async fn refresh_instance(
         Api::Otp2 | Api::Otp1 => feeds.extend(refresh_api(state, instance).await),
         Api::Gtfs => {}
     }
-    for outcome in &feeds {
-        record_fetch(state, outcome).await;
-    }
+    record_fetches(state, &feeds).await;
 
     let summary = RefreshSummary {
         instance: instance.name().to_owned(),
@@ -650,8 +652,8 @@ impl<'a> Api2or1<'a> {
     }
 
     /// A `Routes` or `Route` call. An OTP before 2.6 refuses the documents because of
-    /// `sortOrder`: the instance is switched, for good, to the documents without it and
-    /// the call made again. The refusal is a proper answer, not a failure of the server.
+    /// `sortOrder`: the instance is switched (until its next refresh) to the documents
+    /// without it and the call made again. The refusal is a proper answer, not a failure of the server.
     async fn graphql_routes<T>(
         &self,
         request: impl Fn(otp2::Dialect) -> serde_json::Value,
@@ -816,26 +818,30 @@ fn ok_body(r: &Response) -> Result<&[u8], String> {
 /// How long a fetch made before the database was ready waits for it to be recorded.
 const RECORD_WAIT: Duration = Duration::from_secs(600);
 
-/// Records one fetch in `feed_fetch`. The database being down must not stop refreshes,
-/// and the first refresh at start-up usually finishes before the migrations have run: a
-/// fetch made then is written by a task that waits for the database (at most
-/// [`RECORD_WAIT`]) instead of being lost. A write that fails is logged.
-async fn record_fetch(state: &AppState, f: &FeedOutcome) {
+/// Records a refresh's fetches in `feed_fetch`, in order. The database being down must
+/// not stop refreshes, and the first refresh at start-up usually finishes before the
+/// migrations have run: fetches made then are written by a task that waits for the
+/// database (at most [`RECORD_WAIT`]) instead of being lost. A write that fails is logged.
+async fn record_fetches(state: &AppState, fetches: &[FeedOutcome]) {
     if state.db.is_prepared() {
-        insert_fetch(state, f).await;
+        for f in fetches {
+            insert_fetch(state, f).await;
+        }
         return;
     }
-    let (state, f) = (state.clone(), f.clone());
+    let (state, fetches) = (state.clone(), fetches.to_vec());
     tokio::spawn(async move {
         if tokio::time::timeout(RECORD_WAIT, state.db.wait_prepared())
             .await
             .is_ok()
         {
-            insert_fetch(&state, &f).await;
+            for f in &fetches {
+                insert_fetch(&state, f).await;
+            }
         } else {
             tracing::warn!(
-                instance = %f.instance,
-                "the fetch is not recorded in feed_fetch: the database was not ready within {} s",
+                fetches = fetches.len(),
+                "fetches not recorded in feed_fetch: the database was not ready within {} s",
                 RECORD_WAIT.as_secs()
             );
         }

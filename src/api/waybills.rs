@@ -700,7 +700,7 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
         (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong shape, or readings missing or inconsistent.", body = Problem, content_type = "application/problem+json"),
         (status = 428, description = "If-Match is missing.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        (status = 503, description = "Database unavailable, or the write collided with concurrent ones.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
     ),
 )]
 async fn change(

@@ -10,8 +10,8 @@
 //!    are failures; 4xx are neutral (neither failure nor success); the rest success;
 //! 6. retries, for idempotent requests only: a try that met a pooled connection the server
 //!    had already closed is retried once at once (the keep-alive race users must not see;
-//!    it costs no retry budget, since only a reused connection can be stale, and a server
-//!    that is down leaves none in the pool); other failures up to `retry_attempts` times
+//!    it costs no retry budget while the instance answers, since only a reused connection
+//!    can be stale; after a failure it costs budget like the others); other failures up to `retry_attempts` times
 //!    with jittered exponential backoff from `retry_delay`, or after the server's
 //!    `Retry-After` on 429/503; never while the breaker is open; and only while the retry
 //!    budget lasts (each call earns 0.1 retry, so with the instance down, tries stay under
@@ -26,7 +26,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -252,6 +252,9 @@ pub struct OtpClient {
     breaker: Breaker,
     limiter: Semaphore,
     budget: RetryBudget,
+    /// Whether the last try with a verdict failed (reset by a success): a stale-connection
+    /// retry is free only while the instance answers.
+    failing: AtomicBool,
     next_crawl: Mutex<Option<Instant>>,
     stats: Arc<ClientStats>,
     retry_attempts: u32,
@@ -297,6 +300,7 @@ impl OtpClient {
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
             limiter: Semaphore::new(config.connection_limit),
             budget: RetryBudget::new(),
+            failing: AtomicBool::new(false),
             next_crawl: Mutex::new(None),
             stats,
             retry_attempts: config.retry_attempts,
@@ -414,6 +418,11 @@ impl OtpClient {
                 Err(e) => (Outcome::Failure, Err(e)),
             };
             self.breaker.record(permit, outcome);
+            match outcome {
+                Outcome::Success => self.failing.store(false, Ordering::Relaxed),
+                Outcome::Failure => self.failing.store(true, Ordering::Relaxed),
+                Outcome::Neutral => {}
+            }
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
@@ -425,6 +434,13 @@ impl OtpClient {
                 return Err(error);
             }
             if stale {
+                // Free while the instance answers. Once it fails, "pooled" connections may
+                // be ones a lost connect race left in the pool unused, so the retry costs
+                // budget like any other.
+                if self.failing.load(Ordering::Relaxed) && !self.budget.spend() {
+                    self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                    return Err(error);
+                }
                 stale_retried = true;
                 self.stats.stale_retries.fetch_add(1, Ordering::Relaxed);
                 continue;

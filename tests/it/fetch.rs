@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::StreamExt;
 use gtfs_fetch::otp::breaker::BreakerState;
 use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
 use serde_json::Value;
@@ -138,6 +139,14 @@ async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
     assert_eq!(route["route_id"], "01", "{route}");
     assert_eq!(route["sort_order"], Value::Null, "{route}");
     assert!(!route["patterns"].as_array().unwrap().is_empty(), "{route}");
+
+    // The server is upgraded: the next refresh asks with sortOrder again, and keeps to it.
+    sim.set_before_2_6(false);
+    let before = sim.requests_for("Routes");
+    refresh_now(&app).await;
+    assert_eq!(sim.requests_for("Routes"), before + per_feed, "no refusal");
+    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    assert_eq!(instances["instances"][0]["graphql_dialect"], "current");
     app.stop().await.unwrap();
 }
 
@@ -461,6 +470,26 @@ async fn with_the_instance_down_tries_stay_within_the_retry_budget() {
         "{sent} tries for {calls} calls ({stale} stale retries)"
     );
     assert!(stale <= 1, "only the pooled connection was stale: {stale}");
+
+    // The same with calls overlapping: a connect that loses the race to a pooled
+    // connection ends up in the pool unused, so tries can ride such connections; once
+    // the instance fails, their retries must cost budget too.
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let overlapping = self::client(&sim, &env);
+    get_feeds(&overlapping).await.unwrap();
+    sim.set_fault(Fault::CloseWithoutAnswer);
+    let before = overlapping.stats().requests_sent.load(Ordering::Relaxed);
+    futures::stream::iter(0..calls)
+        .for_each_concurrent(20, |_| async {
+            assert!(get_feeds(&overlapping).await.is_err());
+        })
+        .await;
+    let sent = overlapping.stats().requests_sent.load(Ordering::Relaxed) - before;
+    let stale = overlapping.stats().stale_retries.load(Ordering::Relaxed);
+    assert!(
+        sent as f64 <= 1.1 * calls as f64 + 2.0,
+        "{sent} tries for {calls} overlapping calls ({stale} stale retries)"
+    );
 }
 
 #[tokio::test]
