@@ -73,28 +73,35 @@ async fn all_fixture_zips_load_with_the_counts_of_their_files() {
     app.stop().await.unwrap();
 }
 
+/// The service over `sim` as an `api` instance crawling every route's detail, started and
+/// loaded; every route of caltrain and bart is in, with its detail.
+async fn spawn_crawling(sim: &OtpSim, api: &str) -> TestApp {
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        api,
+        "prefetch_routes = true",
+        &[("GTFS_RATE_LIMIT_DELAY", "0")],
+    ))
+    .await;
+    let feeds = feeds(&app).await;
+    for name in ["caltrain", "bart"] {
+        let f = feed(&feeds, name);
+        assert_eq!(f["last_error"], Value::Null, "{api} {name}: {f}");
+        let routes = fixture_rows(name, "routes.txt") as u64;
+        assert_eq!(f["counts"]["routes"], routes, "{api} {name}");
+        assert_eq!(
+            f["counts"]["route_details"], routes,
+            "{api} {name}: every route crawled"
+        );
+    }
+    app
+}
+
 #[tokio::test]
 async fn otp2_and_otp1_instances_load_every_route_with_details() {
     for api in ["otp2", "otp1"] {
         let sim = OtpSim::start(&["caltrain", "bart"]).await;
-        let app = spawn_loaded(sim_config(
-            &sim.url(),
-            api,
-            "prefetch_routes = true",
-            &[("GTFS_RATE_LIMIT_DELAY", "0")],
-        ))
-        .await;
-        let feeds = feeds(&app).await;
-        for name in ["caltrain", "bart"] {
-            let f = feed(&feeds, name);
-            assert_eq!(f["last_error"], Value::Null, "{api} {name}: {f}");
-            let routes = fixture_rows(name, "routes.txt") as u64;
-            assert_eq!(f["counts"]["routes"], routes, "{api} {name}");
-            assert_eq!(
-                f["counts"]["route_details"], routes,
-                "{api} {name}: every route crawled"
-            );
-        }
+        let app = spawn_crawling(&sim, api).await;
         let instances: Value = app.get("/instances").await.json().await.unwrap();
         let http = &instances["instances"][0]["http"];
         assert!(http["requests_sent"].as_u64().unwrap() > 10, "{http}");
@@ -110,21 +117,7 @@ async fn otp2_and_otp1_instances_load_every_route_with_details() {
 async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
     let sim = OtpSim::start(&["caltrain", "bart"]).await;
     sim.set_before_2_6(true);
-    let app = spawn_loaded(sim_config(
-        &sim.url(),
-        "otp2",
-        "prefetch_routes = true",
-        &[("GTFS_RATE_LIMIT_DELAY", "0")],
-    ))
-    .await;
-    let feeds = feeds(&app).await;
-    for name in ["caltrain", "bart"] {
-        let f = feed(&feeds, name);
-        assert_eq!(f["last_error"], Value::Null, "{name}: {f}");
-        let routes = fixture_rows(name, "routes.txt") as u64;
-        assert_eq!(f["counts"]["routes"], routes, "{name}");
-        assert_eq!(f["counts"]["route_details"], routes, "{name}");
-    }
+    let app = spawn_crawling(&sim, "otp2").await;
     // One refused Routes request, then the older documents only; the refusal is an
     // answer, not a failure of the server.
     let per_feed = 2;
