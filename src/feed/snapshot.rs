@@ -290,6 +290,15 @@ impl fmt::Debug for FeedSnapshot {
     }
 }
 
+/// The text a panic carried (`panic!` with a literal or a formatted message).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
 impl FeedSnapshot {
     /// Parses a GTFS zip and builds the snapshot. CPU-bound (hundreds of milliseconds for a
     /// large feed): call it from `spawn_blocking`.
@@ -300,11 +309,23 @@ impl FeedSnapshot {
         bytes: &[u8],
     ) -> Result<Self, FeedError> {
         let read = |bytes: &[u8]| {
-            let raw = GtfsReader::default()
-                .read_shapes(false)
-                .raw()
-                .read_from_reader(std::io::Cursor::new(bytes))
-                .map_err(FeedError::from_gtfs)?;
+            // gtfs-structures 0.52 panics on some malformed values: a 6-byte route_color
+            // that is not ASCII (`parse_color` slices inside a character), an hour of
+            // 1193047 or more (`parse_time` overflows u32; debug builds panic). That is this
+            // feed's error, not the process's.
+            let raw = std::panic::catch_unwind(|| {
+                GtfsReader::default()
+                    .read_shapes(false)
+                    .raw()
+                    .read_from_reader(std::io::Cursor::new(bytes))
+            })
+            .map_err(|panic| {
+                FeedError::Invalid(format!(
+                    "the GTFS reader failed on a malformed value: {}",
+                    panic_message(&*panic).chars().take(300).collect::<String>()
+                ))
+            })?
+            .map_err(FeedError::from_gtfs)?;
             Builder::new(gtfs_id).build(raw)
         };
         let parts = match read(bytes) {
@@ -1960,5 +1981,401 @@ mod tests {
             s.approx_bytes,
             s.counts.patterns
         );
+    }
+
+    // ---- Panic hunting: mutated feeds must load or fail with a message ----
+
+    /// The members of a zip, in order.
+    fn members(zip_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
+        (0..archive.len())
+            .map(|i| {
+                let mut member = archive.by_index(i).unwrap();
+                let mut data = Vec::new();
+                member.read_to_end(&mut data).unwrap();
+                (member.name().to_owned(), data)
+            })
+            .collect()
+    }
+
+    fn zip_bytes(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, data) in files {
+            // Stored, not deflated: debug builds deflate slowly, and thousands are made.
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            out.start_file(name.as_str(), options).unwrap();
+            out.write_all(data).unwrap();
+        }
+        out.finish().unwrap().into_inner()
+    }
+
+    /// `files` with `name`'s content replaced by `f` of it.
+    fn with_file(
+        files: &[(String, Vec<u8>)],
+        name: &str,
+        f: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut out = files.to_vec();
+        if let Some((_, d)) = out.iter_mut().find(|(n, _)| n == name) {
+            *d = f(d);
+        }
+        out
+    }
+
+    /// A CSV file as rows of fields (naive split: the sample feed has no quotes).
+    fn cells(data: &[u8]) -> Vec<Vec<String>> {
+        String::from_utf8_lossy(data)
+            .lines()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect()
+    }
+
+    fn uncells(rows: &[Vec<String>]) -> Vec<u8> {
+        let mut out = rows
+            .iter()
+            .map(|r| r.join(","))
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    /// Loads `bytes` under `catch_unwind`: a panic fails naming `case`; an error must have a
+    /// message; a snapshot is read through its whole API.
+    fn survives(case: &str, bytes: &[u8]) -> bool {
+        let result = std::panic::catch_unwind(|| {
+            FeedSnapshot::from_zip_bytes("x", "v", "s", bytes).map(|snapshot| {
+                for route in &snapshot.routes {
+                    let _ = snapshot.route(&route.route_id);
+                    let _ = snapshot.route_detail(&route.route_id);
+                    for day in [date(2007, 6, 4), date(2008, 1, 1)] {
+                        let _ = snapshot.trips_on(&route.route_id, day);
+                    }
+                    for trip in snapshot.trips_of_route(&route.route_id) {
+                        let _ = snapshot.trip(&trip.trip_id);
+                        serde_json::to_string(trip).unwrap();
+                    }
+                }
+                let _ = snapshot.calendar.service_range();
+                snapshot.approx_bytes
+            })
+        });
+        match result {
+            Ok(Ok(_)) => true,
+            Ok(Err(err)) => {
+                let text = err.to_string();
+                assert!(!text.trim().is_empty(), "{case}: empty error {err:?}");
+                assert!(
+                    text.len() < 4_000,
+                    "{case}: {}-byte error: {text}",
+                    text.len()
+                );
+                false
+            }
+            Err(payload) => {
+                panic!(
+                    "{case}: from_zip_bytes panicked: {}",
+                    panic_message(&*payload)
+                );
+            }
+        }
+    }
+
+    /// Values put in every cell of the first data rows of every file.
+    const ODD_CELLS: &[&str] = &[
+        "",
+        " ",
+        "-1",
+        "0",
+        "2",
+        "99999999999999999999",
+        "-9223372036854775809",
+        "4294967295",
+        "4294967296",
+        "1e400",
+        "NaN",
+        "99:99:99",
+        "25:00:00",
+        "-1:00:00",
+        "24:00:00",
+        "1193046:28:15",
+        "1193047:00:00",
+        "4294967295:00:00",
+        "00:00:4294967295",
+        "1:2:3",
+        "::",
+        "20181341",
+        "20180229",
+        "00000000",
+        "99991231",
+        "-2018010",
+        "1é2345",
+        "é1234",
+        "1é234",
+        "ééé",
+        "#FFFFFF",
+        "GGGGGG",
+        "\"a\n\"\"b\"",
+        "\"unterminated",
+        "\u{0}",
+        "\u{feff}x",
+        "NOPE",
+        "FULLW",
+        "AB1",
+        "STAGECOACH",
+    ];
+
+    type Files = Vec<(String, Vec<u8>)>;
+
+    /// Mutations of the sample feed, named: every file removed, emptied, cut, with a
+    /// BOM, CRLF, invalid UTF-8, garbage, duplicated rows, odd rows, each column removed,
+    /// each cell of the first row set to each of [`ODD_CELLS`] (cases named `... = ...`),
+    /// hand-made dangling references and calendars, and 600 random byte mutations.
+    fn mutated_sample_feeds() -> Vec<(String, Files)> {
+        use rand::{Rng, SeedableRng};
+        // Padded once here, so that loads go through the reader once (mutants with short
+        // rows still take the padding path).
+        let (padded, _) = pad_short_rows(&fixture!("sample-feed")).unwrap();
+        let base = members(&padded);
+        let names: Vec<String> = base.iter().map(|(n, _)| n.clone()).collect();
+        assert!(survives("sample-feed as is", &zip_bytes(&base)));
+        let mut cases: Vec<(String, Files)> = Vec::new();
+
+        for name in &names {
+            let data = &base.iter().find(|(n, _)| n == name).unwrap().1;
+            let rows = cells(data);
+            let push =
+                |cases: &mut Vec<(String, Files)>, what: String, f: &dyn Fn(&[u8]) -> Vec<u8>| {
+                    cases.push((format!("{name}: {what}"), with_file(&base, name, f)));
+                };
+            push(&mut cases, "removed".into(), &|_| Vec::new());
+            cases.last_mut().unwrap().1.retain(|(n, _)| n != name);
+            push(&mut cases, "empty".into(), &|_| Vec::new());
+            push(&mut cases, "two bytes".into(), &|d| {
+                d[..2.min(d.len())].to_vec()
+            });
+            push(&mut cases, "header only".into(), &|_| uncells(&rows[..1]));
+            push(&mut cases, "BOM".into(), &|d| [b"\xef\xbb\xbf", d].concat());
+            push(&mut cases, "double BOM".into(), &|d| {
+                [b"\xef\xbb\xbf\xef\xbb\xbf", d].concat()
+            });
+            push(&mut cases, "CRLF".into(), &|d| {
+                String::from_utf8_lossy(d)
+                    .replace('\n', "\r\n")
+                    .into_bytes()
+            });
+            push(&mut cases, "rows twice (duplicate ids)".into(), &|d| {
+                let mut out = d.to_vec();
+                out.push(b'\n');
+                out.extend(uncells(&rows[1..]));
+                out
+            });
+            push(&mut cases, "invalid UTF-8".into(), &|d| {
+                let mut out = d.to_vec();
+                out.splice(d.len() / 2..d.len() / 2, [0xff, 0xfe, 0xc3]);
+                out
+            });
+            push(&mut cases, "garbage".into(), &|_| {
+                (0..=255u8).cycle().take(1000).collect()
+            });
+            push(&mut cases, "a row longer than the header".into(), &|d| {
+                [d, b"\na,b,c,d,e,f,g,h,i,j,k,l,m,n\n"].concat()
+            });
+            push(&mut cases, "a one-field row".into(), &|d| {
+                [d, b"\nx\n"].concat()
+            });
+            for cut in (0..data.len()).step_by((data.len() / 12).max(1)) {
+                push(&mut cases, format!("cut at {cut}"), &|d| d[..cut].to_vec());
+            }
+            for column in 0..rows[0].len() {
+                push(
+                    &mut cases,
+                    format!("column {} removed", rows[0][column]),
+                    &|_| {
+                        let rows: Vec<Vec<String>> = rows
+                            .iter()
+                            .map(|r| {
+                                let mut r = r.clone();
+                                if column < r.len() {
+                                    r.remove(column);
+                                }
+                                r
+                            })
+                            .collect();
+                        uncells(&rows)
+                    },
+                );
+                for odd in ODD_CELLS {
+                    for row in 1..rows.len().min(2) {
+                        push(
+                            &mut cases,
+                            format!("row {row} {} = {odd:?}", rows[0][column]),
+                            &|_| {
+                                let mut rows = rows.clone();
+                                if let Some(cell) = rows[row].get_mut(column) {
+                                    *cell = (*odd).to_owned();
+                                }
+                                uncells(&rows)
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        // Frequencies ending before they start, and calendar_dates.txt alone.
+        cases.push((
+            "frequencies end before start".into(),
+            with_file(&base, "frequencies.txt", |_| {
+                b"trip_id,start_time,end_time,headway_secs\nSTBA,22:00:00,6:00:00,0\nAB1,6:00:00,6:00:00,4294967295\n".to_vec()
+            }),
+        ));
+        let mut dates_only = with_file(&base, "calendar_dates.txt", |_| {
+            b"service_id,date,exception_type\nFULLW,20070604,1\nFULLW,20070604,2\nWE,20070605,1\nNOPE,20070606,1\nWE,20070607,3\n".to_vec()
+        });
+        dates_only.retain(|(n, _)| n != "calendar.txt");
+        cases.push(("calendar_dates.txt only".into(), dates_only));
+        cases.push((
+            "a calendar of 8000 years".into(),
+            with_file(&base, "calendar.txt", |_| {
+                b"service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,start_date,end_date\nFULLW,0,0,0,0,0,0,0,00010101,99991231\nWE,1,1,1,1,1,1,1,99991231,00010101\n".to_vec()
+            }),
+        ));
+        cases.push((
+            "stop_times of unknown trips and stops".into(),
+            with_file(&base, "stop_times.txt", |d| {
+                [d, b"\nGHOST,6:00:00,6:00:00,STAGECOACH,1\nSTBA,6:30:00,6:30:00,NOWHERE,3\nSTBA,,,NOWHERE,4294967295\n".as_slice()].concat()
+            }),
+        ));
+
+        // Random byte mutations of one file at a time.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6755);
+        for i in 0..600 {
+            let name = &names[rng.random_range(0..names.len())];
+            cases.push((
+                format!("{name}: random mutant {i}"),
+                with_file(&base, name, |d| {
+                    let mut d = d.to_vec();
+                    for _ in 0..rng.random_range(1..=6) {
+                        let at = rng.random_range(0..=d.len());
+                        match rng.random_range(0..4) {
+                            0 if at < d.len() => d[at] = rng.random(),
+                            1 if at < d.len() => {
+                                d.remove(at);
+                            }
+                            2 => {
+                                const SIGNIFICANT: &[u8] = b",\"\n:\r0\xff";
+                                d.insert(at, SIGNIFICANT[rng.random_range(0..SIGNIFICANT.len())]);
+                            }
+                            _ => d.insert(at, rng.random()),
+                        }
+                    }
+                    d
+                }),
+            ));
+        }
+
+        cases
+    }
+
+    /// Loads each case; (cases, how many loaded).
+    fn load_all<'c>(cases: impl Iterator<Item = &'c (String, Files)>) -> (usize, usize) {
+        let (mut total, mut loaded) = (0, 0);
+        for (case, files) in cases {
+            total += 1;
+            loaded += usize::from(survives(case, &zip_bytes(files)));
+        }
+        (total, loaded)
+    }
+
+    #[test]
+    fn mutated_feeds_load_or_fail_without_panicking() {
+        let cases = mutated_sample_feeds();
+        let (total, loaded) = load_all(cases.iter().filter(|(name, _)| !name.contains(" = ")));
+        eprintln!("{total} mutated feeds, {loaded} loaded");
+        assert!(total > 900, "{total}");
+        // Many mutations leave a loadable feed: the builder past the CSV reader is reached.
+        assert!(loaded > total / 4, "{loaded} of {total}");
+    }
+
+    #[test]
+    fn odd_values_in_every_cell_load_or_fail_without_panicking() {
+        let cases = mutated_sample_feeds();
+        let (total, loaded) = load_all(cases.iter().filter(|(name, _)| name.contains(" = ")));
+        eprintln!("{total} feeds with an odd cell, {loaded} loaded");
+        assert!(total > 2_000, "{total}");
+        assert!(loaded > total / 4, "{loaded} of {total}");
+    }
+
+    /// gtfs-structures 0.52 panics on a 6-byte non-ASCII colour (in any build) and on an
+    /// hour past 1193046 (u32 overflow, in debug builds): a feed error, not a panic.
+    #[test]
+    fn a_panic_in_the_gtfs_reader_is_a_feed_error() {
+        let routes = "route_id,agency_id,route_short_name,route_long_name,route_type,route_color\nR1,A,1,One,3,1\u{e9}234\n";
+        let err =
+            FeedSnapshot::from_zip_bytes("x", "v", "s", &minimal_feed(routes, TRIPS, STOP_TIMES))
+                .unwrap_err();
+        assert!(matches!(err, FeedError::Invalid(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid GTFS feed: the GTFS reader failed on a malformed value: "),
+            "{err}"
+        );
+        let stop_times = "trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,1193047:00:00,1193047:00:00,S1,1\n";
+        let result =
+            FeedSnapshot::from_zip_bytes("x", "v", "s", &minimal_feed(ROUTES, TRIPS, stop_times));
+        if cfg!(debug_assertions) {
+            assert!(matches!(result, Err(FeedError::Invalid(_))), "{result:?}");
+        }
+    }
+
+    #[test]
+    fn mutated_zip_containers_fail_without_panicking() {
+        use rand::{Rng, SeedableRng};
+        let bytes = fixture!("sample-feed");
+        let mut cases: Vec<(String, Vec<u8>)> = vec![
+            ("nothing".into(), Vec::new()),
+            (
+                "html".into(),
+                b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+            ),
+            ("zip magic only".into(), b"PK\x03\x04".to_vec()),
+            (
+                "end record only".into(),
+                [b"PK\x05\x06".as_slice(), &[0; 18]].concat(),
+            ),
+            ("1 MB of zeros".into(), vec![0; 1 << 20]),
+        ];
+        for cut in (0..bytes.len()).step_by(97) {
+            cases.push((format!("cut at {cut}"), bytes[..cut].to_vec()));
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x2197);
+        for i in 0..300 {
+            let mut b = bytes.clone();
+            for _ in 0..rng.random_range(1..=3) {
+                let at = rng.random_range(0..b.len());
+                b[at] = rng.random();
+            }
+            cases.push((format!("byte flips {i}"), b));
+        }
+        // Every entry claiming a huge uncompressed size (local headers and central
+        // directory), and one claiming 0.
+        for (what, size) in [("huge", u32::MAX - 1), ("zero", 0)] {
+            let mut b = zip_bytes(&members(&bytes));
+            let mut at = 0;
+            while at + 30 <= b.len() {
+                let sig = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+                match sig {
+                    0x0403_4b50 => b[at + 22..at + 26].copy_from_slice(&size.to_le_bytes()),
+                    0x0201_4b50 => b[at + 24..at + 28].copy_from_slice(&size.to_le_bytes()),
+                    _ => {}
+                }
+                at += 1;
+            }
+            cases.push((format!("{what} declared sizes"), b));
+        }
+        for (case, b) in &cases {
+            survives(case, b);
+        }
     }
 }

@@ -16,6 +16,8 @@ pub mod breaker;
 pub mod client;
 pub mod otp1;
 pub mod otp2;
+#[cfg(test)]
+mod robustness;
 
 use serde_json::{Map, Value};
 
