@@ -24,9 +24,18 @@
 //! - `RouteShort` has no agency id (only `agencyName`) and no `textColor`;
 //! - a pattern has no direction or headsign of its own: the direction is the trips'
 //!   `direction` when all trips have the same one, the headsign the most common
-//!   `tripHeadsign` (ties: the first met), else the pattern's `desc`.
+//!   `tripHeadsign` (ties: the first met), else the pattern's `desc`;
+//! - a frequency-based trip (frequencies.txt) is in a pattern's `trips` once per
+//!   frequency row (OTP 1 adds one `FrequencyEntry` each): trips are counted by id.
+//!
+//! Seen on a real OTP 1.4.0: the lists (`/routes`, a route's patterns, a pattern's trips)
+//! come in hash-map order, pattern numbers too (`TripPattern.generateUniqueIds` walks a
+//! `HashMultimap`); feed ids are `feed_info.feed_id`, else "1", "2", ... in the order
+//! the graph builder met the feeds; a route without a usable trip is in no list and
+//! answers 404; a route with a colour but no text colour gets `textColor` `000000` or
+//! `FFFFFF` from the graph builder.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -181,8 +190,15 @@ pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError
     let trips = p.opt_array("trips")?;
     let mut directions = Vec::with_capacity(trips.len());
     let mut headsigns = Vec::with_capacity(trips.len());
+    // A frequency-based trip is listed once per frequencies.txt row: counted once.
+    let mut seen = HashSet::with_capacity(trips.len());
     for trip in objects(trips, &trips_path) {
         let trip = trip?;
+        if let Some(id) = trip.opt_str("id")?
+            && !seen.insert(id)
+        {
+            continue;
+        }
         directions.push(direction(
             trip.opt_i64("direction")?,
             &trip.path_of("direction"),
@@ -200,7 +216,7 @@ pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError
         direction_id,
         headsign: headsign.map(str::to_owned),
         stops,
-        trip_count: trips.len(),
+        trip_count: directions.len(),
     })
 }
 
@@ -494,6 +510,17 @@ mod tests {
         body["trips"] = json!([]);
         let p = parse_pattern("TriMet", &bytes(&body)).unwrap();
         assert_eq!((p.direction_id, p.trip_count), (None, 0));
+        // A frequency-based trip comes once per frequency row; it is one trip.
+        body["trips"] = json!([
+            {"id": "TriMet:1", "tripHeadsign": "A", "direction": 0},
+            {"id": "TriMet:1", "tripHeadsign": "A", "direction": 0},
+            {"id": "TriMet:1", "tripHeadsign": "A", "direction": 0},
+            {"id": "TriMet:2", "tripHeadsign": "B", "direction": 0},
+            {"id": "TriMet:3", "tripHeadsign": "B", "direction": 0},
+        ]);
+        let p = parse_pattern("TriMet", &bytes(&body)).unwrap();
+        assert_eq!(p.trip_count, 3);
+        assert_eq!(p.headsign.as_deref(), Some("B"));
         // Ties go to the headsign met first.
         assert_eq!(most_common(&["b", "a", "a", "b"]), Some("b"));
         assert_eq!(most_common(&[]), None);
