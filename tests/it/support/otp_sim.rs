@@ -31,9 +31,14 @@
 //!   400 text/plain "No query found in body", as `GtfsGraphQLAPI` does. Responses larger than
 //!   8 KiB are sent chunked (Jersey buffers 8 KiB before it gives up on Content-Length).
 //!   Fields the simulator does not model answer `null`, or an error when not nullable.
-//! * OTP 1 REST index (`index/IndexAPI.java`, dev-1.x): Jackson with NON_NULL inclusion
-//!   (null fields are left out), ids `feed:id`, 404 body `FOUR ZERO FOUR`, 500 text/plain
-//!   for an id without `:` (OTP's `IllegalArgumentException`).
+//! * OTP 1 REST index (`index/IndexAPI.java`, dev-1.x; checked against a real OTP 1.4.0):
+//!   Jackson with NON_NULL inclusion (null fields are left out), ids `feed:id`, 404 body
+//!   `FOUR ZERO FOUR` (unknown route, pattern or feed), 500 text/plain with
+//!   `Connection: close` for an id without `:` (OTP's `IllegalArgumentException`), an
+//!   unknown path (`NotFoundException`) or method (`NotAllowedException`), Grizzly's HTML
+//!   500 page for an unknown router; `Access-Control-Allow-Credentials: false`. Only
+//!   routes with patterns are known; a route with a colour and no text colour gets one;
+//!   a frequency-based trip is in a pattern's trips once per frequencies.txt row.
 //! * Pattern ids and names (`GenerateTripPatternsOperation`, `TripPatternNamer`; 1.x
 //!   `TripPattern.generateUniqueIds/Names`): trips with the same route, direction, stops and
 //!   pick-up/drop-off types share a pattern, `feed:route:dir:NN` numbered in trips.txt order,
@@ -42,7 +47,9 @@
 //!   trip's, as OTP's timetable does.
 //! * Keep-alive like OTP's Grizzly server (OTP does not change its defaults): an idle
 //!   connection is closed silently after 30 s, and the 256th response on a connection says
-//!   `Connection: close`. Both can be changed or switched off per simulator.
+//!   `Connection: close` (the 257th on OTP 1's REST paths, as OTP 1.4.0 does with the
+//!   default; OTP 1 also closes after a 500). Both can be changed or switched off per
+//!   simulator.
 //!
 //! Not simulated: the order of OTP's lists where OTP takes it from a hash map (`routes`,
 //! `patterns` of a route, OTP 1's `/routes`): here routes come in routes.txt order and
@@ -568,6 +575,8 @@ struct Prepared {
     jersey: bool,
     /// HEAD: headers only, Content-Length of the body that would have been sent.
     head: bool,
+    /// `Connection: close`, and the connection closed (OTP 1 after a 500).
+    close: bool,
 }
 
 impl Prepared {
@@ -579,6 +588,7 @@ impl Prepared {
             body: body.into(),
             jersey: false,
             head: false,
+            close: false,
         }
     }
 
@@ -619,9 +629,13 @@ async fn handle(
     }
 
     let settings = inner.settings.borrow().clone();
-    let close = settings
-        .max_requests
-        .is_some_and(|n| served >= u64::from(n));
+    // With the same default, OTP 1.4.0's Grizzly (2.3.19) says `Connection: close` one
+    // response later than OTP 2's: on the 257th.
+    let otp1_rest = path.starts_with("/otp/routers/") && !is_graphql_path(&path);
+    let close = settings.max_requests.is_some_and(|n| {
+        let late = otp1_rest && n == OTP_MAX_REQUESTS_PER_CONNECTION;
+        served >= u64::from(n) + u64::from(late)
+    });
     match &settings.fault {
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::CloseWithoutAnswer) => {
@@ -646,6 +660,7 @@ async fn handle(
             }
         }
     };
+    let close = close || prepared.close;
     Ok(respond(prepared, settings.fault.as_ref(), close, guard))
 }
 
@@ -828,10 +843,10 @@ fn route_request(
         )
     } else if let Some(rest) = path.strip_prefix("/otp/routers/") {
         if *method != Method::GET && !head {
-            Prepared::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "HTTP 405 Method Not Allowed",
-            )
+            // Jersey's NotAllowedException through OTPExceptionMapper.
+            let mut p = jersey_500("javax.ws.rs.NotAllowedException: HTTP 405 Method Not Allowed");
+            otp1_cors(&mut p);
+            p
         } else {
             otp1(feeds, rest)
         }
@@ -927,11 +942,9 @@ fn four_zero_four() -> Prepared {
 fn otp1_id<'f>(feeds: &'f [Arc<Feed>], raw: &str) -> Result<Option<(&'f Feed, String)>, Prepared> {
     let id = percent_decode(raw);
     let Some((feed_id, local)) = id.split_once(':') else {
-        let msg = format!("invalid agency-and-id: {id}");
-        return Err(Prepared::text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("java.lang.IllegalArgumentException: {msg} {msg}"),
-        ));
+        return Err(jersey_500(&format!(
+            "java.lang.IllegalArgumentException: invalid agency-and-id: {id}"
+        )));
     };
     Ok(feeds
         .iter()
@@ -946,13 +959,22 @@ fn otp1(feeds: &[Arc<Feed>], rest: &str) -> Prepared {
         _ => return Prepared::text(StatusCode::NOT_FOUND, "HTTP 404 Not Found"),
     };
     if router != "default" {
-        return four_zero_four();
+        // OTP 1.4.0: the router lookup fails outside Jersey, Grizzly answers its own page.
+        let mut p = Prepared::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/html;charset=ISO-8859-1",
+            GRIZZLY_500,
+        );
+        p.close = true;
+        return p;
     }
+    // The index knows the routes of patterns only: a route without a usable trip is 404.
     let route_of = |raw: &str| -> Result<(&Feed, usize), Prepared> {
         match otp1_id(feeds, raw)? {
             Some((f, local)) => f
                 .route_by_id
                 .get(&local)
+                .filter(|&&i| !f.routes[i].patterns.is_empty())
                 .map(|&i| (f, i))
                 .ok_or_else(four_zero_four),
             None => Err(four_zero_four()),
@@ -981,7 +1003,11 @@ fn otp1(feeds: &[Arc<Feed>], rest: &str) -> Prepared {
         ["routes"] => Ok(J::from(
             feeds
                 .iter()
-                .flat_map(|f| (0..f.routes.len()).map(move |i| otp1_route_short(f, i)))
+                .flat_map(|f| {
+                    (0..f.routes.len())
+                        .filter(|&i| !f.routes[i].patterns.is_empty())
+                        .map(move |i| otp1_route_short(f, i))
+                })
                 .collect::<Vec<_>>(),
         )),
         ["routes", id] => route_of(id).map(|(f, i)| otp1_route(f, i)),
@@ -1008,10 +1034,8 @@ fn otp1(feeds: &[Arc<Feed>], rest: &str) -> Prepared {
                     .patterns
                     .iter()
                     .flat_map(|&p| {
-                        f.patterns[p]
-                            .trips
-                            .iter()
-                            .map(move |&t| otp1_trip_short(f, t))
+                        otp1_trip_entries(f, &f.patterns[p].trips)
+                            .map(move |t| otp1_trip_short(f, t))
                     })
                     .collect::<Vec<_>>(),
             )
@@ -1037,9 +1061,8 @@ fn otp1(feeds: &[Arc<Feed>], rest: &str) -> Prepared {
                 (
                     "trips",
                     J::from(
-                        pat.trips
-                            .iter()
-                            .map(|&t| otp1_trip_short(f, t))
+                        otp1_trip_entries(f, &pat.trips)
+                            .map(|t| otp1_trip_short(f, t))
                             .collect::<Vec<_>>(),
                     ),
                 ),
@@ -1056,20 +1079,44 @@ fn otp1(feeds: &[Arc<Feed>], rest: &str) -> Prepared {
         }),
         ["patterns", id, "trips"] => pattern_of(id).map(|(f, p)| {
             J::from(
-                f.patterns[p]
-                    .trips
-                    .iter()
-                    .map(|&t| otp1_trip_short(f, t))
+                otp1_trip_entries(f, &f.patterns[p].trips)
+                    .map(|t| otp1_trip_short(f, t))
                     .collect::<Vec<_>>(),
             )
         }),
-        _ => Err(Prepared::text(StatusCode::NOT_FOUND, "HTTP 404 Not Found")),
+        _ => Err(jersey_500(
+            "javax.ws.rs.NotFoundException: HTTP 404 Not Found",
+        )),
     };
-    match result {
+    let mut p = match result {
         Ok(v) => otp1_json(v),
         Err(p) => p,
-    }
+    };
+    otp1_cors(&mut p);
+    p
 }
+
+/// OTP 1's CORS filter, on every answer from Jersey.
+fn otp1_cors(p: &mut Prepared) {
+    p.headers.push((
+        HeaderName::from_static("access-control-allow-credentials"),
+        "false".into(),
+    ));
+}
+
+/// What OTPExceptionMapper makes of an exception: 500, text/plain, the exception twice
+/// over (`toString` and message); Grizzly then closes the connection.
+fn jersey_500(exception: &str) -> Prepared {
+    let message = exception.split_once(": ").map_or(exception, |(_, m)| m);
+    let mut p = Prepared::text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{exception} {message}"),
+    );
+    p.close = true;
+    p
+}
+
+const GRIZZLY_500: &str = "<html><head><title>Grizzly 2.3.19</title></head><body><div class=\"header\">Request failed.</div><div class=\"body\">Request failed.</div><div class=\"footer\">Grizzly 2.3.19</div></body></html>";
 
 /// org.opentripplanner.model.Agency through Jackson: the plain agency id, no feed.
 fn otp1_agency(a: &Agency) -> J {
@@ -1120,16 +1167,33 @@ fn otp1_route(f: &Feed, i: usize) -> J {
         ("type", J::from(r.route_type)),
         ("url", jstr(&r.url)),
         ("color", jstr(&r.color)),
-        ("textColor", jstr(&r.text_color)),
+        (
+            "textColor",
+            jstr(
+                &r.text_color
+                    .clone()
+                    .or_else(|| otp1_text_color(r.color.as_deref()?)),
+            ),
+        ),
         ("routeBikesAllowed", J::from(0)),
         ("bikesAllowed", J::from(0)),
         (
             "sortOrder",
             J::from(r.sort_order.map(i64::from).unwrap_or(-999)),
         ),
-        ("sortOrderSet", J::from(r.sort_order.is_some())),
         ("eligibilityRestricted", J::from(-999)),
+        ("sortOrderSet", J::from(r.sort_order.is_some())),
     ])
+}
+
+/// OTP 1's graph builder gives a route with a colour and no text colour one
+/// (`GtfsModule.generateRouteColor`): black on a bright colour, else white.
+fn otp1_text_color(color: &str) -> Option<String> {
+    let rgb = u32::from_str_radix(color.trim_start_matches('#'), 16).ok()?;
+    // java.awt.Color components are floats; the sum is computed in doubles.
+    let c = |shift: u32| f64::from(((rgb >> shift) & 0xff) as f32 / 255.0);
+    let brightness = (0.299 * c(16).powi(2) + 0.587 * c(8).powi(2) + 0.114 * c(0).powi(2)).sqrt();
+    Some(if brightness > 0.5 { "000000" } else { "FFFFFF" }.to_owned())
 }
 
 fn otp1_pattern_short(f: &Feed, p: usize) -> J {
@@ -1153,6 +1217,14 @@ fn otp1_stop_short(f: &Feed, s: usize) -> J {
         ("url", jstr(&st.url)),
         ("cluster", jstr(&st.parent)),
     ])
+}
+
+/// A pattern's trips as OTP 1 lists them (`TripPattern.getTrips`): a frequency-based trip
+/// once per frequencies.txt row, as each row adds a `FrequencyEntry` and the trip again.
+fn otp1_trip_entries<'a>(f: &'a Feed, trips: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    trips
+        .iter()
+        .flat_map(|&t| std::iter::repeat_n(t, f.trips[t].frequency_rows.max(1)))
 }
 
 /// index/model/TripShort: `serviceId` is feed-scoped, `shapeId` is not.
@@ -1993,6 +2065,8 @@ struct TripRec {
     wheelchair: i32,
     bikes: i32,
     pattern: usize,
+    /// Rows of frequencies.txt for this trip (0: a scheduled trip).
+    frequency_rows: usize,
 }
 
 struct PatternRec {
@@ -2282,6 +2356,16 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
         services.extend(dates.iter().map(|d| d.service_id.clone()));
     }
 
+    let mut frequency_rows: HashMap<String, usize> = HashMap::new();
+    for mut row in zip_member(zip, "frequencies.txt")
+        .map(|b| csv_rows(&b))
+        .unwrap_or_default()
+    {
+        if let Some(trip) = row.remove("trip_id") {
+            *frequency_rows.entry(trip).or_default() += 1;
+        }
+    }
+
     // Trips in trips.txt order, grouped into patterns as GenerateTripPatternsOperation does.
     type PatternKey = (usize, Option<u8>, Vec<(usize, i16, i16)>);
     let mut trips = Vec::new();
@@ -2345,6 +2429,7 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
             _ => 0,
         };
         trips.push(TripRec {
+            frequency_rows: frequency_rows.get(&t.id).copied().unwrap_or(0),
             id: t.id,
             route,
             service_id: t.service_id,
@@ -2510,7 +2595,9 @@ fn name_route_patterns(
             } else {
                 let trip = &trips[pat.trips[0]];
                 let feed_id = pat.code.split(':').next().unwrap_or("");
-                format!("{name} like trip {feed_id}:{}", trip.id)
+                // OTP 1 writes the trip's id with `FeedScopedId.toString`: `feed_trip`.
+                let sep = if with_headsign { ':' } else { '_' };
+                format!("{name} like trip {feed_id}{sep}{}", trip.id)
             }
         })
         .collect()
