@@ -129,7 +129,7 @@ async fn one(client: &OtpClient, url: &Url, req: Req) -> Duration {
             Req::Feeds => otp1::parse_feeds(&r.body)
                 .map(|f| f.len())
                 .map_err(|e| e.to_string()),
-            Req::Routes => otp1::parse_routes("bart", &r.body)
+            Req::Routes => otp1::parse_routes("bart", &r.body, &[])
                 .map(|r| r.len())
                 .map_err(|e| e.to_string()),
         })

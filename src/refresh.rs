@@ -574,13 +574,10 @@ async fn load_index(
     feed: &FeedInfo,
     entry: &FeedEntry,
 ) -> Result<(Outcome, String), String> {
-    let mut routes = api.routes(&feed.gtfs_id).await.map_err(|e| e.to_string())?;
+    let mut routes = api.routes(feed).await.map_err(|e| e.to_string())?;
     // OTP lists routes in no particular order: sort them as snapshots are sorted, so the
     // version hash and the route list's paging are stable.
-    routes.sort_by(|a, b| {
-        let key = |r: &RouteSummary| (r.sort_order.map_or(u64::MAX, u64::from), r.route_id.clone());
-        key(a).cmp(&key(b))
-    });
+    sort_routes(&mut routes);
     let version = hex::encode(Sha256::digest(
         serde_json::to_vec(&routes).unwrap_or_default(),
     ));
@@ -601,6 +598,14 @@ async fn load_index(
                 Err(e) => return Err(format!("crawling route {}: {e}", route.route_id)),
             }
         }
+        // A route's detail says more than its list entry (OTP 1 lists no text colour,
+        // and derives the type from the mode): the list says what the detail says.
+        for route in &mut routes {
+            if let Some(detail) = details.get(&route.route_id) {
+                route.clone_from(&detail.summary);
+            }
+        }
+        sort_routes(&mut routes);
     }
     entry.install(Loaded {
         version: version.clone(),
@@ -612,6 +617,14 @@ async fn load_index(
         }),
     });
     Ok((Outcome::Updated, version))
+}
+
+/// Sort order (missing last), then route id: the order of snapshots and route lists.
+fn sort_routes(routes: &mut [RouteSummary]) {
+    routes.sort_by(|a, b| {
+        let key = |r: &RouteSummary| (r.sort_order.map_or(u64::MAX, u64::from), r.route_id.clone());
+        key(a).cmp(&key(b))
+    });
 }
 
 /// The two OTP APIs behind one face.
@@ -703,8 +716,20 @@ impl<'a> Api2or1<'a> {
         let router = &self.instance.config.router;
         match self.instance.config.api {
             Api::Otp1 => {
-                self.rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
-                    .await
+                let mut feeds = self
+                    .rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
+                    .await?;
+                // The feed list has no agencies; route lists name theirs by name only.
+                for feed in &mut feeds {
+                    feed.agencies = self
+                        .rest(
+                            &otp1::agencies_path(router, &feed.gtfs_id),
+                            false,
+                            otp1::parse_agencies,
+                        )
+                        .await?;
+                }
+                Ok(feeds)
             }
             _ => {
                 self.graphql(&otp2::feeds_request(), false, otp2::parse_feeds)
@@ -713,13 +738,14 @@ impl<'a> Api2or1<'a> {
         }
     }
 
-    /// The routes of one feed.
-    pub async fn routes(&self, gtfs_id: &str) -> Result<Vec<RouteSummary>, OtpError> {
+    /// The routes of one feed (as [`Self::feeds`] gave it).
+    pub async fn routes(&self, feed: &FeedInfo) -> Result<Vec<RouteSummary>, OtpError> {
         let router = &self.instance.config.router;
+        let gtfs_id = feed.gtfs_id.as_str();
         match self.instance.config.api {
             Api::Otp1 => {
                 self.rest(&otp1::routes_path(router), false, |b| {
-                    otp1::parse_routes(gtfs_id, b)
+                    otp1::parse_routes(gtfs_id, b, &feed.agencies)
                 })
                 .await
             }

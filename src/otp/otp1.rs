@@ -21,10 +21,12 @@
 //!   route listed as `TRAM` has type 0 even if its GTFS type is 900; the full `Route`
 //!   has the real `type`, and its `mode` is derived the way OTP 1 derives it, so a route
 //!   shows the same mode in the list and in its detail;
-//! - `RouteShort` has no agency id (only `agencyName`) and no `textColor`;
+//! - `RouteShort` has no agency id, only `agencyName`: the id is looked up by name among
+//!   the feed's agencies (`/agencies/{feedId}`, asked with the feed list); no `textColor`;
 //! - a pattern has no direction or headsign of its own: the direction is the trips'
 //!   `direction` when all trips have the same one, the headsign the most common
-//!   `tripHeadsign` (ties: the first met), else the pattern's `desc`;
+//!   `tripHeadsign` (ties: the first met), else none, as OTP 2 and the feed's own trips
+//!   say (the pattern's `desc`, "40 to E Main St (1:EMSI)", is OTP's label, not a headsign);
 //! - a frequency-based trip (frequencies.txt) is in a pattern's `trips` once per
 //!   frequency row (OTP 1 adds one `FrequencyEntry` each): trips are counted by id.
 //!
@@ -43,7 +45,9 @@ use super::{
     AdapterError, Obj, array, direction, local_id, malformed, objects, parse_body, split_id,
     stop_id,
 };
-use crate::feed::model::{FeedInfo, Pattern, RouteSummary, StopRef, mode_of_route_type};
+use crate::feed::model::{
+    AgencyInfo, FeedInfo, Pattern, RouteSummary, StopRef, mode_of_route_type,
+};
 
 /// Bytes escaped in a path segment: all but RFC 3986's unreserved characters and `:`
 /// (which OTP's own examples write as is, `TriMet:52`).
@@ -68,6 +72,15 @@ fn route_segment(gtfs_id: &str, route_id: &str) -> String {
 /// `GET` this for the feed ids ([`parse_feeds`]).
 pub fn feeds_path(router: &str) -> String {
     format!("{}/feeds", index(router))
+}
+
+/// `GET` this for the agencies of one feed ([`parse_agencies`]).
+pub fn agencies_path(router: &str, gtfs_id: &str) -> String {
+    format!(
+        "{}/agencies/{}",
+        index(router),
+        utf8_percent_encode(gtfs_id, SEGMENT)
+    )
 }
 
 /// `GET` this for every route of every feed ([`parse_routes`]).
@@ -123,17 +136,49 @@ pub fn parse_feeds(body: &[u8]) -> Result<Vec<FeedInfo>, AdapterError> {
         .collect()
 }
 
+/// The answer to [`agencies_path`]: `[Agency]` with `id`, `name`, `timezone` (an unknown
+/// feed gives `[]`).
+pub fn parse_agencies(body: &[u8]) -> Result<Vec<AgencyInfo>, AdapterError> {
+    let root = parse_body(body)?;
+    let agencies = array(&root, "agencies")?;
+    objects(agencies, "agencies")
+        .map(|agency| {
+            let agency = agency?;
+            Ok(AgencyInfo {
+                agency_id: agency.opt_str("id")?.map(str::to_owned),
+                name: agency.opt_str("name")?.unwrap_or_default().to_owned(),
+                timezone: agency.opt_str("timezone")?.map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
 /// The answer to [`routes_path`]: the routes of feed `gtfs_id` (the index lists every
-/// feed's), in OTP's order.
-pub fn parse_routes(gtfs_id: &str, body: &[u8]) -> Result<Vec<RouteSummary>, AdapterError> {
+/// feed's), in OTP's order. `RouteShort` names its agency only (`agencyName`): the id is
+/// that of the feed's agency of that name in `agencies` ([`parse_agencies`]), when
+/// exactly one has it.
+pub fn parse_routes(
+    gtfs_id: &str,
+    body: &[u8],
+    agencies: &[AgencyInfo],
+) -> Result<Vec<RouteSummary>, AdapterError> {
     let root = parse_body(body)?;
     let routes = array(&root, "routes")?;
+    let agency_id = |name: Option<&str>| {
+        let name = name?;
+        let mut named = agencies.iter().filter(|a| a.name == name);
+        match (named.next(), named.next()) {
+            (Some(a), None) => a.agency_id.clone(),
+            _ => None,
+        }
+    };
     let mut out = Vec::with_capacity(routes.len());
     for route in objects(routes, "routes") {
         let route = route?;
         let (feed, route_id) = split_id(route.str("id")?, &route.field("id"))?;
         if feed == gtfs_id {
-            out.push(summary(&route, route_id, None)?);
+            let agency = agency_id(route.opt_str("agencyName")?);
+            out.push(summary(&route, route_id, agency)?);
         }
     }
     Ok(out)
@@ -209,7 +254,7 @@ pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError
         Some((first, rest)) if rest.iter().all(|d| d == first) => *first,
         _ => None,
     };
-    let headsign = most_common(&headsigns).or(p.opt_str("desc")?);
+    let headsign = most_common(&headsigns);
 
     Ok(Pattern {
         pattern_id,
@@ -363,7 +408,7 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"id": "C-TRAN:4", "mode": "BUS", "agencyName": "C-TRAN"}));
-        let parsed = parse_routes("TriMet", &bytes(&routes)).unwrap();
+        let parsed = parse_routes("TriMet", &bytes(&routes), &[]).unwrap();
         assert_eq!(parsed.len(), 3);
         assert_eq!(
             parsed[0],
@@ -380,15 +425,57 @@ mod tests {
             }
         );
         assert_eq!(
-            parse_routes("C-TRAN", &bytes(&routes)).unwrap()[0].route_id,
+            parse_routes("C-TRAN", &bytes(&routes), &[]).unwrap()[0].route_id,
             "4"
         );
         // The dev-1.x RouteShort: no sortOrder; a colour; a mode that gives the type.
         let body = json!([{"id": "F:1", "shortName": "1", "mode": "SUBWAY", "color": "FF0000",
                            "agencyName": "A"}]);
-        let r = &parse_routes("F", &bytes(&body)).unwrap()[0];
+        let r = &parse_routes("F", &bytes(&body), &[]).unwrap()[0];
         assert_eq!((r.route_type, r.sort_order), (1, None));
         assert_eq!(r.color.as_deref(), Some("FF0000"));
+    }
+
+    #[test]
+    fn route_list_agency_ids_come_from_the_feeds_agencies_by_name() {
+        // As a real OTP 1.4.0 answers /index/agencies/1.
+        let agencies = parse_agencies(
+            br#"[{"id":"DTA","name":"Demo Transit Authority","url":"http://google.com","timezone":"America/Los_Angeles"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            agencies,
+            vec![AgencyInfo {
+                agency_id: Some("DTA".into()),
+                name: "Demo Transit Authority".into(),
+                timezone: Some("America/Los_Angeles".into()),
+            }]
+        );
+        assert!(parse_agencies(b"[]").unwrap().is_empty());
+        assert!(parse_agencies(br#"{"id":"DTA"}"#).is_err());
+        let body = json!([
+            {"id": "1:AB", "mode": "BUS", "agencyName": "Demo Transit Authority"},
+            {"id": "1:X", "mode": "BUS", "agencyName": "Someone Else"},
+            {"id": "1:Y", "mode": "BUS"},
+        ]);
+        let ids: Vec<Option<String>> = parse_routes("1", &bytes(&body), &agencies)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.agency_id)
+            .collect();
+        assert_eq!(ids, vec![Some("DTA".into()), None, None]);
+        // Two agencies of one name: which one is unknown.
+        let twice = [
+            agencies[0].clone(),
+            AgencyInfo {
+                agency_id: Some("D2".into()),
+                ..agencies[0].clone()
+            },
+        ];
+        assert_eq!(
+            parse_routes("1", &bytes(&body), &twice).unwrap()[0].agency_id,
+            None
+        );
     }
 
     #[test]
@@ -496,12 +583,11 @@ mod tests {
             ]
         );
 
-        // Mixed directions: none. No headsigns: the description. No trips at all.
+        // Mixed directions: none. No headsigns: none (not the description). No trips at all.
         body["trips"] =
             json!([{"id": "TriMet:1", "direction": 0}, {"id": "TriMet:2", "direction": 1}]);
         let p = parse_pattern("TriMet", &bytes(&body)).unwrap();
-        assert_eq!(p.direction_id, None);
-        assert!(p.headsign.unwrap().starts_with("MAX Red Line to Portland"));
+        assert_eq!((p.direction_id, p.headsign), (None, None));
         body["trips"] = json!([{"id": "TriMet:1", "direction": 1}, {"id": "TriMet:2"}]);
         assert_eq!(
             parse_pattern("TriMet", &bytes(&body)).unwrap().direction_id,
@@ -540,7 +626,7 @@ mod tests {
         ];
         for (body, want) in common {
             for err in [
-                parse_routes("F", body.as_bytes()).unwrap_err(),
+                parse_routes("F", body.as_bytes(), &[]).unwrap_err(),
                 parse_pattern_ids(body.as_bytes()).unwrap_err(),
                 parse_feeds(body.as_bytes()).unwrap_err(),
             ] {
@@ -566,7 +652,7 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            let err = msg(parse_routes("F", body.as_bytes()).unwrap_err());
+            let err = msg(parse_routes("F", body.as_bytes(), &[]).unwrap_err());
             assert!(err.contains(want), "{body}: {err}");
         }
         for (body, want) in [
@@ -645,7 +731,7 @@ mod tests {
         }
         let routes = bytes(&fixture("mock-otp-transit-index-data.json")["routes"]);
         for cut in 0..routes.len() {
-            assert!(parse_routes("TriMet", &routes[..cut]).is_err());
+            assert!(parse_routes("TriMet", &routes[..cut], &[]).is_err());
         }
     }
 }

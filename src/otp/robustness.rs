@@ -131,7 +131,7 @@ fn check<T>(
 fn otp1_all(gtfs_id: &str, case: &str, body: &[u8]) {
     check("otp1::parse_feeds", case, body, || otp1::parse_feeds(body));
     check("otp1::parse_routes", case, body, || {
-        otp1::parse_routes(gtfs_id, body)
+        otp1::parse_routes(gtfs_id, body, &[])
     });
     check("otp1::parse_route", case, body, || {
         otp1::parse_route(gtfs_id, body)
