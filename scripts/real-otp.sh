@@ -3,6 +3,7 @@
 # built from fixture feeds, and the real-OTP test suite run against it.
 #
 #   bash scripts/real-otp.sh                 # the suite on every version of OTP_VERSIONS
+#   bash scripts/real-otp.sh test FILTER...  # some of its tests (cargo test filters, flags)
 #   bash scripts/real-otp.sh prepare 2.9.0   # fetch + build only; prints the variables
 #   bash scripts/real-otp.sh serve 2.9.0 [PORT]   # serve the graph on 127.0.0.1 (foreground)
 #
@@ -10,14 +11,15 @@
 # Maven repository (m2/), the jars (jars/) and one graph per version (graphs/VERSION/),
 # rebuilt only when its build-config.json or a feed changes.
 #
-# Variables: OTP_VERSIONS (default "2.9.0 2.5.0"), OTP_CACHE, OTP_FEEDS (fixture feeds
+# Variables: OTP_VERSIONS (default "2.9.0 2.5.0 1.4.0": the newest 2.x, the last before
+# Route.sortOrder, and the newest OTP 1 on Maven Central), OTP_CACHE, OTP_FEEDS (fixture feeds
 # in the graph, default "sample-feed caltrain bart": one graph needs one time zone),
 # OTP_XMX (heap of each OTP process, default 1g; the build uses 2g).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
-OTP_VERSIONS=${OTP_VERSIONS:-"2.9.0 2.5.0"}
+OTP_VERSIONS=${OTP_VERSIONS:-"2.9.0 2.5.0 1.4.0"}
 OTP_CACHE=${OTP_CACHE:-target/otp}
 OTP_FEEDS=${OTP_FEEDS:-"sample-feed caltrain bart"}
 OTP_XMX=${OTP_XMX:-1g}
@@ -198,7 +200,8 @@ case "${1:-test}" in
             echo "== real-OTP suite on OTP $version"
             (
                 while IFS= read -r line; do export "${line?}"; done <<<"$vars"
-                cargo test --locked --test it real_otp -- --ignored "$@"
+                # The ignored tests of tests/it are the real-OTP ones (tests/it/real_otp.rs).
+                cargo test --locked --test it -- --ignored "${@:-real_otp::}"
             )
         done
         ;;

@@ -9,6 +9,7 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod otp_sim_selftest;
+mod real_otp;
 mod routes;
 mod support;
 mod waybills;

@@ -9,6 +9,8 @@
 
 pub mod fixtures;
 pub mod otp_sim;
+pub mod real_otp;
+pub mod wire;
 
 pub use fixtures::{fixture_csv, fixture_path, fixture_rows};
 
