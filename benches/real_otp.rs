@@ -701,6 +701,11 @@ async fn section_b(config: &Config, q: &Query<'_>, wire: &mut Wire, ca_path: &st
         "TLS 1.2 + RTT, unpooled",
     );
     pair(
+        "tls_rtt-tls12-fresh",
+        "tls_rtt-tls12-warm",
+        "TLS 1.2 + RTT, new client",
+    );
+    pair(
         "plain_rtt-d-cold",
         "plain_rtt-d-warm",
         "plain HTTP + RTT, unpooled",
