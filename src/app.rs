@@ -1,81 +1,16 @@
-//! Composition: turns a [`Config`] into a running application state.
+//! Start and stop: turns a [`Config`] into a running application.
 //!
 //! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
-//! (lazy) pool and spawns the task that migrates and pre-warms it. [`AppState`] is the one
-//! cheap-to-clone handle every handler receives.
-
-use std::ops::Deref;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+//! (lazy) pool, builds the [`AppState`] and spawns the task that migrates and pre-warms
+//! the pool, the refresh scheduler and the idempotency-key expiry. [`App::stop`] stops
+//! them again.
 
 use anyhow::{Context, Result};
 
-use crate::cache::RouteCache;
 use crate::config::Config;
 use crate::db::{self, Db, embedded::EmbeddedPostgres};
-use crate::feed::store::FeedStore;
-use crate::refresh::{self, InstanceRuntime};
-use crate::telemetry::Metrics;
-
-/// Shared state of the service: configuration, database, OTP instances and their feeds,
-/// metrics, lifecycle.
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<Inner>);
-
-#[derive(Debug)]
-pub struct Inner {
-    pub config: Config,
-    pub db: Db,
-    /// The configured OTP instances, in configuration order.
-    pub instances: Vec<Arc<InstanceRuntime>>,
-    pub feeds: FeedStore,
-    pub cache: RouteCache,
-    pub metrics: Metrics,
-    pub started_at: Instant,
-    shutting_down: AtomicBool,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn new(config: Config, db: Db) -> Result<Self> {
-        let instances = config
-            .instances
-            .iter()
-            .map(|i| InstanceRuntime::new(&config, i).map(Arc::new))
-            .collect::<Result<Vec<_>>>()?;
-        let cache = RouteCache::new(config.cache_max_bytes);
-        Ok(Self(Arc::new(Inner {
-            metrics: Metrics::new(instances.clone(), cache.clone()),
-            cache,
-            config,
-            db,
-            instances,
-            feeds: FeedStore::default(),
-            started_at: Instant::now(),
-            shutting_down: AtomicBool::new(false),
-        })))
-    }
-
-    pub fn instance(&self, name: &str) -> Option<&Arc<InstanceRuntime>> {
-        self.instances.iter().find(|i| i.name() == name)
-    }
-
-    /// From now on `/readyz` answers 503, so load balancers stop sending traffic.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-}
+use crate::refresh;
+use crate::state::AppState;
 
 /// A started application: its state, and the embedded database it owns, if any.
 #[derive(Debug)]

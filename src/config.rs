@@ -358,9 +358,11 @@ fn layer<T: Setting>(
     Ok(value)
 }
 
-/// Which API an OTP instance speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// Which API an OTP instance speaks: `otp2` (GraphQL), `otp1` (REST index), `gtfs` (zips
+/// only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = InstanceApi)]
 pub enum Api {
     /// OTP 2's GTFS GraphQL API.
     Otp2,

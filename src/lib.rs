@@ -11,8 +11,10 @@
 //!   only calls [`cli::run`].
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
 //!   by a pure function, with one error naming the key at fault.
-//! - [`app`]: composition. [`app::App::start`] turns a config into an [`app::AppState`],
-//!   the one cheap-to-clone handle every handler gets.
+//! - [`app`]: start and stop. [`app::App::start`] turns a config into a running
+//!   application: database, scheduler, background tasks.
+//! - [`state`]: [`state::AppState`], the one cheap-to-clone handle every handler and task
+//!   gets, each field saying what it is for and who changes it.
 //! - [`server`]: the listener (SO_REUSEADDR, TCP_NODELAY) and graceful shutdown.
 //! - [`api`]: the HTTP API, one `router()` per area, one error type
 //!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
@@ -20,14 +22,17 @@
 //!   - [`api::feeds`]: `/feeds`, `/instances` and manual refreshes.
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
-//!   [`otp::client::OtpClient`] and the adapters for OTP 2 (GraphQL) and OTP 1 (REST).
+//!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
+//!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
+//!   refresh status, whose methods ask either API.
 //! - [`feed`]: the feed [`feed::model`], snapshots built from GTFS zips, service calendars,
 //!   and the [`feed::store::FeedStore`] that holds each feed's current version.
 //! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) with
 //!   single-flight misses, stale-while-revalidate and stale-if-error.
 //! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.
-//! - [`db`]: the PostgreSQL pool, migrations (`migrations/`) and
-//!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set.
+//! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
+//!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set, and
+//!   [`db::fetches`], the `feed_fetch` history of refreshes.
 //! - [`telemetry`]: logs (tracing, JSON off a terminal) and the metrics registry.
 //!
 //! The global allocator is jemalloc, so `/memory-stats` can report what the
@@ -45,7 +50,7 @@ pub mod db;
 pub mod feed;
 pub mod otp;
 pub mod refresh;
-
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod waybill;

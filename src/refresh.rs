@@ -14,13 +14,6 @@
 //! The scheduler runs one task per instance: a refresh at start-up, then every
 //! `refresh_interval` ±10 %, or at once when `POST /instances/{name}/refresh` wakes it.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use anyhow::Context;
 use bytes::Bytes;
 use jiff::Timestamp;
 use rand::Rng;
@@ -30,156 +23,21 @@ use reqwest::header::{
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use url::Url;
 
-use crate::app::AppState;
-use crate::config::{Api, Config, FeedSource, Instance};
-use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
+use crate::config::{Api, FeedSource};
+use crate::db::fetches::{self, FeedOutcome, Outcome};
+use crate::feed::model::{FeedInfo, RouteSummary};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
-use crate::otp::{otp1, otp2};
+use crate::otp::instance::InstanceRuntime;
+use crate::state::AppState;
 
 /// Download progress: feed id, bytes so far, total when announced.
 pub type DownloadProgress<'a> = dyn Fn(&str, u64, Option<u64>) + Send + Sync + 'a;
-
-/// One OTP instance at run time: its configuration, client and refresh state.
-pub struct InstanceRuntime {
-    pub config: Instance,
-    pub client: OtpClient,
-    running: AtomicBool,
-    single_flight: tokio::sync::Mutex<()>,
-    status: Mutex<InstanceStatus>,
-    wake: Notify,
-    /// Set when an otp2 server has refused `Route.sortOrder` (OTP before 2.6); cleared at
-    /// the start of each refresh.
-    before_2_6: AtomicBool,
-}
-
-impl std::fmt::Debug for InstanceRuntime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InstanceRuntime")
-            .field("name", &self.config.name)
-            .finish()
-    }
-}
-
-/// How an instance's refreshes went.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct InstanceStatus {
-    pub refreshes: u64,
-    pub last_started_at: Option<Timestamp>,
-    pub last_finished_at: Option<Timestamp>,
-    pub last_success_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-}
-
-impl InstanceRuntime {
-    pub fn new(config: &Config, instance: &Instance) -> anyhow::Result<Self> {
-        Ok(Self {
-            config: instance.clone(),
-            client: OtpClient::new(config, instance).with_context(|| {
-                format!("cannot build the HTTP client of instance {}", instance.name)
-            })?,
-            running: AtomicBool::new(false),
-            single_flight: tokio::sync::Mutex::new(()),
-            status: Mutex::new(InstanceStatus::default()),
-            wake: Notify::new(),
-            before_2_6: AtomicBool::new(false),
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    /// The GraphQL documents this instance is sent (otp2 only).
-    pub fn dialect(&self) -> otp2::Dialect {
-        if self.before_2_6.load(Ordering::Relaxed) {
-            otp2::Dialect::Before2_6
-        } else {
-            otp2::Dialect::Current
-        }
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
-    }
-
-    pub fn status(&self) -> InstanceStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Whether a refresh has finished at least once (`/readyz` waits for this).
-    pub fn tried(&self) -> bool {
-        self.status().last_finished_at.is_some()
-    }
-
-    /// Asks the scheduler for a refresh now. `false` when one is already running (its
-    /// result is the one the caller will see).
-    pub fn trigger(&self) -> bool {
-        if self.is_running() {
-            return false;
-        }
-        self.wake.notify_one();
-        true
-    }
-
-    /// `GET /instances`' view.
-    pub fn report(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.config.name,
-            "url": self.config.url.as_str(),
-            "api": self.config.api,
-            "graphql_dialect": (self.config.api == Api::Otp2).then(|| self.dialect()),
-            "refresh_interval": self.config.refresh_interval.as_secs_f64(),
-            "running": self.is_running(),
-            "status": self.status(),
-            "http": self.client.report(),
-        })
-    }
-
-    fn update(&self, f: impl FnOnce(&mut InstanceStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
-
-/// What a refresh did to one feed (one `feed_fetch` row).
-#[derive(Debug, Clone, Serialize)]
-pub struct FeedOutcome {
-    pub instance: String,
-    /// `None` when the instance's feed list could not be read.
-    pub gtfs_id: Option<String>,
-    pub outcome: Outcome,
-    pub http_status: Option<u16>,
-    pub version: Option<String>,
-    pub bytes: Option<u64>,
-    pub error: Option<String>,
-    pub started_at: Timestamp,
-    pub finished_at: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Updated,
-    Unchanged,
-    Failed,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Updated => "updated",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Failed => "failed",
-        }
-    }
-}
 
 /// The result of one instance refresh.
 #[derive(Debug, Clone, Serialize)]
@@ -209,7 +67,7 @@ pub fn spawn_scheduler(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
                     let wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = instance.wake.notified() => {}
+                        () = instance.woken() => {}
                     }
                 }
             })
@@ -223,11 +81,9 @@ pub async fn refresh_instance(
     instance: &InstanceRuntime,
     progress: Option<&DownloadProgress<'_>>,
 ) -> RefreshSummary {
-    let _single = instance.single_flight.lock().await;
-    instance.running.store(true, Ordering::SeqCst);
-    // An OTP found older than 2.6 may have been upgraded since: ask as for a current one
-    // again (one refused request per refresh if not).
-    instance.before_2_6.store(false, Ordering::Relaxed);
+    // An OTP found older than 2.6 may have been upgraded since: the refresh asks as for a
+    // current one again (one refused request per refresh if not).
+    let _single = instance.begin_refresh().await;
     instance.update(|s| s.last_started_at = Some(Timestamp::now()));
     tracing::info!(instance = instance.name(), "refresh started");
 
@@ -239,7 +95,7 @@ pub async fn refresh_instance(
         Api::Otp2 | Api::Otp1 => feeds.extend(refresh_api(state, instance).await),
         Api::Gtfs => {}
     }
-    record_fetches(state, &feeds).await;
+    fetches::record(&state.db, &feeds).await;
 
     let summary = RefreshSummary {
         instance: instance.name().to_owned(),
@@ -263,7 +119,7 @@ pub async fn refresh_instance(
             Some(e) => s.last_error = Some(e.clone()),
         }
     });
-    instance.running.store(false, Ordering::SeqCst);
+    instance.end_refresh();
     let counts = |o: Outcome| summary.feeds.iter().filter(|f| f.outcome == o).count();
     tracing::info!(
         instance = instance.name(),
@@ -500,8 +356,7 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
         started_at,
         finished_at: Timestamp::now(),
     };
-    let api = Api2or1::of(instance);
-    let feeds = match api.feeds().await {
+    let feeds = match instance.feeds().await {
         Ok(feeds) => feeds,
         Err(e) => {
             let error = format!("cannot list the instance's feeds: {e}");
@@ -531,7 +386,7 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
         let started_at = Timestamp::now();
         let entry = match state
             .feeds
-            .entry(&feed.gtfs_id, instance.name(), api.name())
+            .entry(&feed.gtfs_id, instance.name(), instance.api_name())
         {
             Ok(entry) => entry,
             Err(e) => {
@@ -540,7 +395,7 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
             }
         };
         entry.update_status(|s| s.last_attempt_at = Some(started_at));
-        let result = load_index(&api, instance, feed, &entry).await;
+        let result = load_index(instance, feed, &entry).await;
         let mut outcome = FeedOutcome {
             instance: instance.name().to_owned(),
             gtfs_id: Some(feed.gtfs_id.clone()),
@@ -569,12 +424,11 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
 }
 
 async fn load_index(
-    api: &Api2or1<'_>,
     instance: &InstanceRuntime,
     feed: &FeedInfo,
     entry: &FeedEntry,
 ) -> Result<(Outcome, String), String> {
-    let mut routes = api.routes(feed).await.map_err(|e| e.to_string())?;
+    let mut routes = instance.routes(feed).await.map_err(|e| e.to_string())?;
     // OTP lists routes in no particular order: sort them as snapshots are sorted, so the
     // version hash and the route list's paging are stable.
     sort_routes(&mut routes);
@@ -589,7 +443,7 @@ async fn load_index(
     let mut details = HashMap::new();
     if instance.config.prefetch_routes {
         for route in &routes {
-            match api.route(&feed.gtfs_id, &route.route_id, true).await {
+            match instance.route(&feed.gtfs_id, &route.route_id, true).await {
                 Ok(Some(detail)) => {
                     details.insert(route.route_id.clone(), detail);
                 }
@@ -625,278 +479,4 @@ fn sort_routes(routes: &mut [RouteSummary]) {
         let key = |r: &RouteSummary| (r.sort_order.map_or(u64::MAX, u64::from), r.route_id.clone());
         key(a).cmp(&key(b))
     });
-}
-
-/// The two OTP APIs behind one face.
-pub struct Api2or1<'a> {
-    instance: &'a InstanceRuntime,
-}
-
-impl<'a> Api2or1<'a> {
-    pub fn of(instance: &'a InstanceRuntime) -> Self {
-        Self { instance }
-    }
-
-    fn name(&self) -> &'static str {
-        match self.instance.config.api {
-            Api::Otp1 => "otp1",
-            _ => "otp2",
-        }
-    }
-
-    fn client(&self) -> &OtpClient {
-        &self.instance.client
-    }
-
-    async fn graphql<T>(
-        &self,
-        body: &serde_json::Value,
-        crawl: bool,
-        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
-    ) -> Result<T, OtpError> {
-        let url = self.client().url(&self.instance.config.graphql_path);
-        let mut call = Call::graphql(url, body);
-        call.crawl = crawl;
-        self.client()
-            .call(call, |r| {
-                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
-            })
-            .await
-    }
-
-    /// A `Routes` or `Route` call. An OTP before 2.6 refuses the documents because of
-    /// `sortOrder`: the instance is switched (until its next refresh) to the documents
-    /// without it and the call made again. The refusal is a proper answer, not a failure of the server.
-    async fn graphql_routes<T>(
-        &self,
-        request: impl Fn(otp2::Dialect) -> serde_json::Value,
-        crawl: bool,
-        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
-    ) -> Result<T, OtpError> {
-        loop {
-            let dialect = self.instance.dialect();
-            let answer = self
-                .graphql(&request(dialect), crawl, |b| match parse(b) {
-                    Err(_) if dialect == otp2::Dialect::Current && otp2::refuses_sort_order(b) => {
-                        Ok(None)
-                    }
-                    other => other.map(Some),
-                })
-                .await?;
-            match answer {
-                Some(value) => return Ok(value),
-                None => {
-                    self.instance.before_2_6.store(true, Ordering::Relaxed);
-                    tracing::warn!(
-                        instance = self.instance.name(),
-                        "the server has no Route.sortOrder (OTP before 2.6): asking without it from now on"
-                    );
-                }
-            }
-        }
-    }
-
-    async fn rest<T>(
-        &self,
-        path: &str,
-        crawl: bool,
-        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
-    ) -> Result<T, OtpError> {
-        let mut call = Call::get(self.client().url(path));
-        call.crawl = crawl;
-        self.client()
-            .call(call, |r| {
-                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
-            })
-            .await
-    }
-
-    /// The feeds the instance serves.
-    pub async fn feeds(&self) -> Result<Vec<FeedInfo>, OtpError> {
-        let router = &self.instance.config.router;
-        match self.instance.config.api {
-            Api::Otp1 => {
-                let mut feeds = self
-                    .rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
-                    .await?;
-                // The feed list has no agencies; route lists name theirs by name only.
-                for feed in &mut feeds {
-                    feed.agencies = self
-                        .rest(
-                            &otp1::agencies_path(router, &feed.gtfs_id),
-                            false,
-                            otp1::parse_agencies,
-                        )
-                        .await?;
-                }
-                Ok(feeds)
-            }
-            _ => {
-                self.graphql(&otp2::feeds_request(), false, otp2::parse_feeds)
-                    .await
-            }
-        }
-    }
-
-    /// The routes of one feed (as [`Self::feeds`] gave it).
-    pub async fn routes(&self, feed: &FeedInfo) -> Result<Vec<RouteSummary>, OtpError> {
-        let router = &self.instance.config.router;
-        let gtfs_id = feed.gtfs_id.as_str();
-        match self.instance.config.api {
-            Api::Otp1 => {
-                self.rest(&otp1::routes_path(router), false, |b| {
-                    otp1::parse_routes(gtfs_id, b, &feed.agencies)
-                })
-                .await
-            }
-            _ => {
-                self.graphql_routes(
-                    |dialect| otp2::routes_request(gtfs_id, dialect),
-                    false,
-                    |b| otp2::parse_routes(gtfs_id, b),
-                )
-                .await
-            }
-        }
-    }
-
-    /// One route with its patterns; `None` when the instance does not know it. `crawl`
-    /// requests are spaced by `rate_limit_delay`; a user waiting on a cache miss is not.
-    pub async fn route(
-        &self,
-        gtfs_id: &str,
-        route_id: &str,
-        crawl: bool,
-    ) -> Result<Option<RouteDetail>, OtpError> {
-        let router = &self.instance.config.router;
-        match self.instance.config.api {
-            Api::Otp1 => {
-                let path = otp1::route_path(router, gtfs_id, route_id);
-                let Some(summary) = self
-                    .rest_optional(&path, crawl, |b| otp1::parse_route(gtfs_id, b))
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let ids = self
-                    .rest(
-                        &otp1::route_patterns_path(router, gtfs_id, route_id),
-                        crawl,
-                        otp1::parse_pattern_ids,
-                    )
-                    .await?;
-                let mut patterns = Vec::with_capacity(ids.len());
-                for id in ids {
-                    patterns.push(
-                        self.rest(&otp1::pattern_path(router, &id), crawl, |b| {
-                            otp1::parse_pattern(gtfs_id, b)
-                        })
-                        .await?,
-                    );
-                }
-                let trip_count = patterns.iter().map(|p| p.trip_count).sum();
-                Ok(Some(RouteDetail {
-                    summary,
-                    patterns,
-                    trip_count,
-                }))
-            }
-            _ => {
-                self.graphql_routes(
-                    |dialect| otp2::route_request(gtfs_id, route_id, dialect),
-                    crawl,
-                    |b| otp2::parse_route(gtfs_id, b),
-                )
-                .await
-            }
-        }
-    }
-
-    /// A crawl GET where 404 means "no such thing".
-    async fn rest_optional<T>(
-        &self,
-        path: &str,
-        crawl: bool,
-        parse: impl Fn(&[u8]) -> Result<T, crate::otp::AdapterError>,
-    ) -> Result<Option<T>, OtpError> {
-        let mut call = Call::get(self.client().url(path));
-        call.crawl = crawl;
-        self.client()
-            .call(call, |r| {
-                if r.status == StatusCode::NOT_FOUND {
-                    return Ok(None);
-                }
-                ok_body(r).and_then(|b| parse(b).map(Some).map_err(|e| e.to_string()))
-            })
-            .await
-    }
-}
-
-/// The body of a 2xx answer; other statuses (4xx reach parsers) are errors.
-fn ok_body(r: &Response) -> Result<&[u8], String> {
-    if r.status.is_success() {
-        Ok(&r.body)
-    } else {
-        Err(format!("OTP answered HTTP {}", r.status.as_u16()))
-    }
-}
-
-/// How long a fetch made before the database was ready waits for it to be recorded.
-const RECORD_WAIT: Duration = Duration::from_secs(600);
-
-/// Records a refresh's fetches in `feed_fetch`, in order. The database being down must
-/// not stop refreshes, and the first refresh at start-up usually finishes before the
-/// migrations have run: fetches made then are written by a task that waits for the
-/// database (at most [`RECORD_WAIT`]) instead of being lost. A write that fails is logged.
-async fn record_fetches(state: &AppState, fetches: &[FeedOutcome]) {
-    if state.db.is_prepared() {
-        for f in fetches {
-            insert_fetch(state, f).await;
-        }
-        return;
-    }
-    let (state, fetches) = (state.clone(), fetches.to_vec());
-    tokio::spawn(async move {
-        if tokio::time::timeout(RECORD_WAIT, state.db.wait_prepared())
-            .await
-            .is_ok()
-        {
-            for f in &fetches {
-                insert_fetch(&state, f).await;
-            }
-        } else {
-            tracing::warn!(
-                fetches = fetches.len(),
-                "fetches not recorded in feed_fetch: the database was not ready within {} s",
-                RECORD_WAIT.as_secs()
-            );
-        }
-    });
-}
-
-/// Writes one `feed_fetch` row.
-async fn insert_fetch(state: &AppState, f: &FeedOutcome) {
-    let insert = sqlx::query(
-        "INSERT INTO feed_fetch (instance, gtfs_id, started_at, finished_at, outcome, http_status, version, bytes, error)
-         VALUES ($1, $2, $3::timestamptz, $4::timestamptz, $5, $6, $7, $8, $9)",
-    )
-    .bind(&f.instance)
-    .bind(&f.gtfs_id)
-    .bind(f.started_at.to_string())
-    .bind(f.finished_at.to_string())
-    .bind(f.outcome.as_str())
-    .bind(f.http_status.map(|s| s as i16))
-    .bind(&f.version)
-    .bind(f.bytes.map(|b| b as i64))
-    .bind(&f.error)
-    .execute(&state.db.pool);
-    match tokio::time::timeout(Duration::from_secs(5), insert).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(instance = %f.instance, "cannot record the fetch in feed_fetch: {e}")
-        }
-        Err(_) => {
-            tracing::warn!(instance = %f.instance, "cannot record the fetch in feed_fetch: database timeout")
-        }
-    }
 }

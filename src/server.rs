@@ -17,7 +17,7 @@ use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Binds `addr` with SO_REUSEADDR and TCP_NODELAY (Linux passes the latter on to accepted
 /// sockets; [`serve`] sets it on each one as well).

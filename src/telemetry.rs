@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::cache::RouteCache;
-use crate::refresh::InstanceRuntime;
+use crate::otp::instance::InstanceRuntime;
 
 /// Installs the global log subscriber, writing through a background thread so that no
 /// request waits on stderr. Keep the returned guard until exit: dropping it flushes.

@@ -16,10 +16,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::Problem;
-use super::ops::InstanceApi;
 use super::{ApiError, ApiResult};
-use crate::app::AppState;
+use crate::config::Api as InstanceApi;
 use crate::feed::snapshot::FeedCounts;
+use crate::otp::client::ClientReport as HttpClientReport;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
@@ -194,49 +195,6 @@ struct InstanceRefreshStatus {
     #[schema(format = DateTime)]
     last_success_at: Option<String>,
     last_error: Option<String>,
-}
-
-/// The HTTP client towards an OTP instance (`crate::otp::client::ClientReport`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct HttpClientReport {
-    /// TCP connections opened since start-up.
-    connections_opened: u64,
-    /// HTTP requests sent (tries, retries included).
-    requests_sent: u64,
-    /// Share of requests that rode an already open connection: 1 - opened / sent.
-    #[schema(minimum = 0, maximum = 1)]
-    reuse_ratio: f64,
-    /// Calls made by the service (each may be several tries).
-    calls: u64,
-    retries: u64,
-    /// Immediate retries after a pooled connection turned out closed by the server.
-    stale_retries: u64,
-    failures: u64,
-    in_flight: u64,
-    breaker: BreakerReport,
-}
-
-/// The instance's circuit breaker (`crate::otp::client::BreakerReport`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct BreakerReport {
-    state: BreakerState,
-    /// Times it opened.
-    opened: u64,
-    /// Calls refused while open.
-    rejected: u64,
-    /// Times it went half-open (probing).
-    half_opened: u64,
-}
-
-#[derive(ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
 }
 
 /// `POST /instances/{name}/refresh`.

@@ -82,7 +82,7 @@ use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry::HttpLabels;
 pub use error::{ApiError, ApiResult};
 pub use timing::ServerTiming;

@@ -18,10 +18,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::feeds::HttpClientReport;
 use super::openapi::Problem;
 use super::{ApiError, ApiResult};
-use crate::app::AppState;
+use crate::config::Api as InstanceApi;
+use crate::otp::client::ClientReport as HttpClientReport;
+use crate::state::AppState;
 use crate::telemetry::{Sample, memory_sample};
 
 pub fn router(state: AppState) -> OpenApiRouter<AppState> {
@@ -333,17 +334,6 @@ struct InstanceConfig {
     headers: BTreeMap<String, String>,
     prefetch_routes: bool,
     feeds: Vec<ZipFeedConfig>,
-}
-
-/// Which API an OTP instance speaks: `otp2` (GraphQL), `otp1` (REST index), `gtfs` (zips
-/// only).
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-#[allow(dead_code)]
-pub(super) enum InstanceApi {
-    Otp2,
-    Otp1,
-    Gtfs,
 }
 
 /// One `[[instances.feeds]]` table.

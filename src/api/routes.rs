@@ -29,12 +29,11 @@ use utoipa_axum::routes;
 
 use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
-use crate::app::AppState;
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
-use crate::refresh::Api2or1;
+use crate::state::AppState;
 
 const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60");
 const DEFAULT_LIMIT: usize = 100;
@@ -441,7 +440,7 @@ fn route_loader(
             let Some(instance) = state.instance(&instance) else {
                 return Ok(None);
             };
-            let detail = Api2or1::of(instance)
+            let detail = instance
                 .route(&gtfs_id, &route_id, false)
                 .await
                 .map_err(LoadError::Upstream)?;

@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
-use crate::app::AppState;
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
+use crate::state::AppState;
 use crate::waybill::{self, NewWaybill, Status};
 
 /// Largest waybill request body.

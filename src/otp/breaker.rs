@@ -58,7 +58,7 @@ impl Iterator for OpenBackoff {
 }
 
 /// What the breaker is doing, as shown to operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,

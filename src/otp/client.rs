@@ -159,26 +159,37 @@ pub struct ClientStats {
     pub in_flight: AtomicU64,
 }
 
-/// What operators see of a client.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The HTTP client towards an OTP instance: what operators see of it (`GET /instances`,
+/// `/memory-stats`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = HttpClientReport)]
 pub struct ClientReport {
+    /// TCP connections opened since start-up.
     pub connections_opened: u64,
+    /// HTTP requests sent (tries, retries included).
     pub requests_sent: u64,
-    /// Share of tries that rode an already open connection.
+    /// Share of requests that rode an already open connection: 1 - opened / sent.
+    #[schema(minimum = 0, maximum = 1)]
     pub reuse_ratio: f64,
+    /// Calls made by the service (each may be several tries).
     pub calls: u64,
     pub retries: u64,
+    /// Immediate retries after a pooled connection turned out closed by the server.
     pub stale_retries: u64,
     pub failures: u64,
     pub in_flight: u64,
     pub breaker: BreakerReport,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+/// The instance's circuit breaker.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BreakerReport {
     pub state: BreakerState,
+    /// Times it opened.
     pub opened: u64,
+    /// Calls refused while open.
     pub rejected: u64,
+    /// Times it went half-open (probing).
     pub half_opened: u64,
 }
 

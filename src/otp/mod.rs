@@ -6,6 +6,8 @@
 //!   response parsers. Pure functions, no I/O.
 //! - [`client`]: the HTTP client that sends those requests; [`breaker`]: its per-instance
 //!   circuit breaker.
+//! - [`instance`]: one configured instance at run time, and the calls made of it through
+//!   either adapter.
 //!
 //! Parsers take the raw body and return the [`crate::feed::model`] types, or
 //! [`AdapterError::Malformed`] naming the JSON path that was wrong. They never panic on
@@ -14,6 +16,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod instance;
 pub mod otp1;
 pub mod otp2;
 #[cfg(test)]

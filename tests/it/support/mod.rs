@@ -19,9 +19,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use gtfs_fetch::app::{App, AppState};
+use gtfs_fetch::app::App;
 use gtfs_fetch::config::Config;
 use gtfs_fetch::db::embedded::EmbeddedPostgres;
+use gtfs_fetch::state::AppState;
 use gtfs_fetch::{api, server};
 use sqlx::Connection;
 use tokio::sync::{OnceCell, oneshot};

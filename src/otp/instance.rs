@@ -1,0 +1,350 @@
+//! One OTP instance at run time: its configuration, its tuned client, its refresh status,
+//! and the calls the service makes of it, over OTP 2's GraphQL API or OTP 1's REST index
+//! (the adapters `otp2` and `otp1` say what is sent and how answers are read).
+//!
+//! The scheduler (`crate::refresh`) runs refreshes and writes the status; the API reads
+//! it, and reads routes through [`InstanceRuntime::route`] on a cache miss.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use super::client::{Call, OtpClient, OtpError, Response};
+use super::{AdapterError, otp1, otp2};
+use crate::config::{Api, Config, Instance};
+use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
+
+/// One OTP instance at run time: its configuration, client and refresh state.
+pub struct InstanceRuntime {
+    pub config: Instance,
+    pub client: OtpClient,
+    /// A refresh is running (set and cleared by the scheduler).
+    running: AtomicBool,
+    /// One refresh at a time, whoever asks.
+    single_flight: tokio::sync::Mutex<()>,
+    status: Mutex<InstanceStatus>,
+    /// Wakes the scheduler's task for a refresh now.
+    wake: Notify,
+    /// Set when an otp2 server has refused `Route.sortOrder` (OTP before 2.6); cleared at
+    /// the start of each refresh.
+    before_2_6: AtomicBool,
+}
+
+impl std::fmt::Debug for InstanceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceRuntime")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+/// How an instance's refreshes went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceStatus {
+    pub refreshes: u64,
+    pub last_started_at: Option<Timestamp>,
+    pub last_finished_at: Option<Timestamp>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+impl InstanceRuntime {
+    pub fn new(config: &Config, instance: &Instance) -> anyhow::Result<Self> {
+        Ok(Self {
+            config: instance.clone(),
+            client: OtpClient::new(config, instance).with_context(|| {
+                format!("cannot build the HTTP client of instance {}", instance.name)
+            })?,
+            running: AtomicBool::new(false),
+            single_flight: tokio::sync::Mutex::new(()),
+            status: Mutex::new(InstanceStatus::default()),
+            wake: Notify::new(),
+            before_2_6: AtomicBool::new(false),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The GraphQL documents this instance is sent (otp2 only).
+    pub fn dialect(&self) -> otp2::Dialect {
+        if self.before_2_6.load(Ordering::Relaxed) {
+            otp2::Dialect::Before2_6
+        } else {
+            otp2::Dialect::Current
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub fn status(&self) -> InstanceStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether a refresh has finished at least once (`/readyz` waits for this).
+    pub fn tried(&self) -> bool {
+        self.status().last_finished_at.is_some()
+    }
+
+    /// Asks the scheduler for a refresh now. `false` when one is already running (its
+    /// result is the one the caller will see).
+    pub fn trigger(&self) -> bool {
+        if self.is_running() {
+            return false;
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// `GET /instances`' view.
+    pub fn report(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.config.name,
+            "url": self.config.url.as_str(),
+            "api": self.config.api,
+            "graphql_dialect": (self.config.api == Api::Otp2).then(|| self.dialect()),
+            "refresh_interval": self.config.refresh_interval.as_secs_f64(),
+            "running": self.is_running(),
+            "status": self.status(),
+            "http": self.client.report(),
+        })
+    }
+
+    /// Changes the refresh status (the scheduler's).
+    pub(crate) fn update(&self, f: impl FnOnce(&mut InstanceStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Starts a refresh: waits for one already running, then marks this one running and
+    /// forgets the GraphQL dialect (so an upgraded OTP is noticed). The refresh lasts as
+    /// long as the guard; call [`Self::end_refresh`] before dropping it.
+    pub(crate) async fn begin_refresh(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        let guard = self.single_flight.lock().await;
+        self.running.store(true, Ordering::SeqCst);
+        self.before_2_6.store(false, Ordering::Relaxed);
+        guard
+    }
+
+    pub(crate) fn end_refresh(&self) {
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves when [`Self::trigger`] asks for a refresh.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+}
+
+/// The two OTP APIs behind one face: what a refresh and a read-through ask an instance.
+impl InstanceRuntime {
+    /// `otp1` or `otp2`: the source of the feeds this instance lists.
+    pub fn api_name(&self) -> &'static str {
+        match self.config.api {
+            Api::Otp1 => "otp1",
+            _ => "otp2",
+        }
+    }
+
+    async fn graphql<T>(
+        &self,
+        body: &serde_json::Value,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
+    ) -> Result<T, OtpError> {
+        let url = self.client.url(&self.config.graphql_path);
+        let mut call = Call::graphql(url, body);
+        call.crawl = crawl;
+        self.client
+            .call(call, |r| {
+                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+
+    /// A `Routes` or `Route` call. An OTP before 2.6 refuses the documents because of
+    /// `sortOrder`: the instance is switched (until its next refresh) to the documents
+    /// without it and the call made again. The refusal is a proper answer, not a failure of the server.
+    async fn graphql_routes<T>(
+        &self,
+        request: impl Fn(otp2::Dialect) -> serde_json::Value,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
+    ) -> Result<T, OtpError> {
+        loop {
+            let dialect = self.dialect();
+            let answer = self
+                .graphql(&request(dialect), crawl, |b| match parse(b) {
+                    Err(_) if dialect == otp2::Dialect::Current && otp2::refuses_sort_order(b) => {
+                        Ok(None)
+                    }
+                    other => other.map(Some),
+                })
+                .await?;
+            match answer {
+                Some(value) => return Ok(value),
+                None => {
+                    self.before_2_6.store(true, Ordering::Relaxed);
+                    tracing::warn!(
+                        instance = self.name(),
+                        "the server has no Route.sortOrder (OTP before 2.6): asking without it from now on"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn rest<T>(
+        &self,
+        path: &str,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
+    ) -> Result<T, OtpError> {
+        let mut call = Call::get(self.client.url(path));
+        call.crawl = crawl;
+        self.client
+            .call(call, |r| {
+                ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+
+    /// The feeds the instance serves.
+    pub async fn feeds(&self) -> Result<Vec<FeedInfo>, OtpError> {
+        let router = &self.config.router;
+        match self.config.api {
+            Api::Otp1 => {
+                let mut feeds = self
+                    .rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
+                    .await?;
+                // The feed list has no agencies; route lists name theirs by name only.
+                for feed in &mut feeds {
+                    feed.agencies = self
+                        .rest(
+                            &otp1::agencies_path(router, &feed.gtfs_id),
+                            false,
+                            otp1::parse_agencies,
+                        )
+                        .await?;
+                }
+                Ok(feeds)
+            }
+            _ => {
+                self.graphql(&otp2::feeds_request(), false, otp2::parse_feeds)
+                    .await
+            }
+        }
+    }
+
+    /// The routes of one feed (as [`Self::feeds`] gave it).
+    pub async fn routes(&self, feed: &FeedInfo) -> Result<Vec<RouteSummary>, OtpError> {
+        let router = &self.config.router;
+        let gtfs_id = feed.gtfs_id.as_str();
+        match self.config.api {
+            Api::Otp1 => {
+                self.rest(&otp1::routes_path(router), false, |b| {
+                    otp1::parse_routes(gtfs_id, b, &feed.agencies)
+                })
+                .await
+            }
+            _ => {
+                self.graphql_routes(
+                    |dialect| otp2::routes_request(gtfs_id, dialect),
+                    false,
+                    |b| otp2::parse_routes(gtfs_id, b),
+                )
+                .await
+            }
+        }
+    }
+
+    /// One route with its patterns; `None` when the instance does not know it. `crawl`
+    /// requests are spaced by `rate_limit_delay`; a user waiting on a cache miss is not.
+    pub async fn route(
+        &self,
+        gtfs_id: &str,
+        route_id: &str,
+        crawl: bool,
+    ) -> Result<Option<RouteDetail>, OtpError> {
+        let router = &self.config.router;
+        match self.config.api {
+            Api::Otp1 => {
+                let path = otp1::route_path(router, gtfs_id, route_id);
+                let Some(summary) = self
+                    .rest_optional(&path, crawl, |b| otp1::parse_route(gtfs_id, b))
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let ids = self
+                    .rest(
+                        &otp1::route_patterns_path(router, gtfs_id, route_id),
+                        crawl,
+                        otp1::parse_pattern_ids,
+                    )
+                    .await?;
+                let mut patterns = Vec::with_capacity(ids.len());
+                for id in ids {
+                    patterns.push(
+                        self.rest(&otp1::pattern_path(router, &id), crawl, |b| {
+                            otp1::parse_pattern(gtfs_id, b)
+                        })
+                        .await?,
+                    );
+                }
+                let trip_count = patterns.iter().map(|p| p.trip_count).sum();
+                Ok(Some(RouteDetail {
+                    summary,
+                    patterns,
+                    trip_count,
+                }))
+            }
+            _ => {
+                self.graphql_routes(
+                    |dialect| otp2::route_request(gtfs_id, route_id, dialect),
+                    crawl,
+                    |b| otp2::parse_route(gtfs_id, b),
+                )
+                .await
+            }
+        }
+    }
+
+    /// A crawl GET where 404 means "no such thing".
+    async fn rest_optional<T>(
+        &self,
+        path: &str,
+        crawl: bool,
+        parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
+    ) -> Result<Option<T>, OtpError> {
+        let mut call = Call::get(self.client.url(path));
+        call.crawl = crawl;
+        self.client
+            .call(call, |r| {
+                if r.status == StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                ok_body(r).and_then(|b| parse(b).map(Some).map_err(|e| e.to_string()))
+            })
+            .await
+    }
+}
+
+/// The body of a 2xx answer; other statuses (4xx reach parsers) are errors.
+fn ok_body(r: &Response) -> Result<&[u8], String> {
+    if r.status.is_success() {
+        Ok(&r.body)
+    } else {
+        Err(format!("OTP answered HTTP {}", r.status.as_u16()))
+    }
+}
