@@ -13,7 +13,7 @@
 # Needs: a JDK for OTP (see scripts/real-otp.sh), nginx, openssl, curl, tcpdump (root or
 # CAP_NET_RAW), toxiproxy-server (found on PATH, in TOXIPROXY_SERVER, or built into
 # target/toxiproxy with `go install`).
-# Env: OTP_CACHE (default /tmp/otpcache, else scripts/real-otp.sh's default), OTP_VERSION
+# Env: OTP_CACHE (scripts/real-otp.sh's, default target/otp: fetched and built there once), OTP_VERSION
 # (2.9.0), BASE_PORT (19150; uses BASE_PORT..BASE_PORT+9), LATENCY_MS (latency toxic per
 # direction, default 2, so 4 ms of round trip), ROUTE (caltrain:Lo-130), KEEP (a directory:
 # the logs are copied there: tcpdump's SYNs, nginx's access log, OTP's and toxiproxy's).
@@ -24,8 +24,7 @@ OTP_VERSION=${OTP_VERSION:-2.9.0}
 BASE_PORT=${BASE_PORT:-19150}
 LATENCY_MS=${LATENCY_MS:-2}
 ROUTE=${ROUTE:-caltrain:Lo-130}
-if [ -z "${OTP_CACHE:-}" ] && [ -d /tmp/otpcache/graphs ]; then OTP_CACHE=/tmp/otpcache; fi
-export OTP_CACHE
+export OTP_CACHE=${OTP_CACHE:-target/otp}
 
 OTP_PORT=$BASE_PORT               # OTP also takes OTP_PORT+1 (unused on 2.x)
 NGINX_TLS=$((BASE_PORT + 2))
