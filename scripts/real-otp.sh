@@ -82,7 +82,7 @@ fetch() {
         echo "== fetching OTP $1 from Maven Central" >&2
         # Plugin 2.8, not 3.x: 3.x reads the artifact's descriptor, and otp-shaded 2.9.0's
         # parent POM (otp-root) is not on Maven Central; 2.8 copies the jar without it.
-        mvn -q -B -Dmaven.repo.local="$OTP_CACHE/m2" \
+        mvn -q -B -Dstyle.color=never -Dmaven.repo.local="$OTP_CACHE/m2" \
             org.apache.maven.plugins:maven-dependency-plugin:2.8:copy \
             -Dartifact="$(artifact "$1")" -DoutputDirectory="$OTP_CACHE/jars" >&2
         [ -s "$jar" ] || { echo "OTP $1: Maven did not deliver $jar" >&2; return 1; }

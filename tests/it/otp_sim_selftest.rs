@@ -785,3 +785,25 @@ async fn fixture_feeds_load() {
 async fn wmata_loads() {
     feeds_load(&["wmata"]).await;
 }
+
+// TEMP-COMPARE-BEGIN (not to be committed)
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn zz_temp_serve_for_comparison() {
+    use gtfs_fetch::otp::otp2::{self, Dialect};
+    let feeds = ["sample-feed", "caltrain", "bart"];
+    let cur = OtpSim::start(&feeds).await;
+    let old = OtpSim::start(&feeds).await;
+    old.set_before_2_6(true);
+    let docs = json!({
+        "feeds": otp2::feeds_request(),
+        "routes_cur": otp2::routes_request("FEED", Dialect::Current),
+        "routes_old": otp2::routes_request("FEED", Dialect::Before2_6),
+        "route_cur": otp2::route_request("FEED", "ROUTE", Dialect::Current),
+        "route_old": otp2::route_request("FEED", "ROUTE", Dialect::Before2_6),
+    });
+    std::fs::write("/tmp/cmp_docs.json", docs.to_string()).unwrap();
+    std::fs::write("/tmp/cmp_sims", format!("{} {}\n", cur.url(), old.url())).unwrap();
+    tokio::time::sleep(Duration::from_secs(3000)).await;
+}
+// TEMP-COMPARE-END

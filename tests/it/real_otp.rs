@@ -643,7 +643,10 @@ async fn otp_killed_during_a_crawl_then_started_again() {
 
     // The breaker opened, /instances says why, the crawled feeds are served.
     let inst = instance(&app).await;
-    assert_eq!(inst["http"]["breaker"]["opened"], 1, "{inst}");
+    assert!(
+        inst["http"]["breaker"]["opened"].as_u64() >= Some(1),
+        "{inst}"
+    );
     let why = inst["status"]["last_error"]
         .as_str()
         .unwrap_or_else(|| panic!("{inst}"));

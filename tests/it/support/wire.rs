@@ -21,7 +21,18 @@ impl SynCounter {
         let filter =
             format!("tcp dst port {port} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn");
         let mut child = Command::new("tcpdump")
-            .args(["-i", "lo", "-nn", "-l", "-U", &filter])
+            // A bigger buffer and no batching: 200 SYNs at once overflowed the default.
+            .args([
+                "-i",
+                "lo",
+                "-nn",
+                "-l",
+                "-U",
+                "--immediate-mode",
+                "-B",
+                "65536",
+                &filter,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
