@@ -59,6 +59,7 @@
 //!
 //! and in [`router`]: `.merge(waybills::router())`.
 
+pub mod auth;
 pub mod error;
 pub mod feeds;
 pub mod openapi;
@@ -123,23 +124,6 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Whether an `Authorization` header value is `Bearer <token>`, compared without stopping at
-/// the first difference so timing does not leak the token.
-pub(crate) fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
-    let Some(given) = authorization
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
-        return false;
-    };
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Refuses query parameters other than `allowed` with a 400 naming the stray one.

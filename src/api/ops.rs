@@ -49,7 +49,7 @@ pub fn ops_access(
     let Some(token) = ops_token else {
         return Err("ops endpoints answer loopback clients only (set ops_token to allow others)");
     };
-    if super::bearer_matches(authorization, token) {
+    if super::auth::bearer_matches(authorization, token) {
         Ok(())
     } else {
         Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients")

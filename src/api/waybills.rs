@@ -27,6 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::auth::WriteAccess;
 use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
@@ -159,26 +160,6 @@ fn db_error(e: sqlx::Error) -> ApiError {
     }
 }
 
-/// Writes need the API token when one is configured.
-fn require_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    let Some(token) = &state.config.api_token else {
-        return Ok(());
-    };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let ok = super::bearer_matches(authorization, token.expose());
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "writes need Authorization: Bearer <api_token>",
-        )
-        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
-    }
-}
-
 /// A waybill answer: JSON, its version as ETag, the timing phases.
 fn waybill_response(
     status: StatusCode,
@@ -253,11 +234,11 @@ fn log_timing(op: &'static str, status: u16, validate: Duration, db: Duration, s
 )]
 async fn create(
     State(state): State<AppState>,
+    _write: WriteAccess,
     headers: HeaderMap,
     body: JsonBody<NewWaybill>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    require_token(&state, &headers)?;
     let JsonBody(req, raw) = body;
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -705,12 +686,12 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
 )]
 async fn change(
     State(state): State<AppState>,
+    _write: WriteAccess,
     Path(id): Path<String>,
     headers: HeaderMap,
     JsonBody(req, _): JsonBody<StatusChange>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
-    require_token(&state, &headers)?;
     let id = parse_id(&id)?;
     let expected = if_match(&headers)?;
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;

@@ -2278,6 +2278,62 @@ async fn patch_needs_if_match_and_follows_the_state_machine() {
 }
 
 #[tokio::test]
+async fn authentication_comes_before_the_body_and_the_scheme_is_any_case() {
+    let h = Harness::start(&[("GTFS_API_TOKEN", "s3cret-token")]).await;
+    // Without the token, every body gets the same 401: nothing about the schema.
+    for (body, ctype) in [
+        (&b"{}"[..], "application/json"),
+        (b"not json", "application/json"),
+        (br#"{"service_date": 7}"#, "application/json"),
+        (b"{}", "text/plain"),
+    ] {
+        for auth in ["", "Bearer wrong"] {
+            let res = h
+                .post_bytes(
+                    body.to_vec(),
+                    &[("authorization", auth), ("content-type", ctype)],
+                )
+                .await;
+            let problem = res.problem(&[401]);
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            assert!(
+                !detail.contains("service_date") && !detail.contains("field"),
+                "{problem}"
+            );
+        }
+    }
+    let res = h
+        .send(
+            Method::PATCH,
+            &format!("/waybills/{}", uuid::Uuid::new_v4()),
+            &[("authorization", ""), ("content-type", "application/json")],
+            Some(b"{".to_vec()),
+        )
+        .await;
+    res.problem(&[401]);
+    h.assert_rows(0, 0, "nothing written").await;
+    // RFC 9110: the scheme is case-insensitive.
+    let cal = &*CALTRAIN;
+    for (i, scheme) in ["bearer", "BEARER"].into_iter().enumerate() {
+        let a = cal.sequential("Lo-130", day("2018-06-01"), 2)[i];
+        let body = serde_json::to_vec(&wb(
+            "2018-06-01",
+            &format!("case-v{i}"),
+            &format!("case-d{i}"),
+            "caltrain",
+            "Lo-130",
+            &[&a.id],
+        ))
+        .unwrap();
+        let auth = format!("{scheme} s3cret-token");
+        h.post_bytes(body, &[("authorization", &auth)])
+            .await
+            .created();
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn writes_need_the_api_token_when_one_is_set() {
     let h = Harness::start(&[("GTFS_API_TOKEN", "s3cret-token")]).await;
     let cal = &*CALTRAIN;
