@@ -41,8 +41,10 @@
 //!   a frequency-based trip is in a pattern's trips once per frequencies.txt row.
 //! * Pattern ids and names (`GenerateTripPatternsOperation`, `TripPatternNamer`; 1.x
 //!   `TripPattern.generateUniqueIds/Names`): trips with the same route, direction, stops and
-//!   pick-up/drop-off types share a pattern, `feed:route:dir:NN` numbered in trips.txt order,
-//!   trips without a known service or with fewer than 2 stops are dropped. A pattern's
+//!   pick-up/drop-off types share a pattern, `feed:route:dir:NN` numbered in trips.txt order
+//!   for OTP 1 and, for OTP 2, in the order OTP 2 meets the trips (a Java `HashMap` of
+//!   every trip by id: see [`java_iteration`]), trips without a known service or with fewer
+//!   than 2 stops are dropped. A pattern's
 //!   trips are sorted by departure from the first stop and its headsign is the first
 //!   trip's, as OTP's timetable does.
 //! * Keep-alive like OTP's Grizzly server (OTP does not change its defaults): an idle
@@ -51,9 +53,11 @@
 //!   default; OTP 1 also closes after a 500). Both can be changed or switched off per
 //!   simulator.
 //!
-//! Not simulated: the order of OTP's lists where OTP takes it from a hash map (`routes`,
-//! `patterns` of a route, OTP 1's `/routes`): here routes come in routes.txt order and
-//! patterns by code. `serviceDates` filters, stop times, geometry, alerts, real-time data and
+//! OTP 2's `routes` and a route's `patterns` come in the order of OTP's Java hash maps,
+//! reproduced here (checked against 2.5.0 and 2.9.0, which differ for patterns).
+//! Not simulated: that order for OTP 1's lists (`/routes`: routes.txt order, patterns by
+//! code), and for OTP 2 the order of a pattern's trips with the same departure (2.9: by
+//! departure, ties here in trips.txt order; 2.5 does not sort them at all). `serviceDates` filters, stop times, geometry, alerts, real-time data and
 //! gzip (OTP compresses JSON over 50 kB when asked to) are left out.
 
 use std::collections::{HashMap, HashSet};
@@ -1307,6 +1311,103 @@ fn otp2_mode(t: i32) -> &'static str {
 // OTP 2 GraphQL
 // ---------------------------------------------------------------------------------------
 
+// OTP 2 lists routes and patterns, and meets trips when it builds patterns, in the
+// iteration order of Java hash maps and sets keyed by FeedScopedId (checked against OTP
+// 2.5.0 and 2.9.0 with the fixture feeds). That order is deterministic: by bucket
+// (`hash ^ hash >>> 16` masked by the capacity, a power of two that doubles from its
+// initial value while the map is over 3/4 full), then by insertion within a bucket.
+
+/// Java's `String.hashCode`.
+fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)))
+}
+
+/// `FeedScopedId.hashCode`: the feed's hash xor the id's.
+fn feed_scoped_hash(feed: &str, id: &str) -> i32 {
+    java_string_hash(feed) ^ java_string_hash(id)
+}
+
+/// The bucket of `hash` in a `java.util.HashMap` holding `len` entries, created with
+/// capacity `initial`.
+fn java_bucket(hash: i32, len: usize, initial: usize) -> usize {
+    let mut capacity = initial.max(1);
+    while len * 4 > capacity * 3 {
+        capacity *= 2;
+    }
+    let h = hash as u32;
+    ((h ^ (h >> 16)) as usize) & (capacity - 1)
+}
+
+/// The positions of `keys` (inserted in this order) in the iteration order of a
+/// `HashMap` keyed by their hashes, created with capacity `initial` (16 by default).
+fn java_iteration(hashes: &[i32], initial: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..hashes.len()).collect();
+    order.sort_by_key(|&i| (java_bucket(hashes[i], hashes.len(), initial), i));
+    order
+}
+
+/// For each of `ids` (trips.txt order), its rank in OTP 2's map of trips by id.
+fn java_order(feed_id: &str, ids: &[String]) -> Vec<usize> {
+    let hashes: Vec<i32> = ids.iter().map(|id| feed_scoped_hash(feed_id, id)).collect();
+    let mut rank = vec![0; ids.len()];
+    for (r, i) in java_iteration(&hashes, 16).into_iter().enumerate() {
+        rank[i] = r;
+    }
+    rank
+}
+
+/// `routes` as OTP 2 lists them: one map of every route of every feed (feeds in order,
+/// then routes.txt order).
+fn otp2_route_order(feeds: &[Arc<Feed>]) -> Vec<(usize, usize)> {
+    let all: Vec<(usize, usize)> = feeds
+        .iter()
+        .enumerate()
+        .flat_map(|(f, feed)| (0..feed.routes.len()).map(move |r| (f, r)))
+        .collect();
+    let hashes: Vec<i32> = all
+        .iter()
+        .map(|&(f, r)| feed_scoped_hash(&feeds[f].id, &feeds[f].routes[r].id))
+        .collect();
+    java_iteration(&hashes, 16)
+        .into_iter()
+        .map(|i| all[i])
+        .collect()
+}
+
+/// A route's `patterns` as OTP 2 lists them. OTP keeps every pattern of every feed in one
+/// map (inserted as created); 2.5 lists a route's patterns in that map's order, 2.9 puts
+/// them in that order into a set of the route's own and lists that.
+fn otp2_pattern_order(feeds: &[Arc<Feed>], f: &Feed, r: usize, before_2_6: bool) -> Vec<usize> {
+    let hash = |feed: &Feed, p: usize| {
+        let code = &feed.patterns[p].code2;
+        feed_scoped_hash(&feed.id, code.split_once(':').map_or("", |(_, id)| id))
+    };
+    // Every pattern: ((feed, creation), hash), in creation order.
+    let mut all: Vec<(usize, usize, usize)> = feeds
+        .iter()
+        .enumerate()
+        .flat_map(|(fi, feed)| {
+            (0..feed.patterns.len()).map(move |p| (fi, feed.patterns[p].created2, p))
+        })
+        .collect();
+    all.sort_unstable();
+    let hashes: Vec<i32> = all.iter().map(|&(fi, _, p)| hash(&feeds[fi], p)).collect();
+    let global: Vec<usize> = java_iteration(&hashes, 16)
+        .into_iter()
+        .filter(|&i| std::ptr::eq(&*feeds[all[i].0], f) && f.patterns[all[i].2].route == r)
+        .map(|i| all[i].2)
+        .collect();
+    if before_2_6 {
+        return global;
+    }
+    let own: Vec<i32> = global.iter().map(|&p| hash(f, p)).collect();
+    java_iteration(&own, 16)
+        .into_iter()
+        .map(|i| global[i])
+        .collect()
+}
+
 const SCHEMA_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/fixtures/otp/2.x/schema/schema.graphqls"
@@ -1499,12 +1600,14 @@ fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest, before_2_6: bool) -> P
         Err(e) => return request_error(e),
     };
     let root = Obj::Query(feeds);
+    GQL_CONTEXT.set((feeds.to_vec(), before_2_6));
     // graphql-java answers introspection queries; apollo-compiler needs to be told.
-    match execution
+    let executed = execution
         .raw_variable_values(&req.variables)
         .enable_schema_introspection(true)
-        .execute_sync(&root)
-    {
+        .execute_sync(&root);
+    GQL_CONTEXT.set((Vec::new(), false));
+    match executed {
         Ok(resp) => {
             // graphql-java writes errors first, then data.
             let mut out = Vec::with_capacity(4096);
@@ -1526,6 +1629,14 @@ fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest, before_2_6: bool) -> P
         }
         Err(e) => request_error(e),
     }
+}
+
+thread_local! {
+    /// What resolvers need besides their object, for the query being executed on this
+    /// thread (`execute_sync` runs there): every feed, and whether OTP is before 2.6.
+    static GQL_CONTEXT: std::cell::RefCell<(Vec<Arc<Feed>>, bool)> = const {
+        std::cell::RefCell::new((Vec::new(), false))
+    };
 }
 
 fn relay_id(type_name: &str, id: &str) -> String {
@@ -1687,8 +1798,8 @@ impl ObjectValue for Obj<'_> {
             Obj::Pattern(f, p) => {
                 let pat = &f.patterns[p];
                 match field {
-                    "code" => leaf(pat.code.clone()),
-                    "id" => leaf(relay_id("Pattern", &pat.code)),
+                    "code" => leaf(pat.code2.clone()),
+                    "id" => leaf(relay_id("Pattern", &pat.code2)),
                     "directionId" => leaf(pat.direction),
                     "headsign" => leaf(pat.headsign.clone()),
                     "name" => leaf(pat.name2.clone()),
@@ -1786,11 +1897,13 @@ fn resolve_query<'a>(
             let name = arg_str(info, "name").map(str::to_lowercase);
             let modes = arg_strs(info, "transportModes");
             let mut out = Vec::new();
-            for f in feeds {
+            for (fi, i) in otp2_route_order(feeds) {
+                let f = &*feeds[fi];
+                let r = &f.routes[i];
                 if want_feeds.as_ref().is_some_and(|w| !w.contains(&f.id)) {
                     continue;
                 }
-                for (i, r) in f.routes.iter().enumerate() {
+                {
                     if let Some(n) = &name {
                         let hit = [&r.short_name, &r.long_name]
                             .iter()
@@ -1885,9 +1998,10 @@ fn resolve_query<'a>(
         ),
         "pattern" => {
             let found = arg_str(info, "id").and_then(|code| {
-                feeds
-                    .iter()
-                    .find_map(|f| f.pattern_by_code.get(code).map(|&p| Obj::Pattern(f, p)))
+                feeds.iter().find_map(|f| {
+                    let p = f.patterns.iter().position(|p| p.code2 == code)?;
+                    Some(Obj::Pattern(f, p))
+                })
             });
             found.map_or_else(|| leaf(JsonValue::Null), object)
         }
@@ -1913,7 +2027,12 @@ fn resolve_route<'a>(
         "mode" => leaf(otp2_mode(route.route_type)),
         "type" => leaf(route.route_type),
         "color" => leaf(route.color.clone()),
-        "textColor" => leaf(route.text_color.clone()),
+        // OTP 2 before 2.6 gives a route with a colour and no text colour one, as OTP 1
+        // does (checked against 2.5.0); 2.9.0 does not.
+        "textColor" => leaf(route.text_color.clone().or_else(|| {
+            let derive = GQL_CONTEXT.with_borrow(|(_, before_2_6)| *before_2_6);
+            otp1_text_color(route.color.as_deref().filter(|_| derive)?)
+        })),
         "sortOrder" => leaf(route.sort_order),
         "bikesAllowed" => leaf("NO_INFORMATION"),
         "isReplacement" => leaf(route.route_type == 714),
@@ -1922,7 +2041,14 @@ fn resolve_route<'a>(
             Some(a) => object(Obj::Agency(f, a)),
             None => leaf(JsonValue::Null),
         },
-        "patterns" => objects(route.patterns.iter().map(|&p| Obj::Pattern(f, p)).collect()),
+        "patterns" => GQL_CONTEXT.with_borrow(|(feeds, before_2_6)| {
+            objects(
+                otp2_pattern_order(feeds, f, r, *before_2_6)
+                    .into_iter()
+                    .map(|p| Obj::Pattern(f, p))
+                    .collect(),
+            )
+        }),
         "stops" => objects(
             f.route_stops(r)
                 .into_iter()
@@ -2072,6 +2198,11 @@ struct TripRec {
 struct PatternRec {
     /// `feed:route:dir:NN`, dir empty when trips.txt has no direction_id.
     code: String,
+    /// OTP 2's code: the same, numbered in the order OTP 2 meets the trips ([`java_order`]
+    /// of the trips' ids, every trips.txt row counted), not in trips.txt order.
+    code2: String,
+    /// When OTP 2 created it: the [`java_order`] rank of its first trip.
+    created2: usize,
     route: usize,
     /// 0, 1, or -1 when unknown.
     direction: i32,
@@ -2373,7 +2504,11 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
     let mut patterns: Vec<PatternRec> = Vec::new();
     let mut pattern_by_key: HashMap<PatternKey, usize> = HashMap::new();
     let mut counters: HashMap<(usize, Option<u8>), u32> = HashMap::new();
-    for t in raw.trips.map_err(|e| err("trips.txt", e))? {
+    let raw_trips = raw.trips.map_err(|e| err("trips.txt", e))?;
+    // OTP 2 builds patterns from a HashMap of every trip by id.
+    let raw_trip_ids: Vec<String> = raw_trips.iter().map(|t| t.id.clone()).collect();
+    let rank2 = java_order(feed_id, &raw_trip_ids);
+    for (raw_index, t) in raw_trips.into_iter().enumerate() {
         let Some(&route) = route_by_id.get(&t.route_id) else {
             continue;
         };
@@ -2406,6 +2541,8 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
             let dir = direction.map(|d| d.to_string()).unwrap_or_default();
             patterns.push(PatternRec {
                 code: format!("{feed_id}:{}:{dir}:{:02}", routes[route].id, *n),
+                code2: String::new(),
+                created2: usize::MAX,
                 route,
                 direction: direction.map_or(-1, i32::from),
                 stops: key.2.iter().map(|s| s.0).collect(),
@@ -2417,6 +2554,7 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
             patterns.len() - 1
         });
         patterns[pattern].trips.push(trip_index);
+        patterns[pattern].created2 = patterns[pattern].created2.min(rank2[raw_index]);
         first_departure.push(times[0].departure.unwrap_or(u32::MAX));
         let wheelchair = match t.wheelchair_accessible {
             gtfs_structures::Availability::Available => 1,
@@ -2449,6 +2587,17 @@ fn load_feed(feed_id: &str, zip: &[u8]) -> Result<Feed, String> {
     }
     for (i, p) in patterns.iter().enumerate() {
         routes[p.route].patterns.push(i);
+    }
+    // OTP 2 numbers a route and direction's patterns as it creates them.
+    let mut by_creation: Vec<usize> = (0..patterns.len()).collect();
+    by_creation.sort_by_key(|&p| patterns[p].created2);
+    let mut counters2: HashMap<(usize, i32), u32> = HashMap::new();
+    for p in by_creation {
+        let pat = &mut patterns[p];
+        let n = counters2.entry((pat.route, pat.direction)).or_insert(0);
+        *n += 1;
+        let (prefix, _) = pat.code.rsplit_once(':').expect("feed:route:dir:NN");
+        pat.code2 = format!("{prefix}:{:02}", *n);
     }
     for r in &mut routes {
         r.patterns
