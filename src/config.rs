@@ -329,6 +329,9 @@ settings! {
     api_token: Option<Secret> = None, "GTFS_API_TOKEN", check::any;
     /// When set, ops endpoints accept non-loopback clients that send it as a bearer token.
     ops_token: Option<Secret> = None, "GTFS_OPS_TOKEN", check::any;
+    /// Minimum spacing between two manual refreshes of one instance (`POST
+    /// /instances/{name}/refresh`; sooner is a 429); 0: none.
+    refresh_min_spacing: Duration = Duration::from_secs(10), "GTFS_REFRESH_MIN_SPACING", check::any;
     /// On SIGTERM/SIGINT, /readyz answers 503 for this long before the listener closes.
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", check::any;
     /// Longest wait for requests in flight to finish once the listener is closed.

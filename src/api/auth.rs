@@ -1,4 +1,5 @@
-//! Who may call what: the API token for writes, the ops rule for ops endpoints.
+//! Who may call what: the API token for writes, the ops rule for ops endpoints, either
+//! token for a manual refresh.
 //!
 //! Tokens travel as `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC
 //! 9110, 11.1) and tokens are compared in constant time, lengths included.
@@ -6,7 +7,9 @@
 //! unauthenticated client before the body is read, so such a client learns nothing of
 //! the schema from validation errors.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
@@ -59,6 +62,76 @@ impl FromRequestParts<AppState> for WriteAccess {
     }
 }
 
+/// Who may start a refresh by hand (it costs OTP a crawl): with `ops_token` or
+/// `api_token` set, a client sending either as its bearer token, wherever it is; with
+/// neither set, loopback clients only, as for the ops endpoints. `Err` is the status
+/// and why.
+pub fn refresh_access(
+    loopback: bool,
+    authorization: Option<&str>,
+    ops_token: Option<&str>,
+    api_token: Option<&str>,
+) -> Result<(), (StatusCode, &'static str)> {
+    let tokens: Vec<&str> = [ops_token, api_token].into_iter().flatten().collect();
+    if tokens.is_empty() {
+        return if loopback {
+            Ok(())
+        } else {
+            Err((
+                StatusCode::FORBIDDEN,
+                "refreshes are started by loopback clients only (set ops_token to allow others)",
+            ))
+        };
+    }
+    // Both compared, so the timing does not say which token matched.
+    let matched = tokens
+        .iter()
+        .fold(false, |any, t| bearer_matches(authorization, t) | any);
+    if matched {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            "a refresh needs Authorization: Bearer <ops_token> (or <api_token>)",
+        ))
+    }
+}
+
+/// Proof that the request may start a refresh ([`refresh_access`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshAccess;
+
+impl FromRequestParts<AppState> for RefreshAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let loopback = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|c| c.0.ip().to_canonical().is_loopback());
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let config = &state.config;
+        refresh_access(
+            loopback,
+            authorization,
+            config.ops_token.as_ref().map(|t| t.expose()),
+            config.api_token.as_ref().map(|t| t.expose()),
+        )
+        .map(|()| RefreshAccess)
+        .map_err(|(status, why)| {
+            let error = ApiError::new(status, why);
+            if status == StatusCode::UNAUTHORIZED {
+                error.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            } else {
+                error
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +155,32 @@ mod tests {
             Some("Bearers3cret"),
         ] {
             assert!(!bearer_matches(bad, "s3cret"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn who_may_refresh() {
+        use StatusCode as S;
+        let deny = |r: Result<(), (S, &str)>| r.unwrap_err().0;
+        // No token configured: loopback only.
+        assert!(refresh_access(true, None, None, None).is_ok());
+        assert_eq!(deny(refresh_access(false, None, None, None)), S::FORBIDDEN);
+        // A token configured: needed from everyone, loopback included; either one works.
+        for (ops, api) in [(Some("o"), None), (None, Some("a")), (Some("o"), Some("a"))] {
+            for loopback in [true, false] {
+                assert_eq!(
+                    deny(refresh_access(loopback, None, ops, api)),
+                    S::UNAUTHORIZED
+                );
+                assert_eq!(
+                    deny(refresh_access(loopback, Some("Bearer x"), ops, api)),
+                    S::UNAUTHORIZED
+                );
+                for t in [ops, api].into_iter().flatten() {
+                    let h = format!("Bearer {t}");
+                    assert!(refresh_access(loopback, Some(&h), ops, api).is_ok());
+                }
+            }
         }
     }
 }

@@ -9,12 +9,13 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::RefreshAccess;
 use super::openapi::Problem;
 use super::{ApiError, ApiResult};
 use crate::config::Api as InstanceApi;
@@ -57,30 +58,53 @@ async fn list_instances(State(state): State<AppState>) -> Json<Value> {
 /// Starts a refresh of an instance now.
 ///
 /// There is never more than one refresh of an instance at a time: when one is running,
-/// the answer is 202 too, saying so.
+/// the answer is 202 too, saying so. Manual refreshes of one instance are spaced by
+/// `refresh_min_spacing` (429 with `Retry-After` when asked sooner). With `ops_token` or
+/// `api_token` set, the client must send either as its bearer token; with neither,
+/// only loopback clients may ask.
 #[utoipa::path(
     post,
     path = "/instances/{name}/refresh",
     tag = "feeds",
     params(("name" = String, Path, description = "The instance's `name`.", pattern = "^[a-z0-9-]+$")),
+    security((), ("ops_token" = []), ("api_token" = [])),
     responses(
         (status = 202, description = "A refresh was started, or one is already running.",
             body = RefreshAccepted),
+        (status = 401, description = "A token is configured and the bearer token is missing or wrong.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No token is configured and the client is not on loopback.",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No instance of that name.",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The last manual refresh of this instance was less than \
+            `refresh_min_spacing` ago.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
     ),
 )]
 async fn refresh(
     State(state): State<AppState>,
+    _access: RefreshAccess,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let instance = state
         .instance(&name)
         .ok_or_else(|| ApiError::not_found(format!("no instance named {name:?}")))?;
-    let status = if instance.trigger() {
-        "started"
-    } else {
-        "already_running"
+    let status = match instance.trigger_manual(state.config.refresh_min_spacing) {
+        Ok(true) => "started",
+        Ok(false) => "already_running",
+        Err(wait) => {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "instance {name:?} was refreshed by hand less than {} s ago; ask again in {secs} s",
+                    state.config.refresh_min_spacing.as_secs_f64()
+                ),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
     };
     Ok((
         StatusCode::ACCEPTED,

@@ -312,6 +312,8 @@ struct EffectiveConfig {
     /// `***` when set.
     #[schema(example = "***")]
     ops_token: Option<String>,
+    /// Seconds between two manual refreshes of one instance.
+    refresh_min_spacing: f64,
     shutdown_drain: f64,
     shutdown_timeout: f64,
     instances: Vec<InstanceConfig>,

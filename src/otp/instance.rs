@@ -7,6 +7,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -30,6 +31,8 @@ pub struct InstanceRuntime {
     status: Mutex<InstanceStatus>,
     /// Wakes the scheduler's task for a refresh now.
     wake: Notify,
+    /// When the last manual refresh was accepted (for `refresh_min_spacing`).
+    last_manual: Mutex<Option<Instant>>,
     /// Set when an otp2 server has refused `Route.sortOrder` (OTP before 2.6); cleared at
     /// the start of each refresh.
     before_2_6: AtomicBool,
@@ -64,6 +67,7 @@ impl InstanceRuntime {
             single_flight: tokio::sync::Mutex::new(()),
             status: Mutex::new(InstanceStatus::default()),
             wake: Notify::new(),
+            last_manual: Mutex::new(None),
             before_2_6: AtomicBool::new(false),
         })
     }
@@ -105,6 +109,25 @@ impl InstanceRuntime {
         }
         self.wake.notify_one();
         true
+    }
+
+    /// A refresh asked for by hand: `Ok(true)` started, `Ok(false)` one is already running
+    /// (its result is the one to wait for), `Err(wait)` the last manual one was accepted
+    /// less than `spacing` ago; ask again in `wait`.
+    pub fn trigger_manual(&self, spacing: Duration) -> Result<bool, Duration> {
+        if self.is_running() {
+            return Ok(false);
+        }
+        let mut last = self.last_manual.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some(at) = *last {
+            let since = now.duration_since(at);
+            if since < spacing {
+                return Err(spacing - since);
+            }
+        }
+        *last = Some(now);
+        Ok(self.trigger())
     }
 
     /// `GET /instances`' view.

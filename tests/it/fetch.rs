@@ -568,6 +568,67 @@ async fn refresh_endpoint_is_single_flight_and_knows_its_instances() {
 }
 
 #[tokio::test]
+async fn manual_refreshes_need_a_token_when_one_is_set_and_are_spaced() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &[
+            ("GTFS_OPS_TOKEN", "ops-secret"),
+            ("GTFS_API_TOKEN", "api-secret"),
+            ("GTFS_REFRESH_MIN_SPACING", "30"),
+        ],
+    ))
+    .await;
+    let post = |auth: &'static str| {
+        let req = app.client.post(app.url("/instances/sim/refresh"));
+        let req = if auth.is_empty() {
+            req
+        } else {
+            req.header("authorization", auth)
+        };
+        async move { req.send().await.unwrap() }
+    };
+    // A token is configured: a loopback client without it is refused too.
+    for auth in ["", "Bearer wrong", "Basic b3BzLXNlY3JldA=="] {
+        let res = post(auth).await;
+        assert_eq!(res.status(), 401, "{auth:?}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    let zip_gets = sim.requests_for("/gtfs/caltrain.zip");
+    let before = app.state.instances[0].status().refreshes;
+    let res = post("Bearer ops-secret").await;
+    assert_eq!(res.status(), 202);
+    for _ in 0..200 {
+        if app.state.instances[0].status().refreshes > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Asked again once it is done, with either token: 429 and when to come back.
+    for auth in ["Bearer ops-secret", "bearer api-secret"] {
+        let res = post(auth).await;
+        assert_eq!(res.status(), 429, "{auth}");
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "Retry-After {wait}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.requests_for("/gtfs/caltrain.zip") - zip_gets,
+        1,
+        "one refresh reached the upstream"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
     let sim = OtpSim::start(&["caltrain", "bart"]).await;
     let dir = tempfile::tempdir().unwrap();

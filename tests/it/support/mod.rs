@@ -204,8 +204,16 @@ pub fn sim_config(url: &str, api: &str, instance_extra: &str, env: &[(&str, &str
     let file = format!(
         "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"{api}\"\n{instance_extra}\n"
     );
+    // Tests refresh on demand back to back; the spacing of manual refreshes has a test of
+    // its own, which sets it.
+    let spacing = [("GTFS_REFRESH_MIN_SPACING", "0")];
     let env: Vec<(String, String)> = env
         .iter()
+        .chain(
+            spacing
+                .iter()
+                .filter(|(k, _)| !env.iter().any(|(e, _)| e == k)),
+        )
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     Config::parse(Some(("test.toml", &file)), |k| {
