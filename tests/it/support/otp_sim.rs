@@ -537,7 +537,9 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream, ctl: Arc<ConnCtl
     builder
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(None);
+        .header_read_timeout(None)
+        // OTP 2's Jersey answers have no Date; `handle` adds one to the others.
+        .auto_date_header(false);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let mut closing = false;
@@ -664,6 +666,15 @@ async fn handle(
             }
         }
     };
+    let mut prepared = prepared;
+    if is_graphql_path(&path) && settings.fault.is_none() {
+        otp2_headers(&mut prepared, &parts.headers);
+    } else {
+        let now = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&jiff::Timestamp::now())
+            .unwrap();
+        prepared.headers.push((header::DATE, now));
+    }
     let close = close || prepared.close;
     Ok(respond(prepared, settings.fault.as_ref(), close, guard))
 }
@@ -693,9 +704,10 @@ fn respond(
     close: bool,
     guard: ActiveGuard,
 ) -> Response<SimBody> {
-    let mut builder = Response::builder()
-        .status(p.status)
-        .header(header::CONTENT_TYPE, p.content_type);
+    let mut builder = Response::builder().status(p.status);
+    if !p.content_type.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, p.content_type);
+    }
     for (name, value) in &p.headers {
         builder = builder.header(name, value.as_str());
     }
@@ -839,12 +851,27 @@ fn route_request(
     headers: &HeaderMap,
 ) -> Prepared {
     let head = *method == Method::HEAD;
-    let mut p = if is_graphql_path(path) {
-        // GtfsGraphQLAPI has POST only.
-        Prepared::text(
+    let mut p = if is_graphql_path(path) && method == Method::OPTIONS {
+        // Jersey answers a preflight itself; OTP's CORS filter adds the rest.
+        let mut p = Prepared::new(StatusCode::OK, "", Bytes::new());
+        if headers.contains_key(header::ORIGIN) {
+            p.headers.push((
+                HeaderName::from_static("access-control-allow-method"),
+                "GET,POST".into(),
+            ));
+        }
+        p.headers
+            .push((header::ACCESS_CONTROL_MAX_AGE, "3600".into()));
+        p
+    } else if is_graphql_path(path) {
+        // GtfsGraphQLAPI has POST only: Jersey's 405, without a Content-Type.
+        let mut p = Prepared::new(
             StatusCode::METHOD_NOT_ALLOWED,
+            "",
             "HTTP 405 Method Not Allowed",
-        )
+        );
+        p.headers.push((header::ALLOW, "POST,OPTIONS".into()));
+        p
     } else if let Some(rest) = path.strip_prefix("/otp/routers/") {
         if *method != Method::GET && !head {
             // Jersey's NotAllowedException through OTPExceptionMapper.
@@ -1445,27 +1472,24 @@ impl GqlRequest {
             });
         }
         if !content_type.starts_with("application/json") {
-            return Err(Prepared::text(
+            // Jersey's 415: no Content-Type, except when the request had none.
+            let mut p = Prepared::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "",
                 "HTTP 415 Unsupported Media Type",
-            ));
+            );
+            if content_type.is_empty() {
+                p.content_type = "application/json";
+            }
+            return Err(p);
         }
-        let no_query = || Prepared::text(StatusCode::BAD_REQUEST, "No query found in body");
-        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-            Prepared::text(
-                StatusCode::BAD_REQUEST,
-                format!("Unable to process JSON: {e}"),
-            )
-        })?;
+        let no_query = || bad_request("No query found in body".into());
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| bad_request(format!("Unable to process JSON: {e}")))?;
         let obj = v.as_object().ok_or_else(no_query)?;
         let query = match obj.get("query") {
             Some(serde_json::Value::String(q)) => q.clone(),
-            Some(_) => {
-                return Err(Prepared::text(
-                    StatusCode::BAD_REQUEST,
-                    "query is not a string",
-                ));
-            }
+            Some(_) => return Err(bad_request("query is not a string".into())),
             None => return Err(no_query()),
         };
         let operation_name = obj
@@ -1477,12 +1501,7 @@ impl GqlRequest {
                 serde_json::from_value(serde_json::Value::Object(m.clone())).unwrap()
             }
             Some(serde_json::Value::String(s)) if !s.is_empty() => serde_json::from_str(s)
-                .map_err(|_| {
-                    Prepared::text(
-                        StatusCode::BAD_REQUEST,
-                        "Variables must be a valid json object",
-                    )
-                })?,
+                .map_err(|_| bad_request("Variables must be a valid json object".into()))?,
             _ => JsonMap::new(),
         };
         Ok(GqlRequest {
@@ -1512,6 +1531,29 @@ impl GqlRequest {
             })
             .unwrap_or_else(|| "<anonymous>".into())
     }
+}
+
+/// GtfsGraphQLAPI's 400 (text/plain): Grizzly then says `Connection: close` and closes,
+/// as real OTP 2.5.0 and 2.9.0 do.
+fn bad_request(message: String) -> Prepared {
+    let mut p = Prepared::text(StatusCode::BAD_REQUEST, message);
+    p.close = true;
+    p
+}
+
+/// What OTP 2's filters add to every answer from its GraphQL path: Jersey's `Vary` and
+/// OTP's CORS headers (the Origin echoed when sent).
+fn otp2_headers(p: &mut Prepared, request: &HeaderMap) {
+    p.headers.push((
+        header::VARY,
+        "Accept, Accept-Encoding, Accept-Language".into(),
+    ));
+    if let Some(origin) = request.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        p.headers
+            .push((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.to_owned()));
+    }
+    p.headers
+        .push((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "false".into()));
 }
 
 fn gql_errors(errors: Vec<J>) -> Prepared {
@@ -1545,6 +1587,111 @@ fn gql_error(err: apollo_compiler::response::GraphQLError, classification: &str)
     J::Object(m)
 }
 
+/// graphql-java's (ANTLR's) message for a syntax error at the location apollo-compiler
+/// found: "Invalid syntax with offending token '<EOF>' at line 1 column 30". The token
+/// is the one at that location (apollo-compiler and ANTLR agree on where for the
+/// errors checked; they may not for every error).
+fn graphql_java_syntax_error(query: &str, e: &apollo_compiler::response::GraphQLError) -> J {
+    let (line, column) = e.locations.first().map_or((1, 1), |l| (l.line, l.column));
+    let at = offset_of(query, line, column);
+    let rest = query
+        .get(at..)
+        .unwrap_or("")
+        .trim_start_matches([' ', '\t', ',']);
+    let token: String = match rest.chars().next() {
+        None => "<EOF>".into(),
+        Some(c) if c.is_alphanumeric() || c == '_' || c == '-' => rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '-')
+            .collect(),
+        Some(c) => c.to_string(),
+    };
+    let message =
+        format!("Invalid syntax with offending token '{token}' at line {line} column {column}");
+    let mut m = JsonMap::new();
+    m.insert("message", J::from(message));
+    m.insert(
+        "locations",
+        J::Array(vec![jobj(vec![
+            ("line", J::from(line)),
+            ("column", J::from(column)),
+        ])]),
+    );
+    m.insert(
+        "extensions",
+        jobj(vec![("classification", J::from("InvalidSyntax"))]),
+    );
+    J::Object(m)
+}
+
+/// The byte offset of 1-based `line` and `column` (in characters) in `text`.
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    text[start..]
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(text.len(), |(i, _)| start + i)
+}
+
+/// graphql-java's message for a field its type does not have: "Validation error
+/// (FieldUndefined@[routes/sortOrder]) : Field 'sortOrder' in type 'Route' is undefined",
+/// the path being the names of the fields down to it.
+fn graphql_java_field_undefined(
+    query: &str,
+    e: &apollo_compiler::response::GraphQLError,
+) -> String {
+    use apollo_compiler::ast::{Definition, Selection};
+    // "type `Route` does not have a field `sortOrder`"
+    let mut ticks = e.message.split('`').skip(1).step_by(2);
+    let (ty, field) = (ticks.next().unwrap_or(""), ticks.next().unwrap_or(""));
+    let at = e
+        .locations
+        .first()
+        .map(|l| offset_of(query, l.line, l.column));
+    fn walk(sel: &[Selection], at: usize, path: &mut Vec<String>) -> bool {
+        for s in sel {
+            if let Selection::Field(f) = s {
+                path.push(f.name.to_string());
+                if walk(&f.selection_set, at, path)
+                    || f.location()
+                        .is_some_and(|l| (l.offset()..l.end_offset()).contains(&at))
+                {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = Vec::new();
+    if let (Some(at), Ok(doc)) = (
+        at,
+        apollo_compiler::ast::Document::parse(query, "query.graphql"),
+    ) {
+        for d in &doc.definitions {
+            let found = match d {
+                Definition::OperationDefinition(op) => walk(&op.selection_set, at, &mut path),
+                Definition::FragmentDefinition(fr) => walk(&fr.selection_set, at, &mut path),
+                _ => false,
+            };
+            if found {
+                break;
+            }
+        }
+    }
+    if path.is_empty() {
+        path.push(field.to_owned());
+    }
+    format!(
+        "Validation error (FieldUndefined@[{}]) : Field '{field}' in type '{ty}' is undefined",
+        path.join("/")
+    )
+}
+
 /// OTP's schema as releases before 2.6 had it: without `Route.sortOrder`.
 fn schema_before_2_6() -> &'static Valid<Schema> {
     static SCHEMA: LazyLock<Valid<Schema>> = LazyLock::new(|| {
@@ -1572,31 +1719,76 @@ fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest, before_2_6: bool) -> P
     let doc = match ExecutableDocument::parse_and_validate(schema, &req.query, "query.graphql") {
         Ok(doc) => doc,
         Err(e) => {
-            let errors = e
-                .errors
+            let errors: Vec<_> = e.errors.iter().map(|d| d.to_json()).collect();
+            // graphql-java stops at the first syntax error; apollo-compiler may report
+            // one twice, or go on.
+            if let Some(syntax) = errors
                 .iter()
-                .map(|d| {
-                    let j = d.to_json();
-                    let class = if j.message.starts_with("syntax error") {
-                        "InvalidSyntax"
-                    } else {
-                        "ValidationError"
-                    };
-                    gql_error(j, class)
+                .find(|e| e.message.starts_with("syntax error"))
+            {
+                return gql_errors(vec![graphql_java_syntax_error(&req.query, syntax)]);
+            }
+            let undefined = |e: &apollo_compiler::response::GraphQLError| {
+                e.message.contains("does not have a field")
+            };
+            let any_undefined = errors.iter().any(undefined);
+            let errors = errors
+                .into_iter()
+                // apollo-compiler's follow-up when every selected field is undefined.
+                .filter(|e| !(any_undefined && e.message.contains("must have a subselection")))
+                .map(|mut e| {
+                    if undefined(&e) {
+                        e.message = graphql_java_field_undefined(&req.query, &e);
+                    }
+                    gql_error(e, "ValidationError")
                 })
                 .collect();
             return gql_errors(errors);
         }
     };
     let request_error = |e: apollo_compiler::request::RequestError| {
-        gql_errors(vec![gql_error(
-            e.to_graphql_error(&doc.sources),
-            "ValidationError",
-        )])
+        let mut e = e.to_graphql_error(&doc.sources);
+        // graphql-java's words: "Variable 'id' has an invalid value: Variable 'id' has
+        // coerced Null value for NonNull type 'String!'".
+        if let Some(name) = e
+            .message
+            .strip_prefix("missing value for non-null variable '")
+            .and_then(|rest| rest.strip_suffix('\''))
+        {
+            let ty = doc
+                .operations
+                .iter()
+                .flat_map(|op| op.variables.iter())
+                .find(|v| v.name == name)
+                .map(|v| v.ty.to_string())
+                .unwrap_or_default();
+            e.message = format!(
+                "Variable '{name}' has an invalid value: Variable '{name}' has coerced Null \
+                 value for NonNull type '{ty}'"
+            );
+        }
+        gql_errors(vec![gql_error(e, "ValidationError")])
     };
     let execution = match Execution::new(schema, &doc).operation_name(req.operation_name.as_deref())
     {
         Ok(x) => x,
+        Err(_) if req.operation_name.is_some() && doc.operations.iter().count() > 0 => {
+            let name = req.operation_name.as_deref().unwrap_or_default();
+            let message = format!("Unknown operation named '{name}'.");
+            let (message, class) = if before_2_6 {
+                let message = format!(
+                    "java.util.concurrent.ExecutionException: \
+                     graphql.execution.UnknownOperationException: {message}"
+                );
+                (message, "ExecutionAborted")
+            } else {
+                (message, "ValidationError")
+            };
+            let mut error = JsonMap::new();
+            error.insert("message", J::from(message));
+            error.insert("extensions", jobj(vec![("classification", J::from(class))]));
+            return gql_errors(vec![J::Object(error)]);
+        }
         Err(e) => return request_error(e),
     };
     let root = Obj::Query(feeds);
@@ -1616,7 +1808,13 @@ fn execute_graphql(feeds: &[Arc<Feed>], req: &GqlRequest, before_2_6: bool) -> P
                 let errors: Vec<_> = resp
                     .errors
                     .into_iter()
-                    .map(|e| gql_error(e, "DataFetchingException"))
+                    .map(|mut e| {
+                        // apollo-compiler's prefix; graphql-java's message is ours.
+                        if let Some(m) = e.message.strip_prefix("resolver error: ") {
+                            e.message = m.to_owned();
+                        }
+                        gql_error(e, "DataFetchingException")
+                    })
                     .collect();
                 out.extend_from_slice(b"\"errors\":");
                 serde_json::to_writer(&mut out, &errors).unwrap();
@@ -1725,6 +1923,36 @@ fn arg_strs(info: &ResolveInfo<'_>, name: &str) -> Option<Vec<String>> {
                 .filter_map(|v| v.as_str().map(str::to_owned))
                 .collect()
         })
+}
+
+/// OTP 2's `FeedScopedId.parse` of an id argument: an error (graphql-java's
+/// DataFetchingException, the field null) unless empty or `feed:local` with both parts.
+fn check_id(info: &ResolveInfo<'_>, id: &str) -> Result<(), FieldError> {
+    let missing = |what: &str, value: &str| {
+        format!(
+            "Missing mandatory {what} on FeedScopeId [Value cannot be null, empty or just \
+             whitespace: '{value}']"
+        )
+    };
+    let problem = match id.split_once(':') {
+        _ if id.is_empty() => return Ok(()),
+        None => format!("invalid feed-scoped-id: {id}"),
+        Some((feed, _)) if feed.trim().is_empty() => missing("feedId", feed),
+        Some((_, local)) if local.trim().is_empty() => missing("id", local),
+        Some(_) => return Ok(()),
+    };
+    let key = info
+        .field_selections()
+        .first()
+        .map_or(info.field_name(), |f| f.response_key().as_str());
+    Err(FieldError {
+        message: format!("Exception while fetching data (/{key}) : {problem}"),
+    })
+}
+
+/// [`check_id`] of the `id` argument.
+fn check_id_arg(info: &ResolveInfo<'_>) -> Result<(), FieldError> {
+    arg_str(info, "id").map_or(Ok(()), |id| check_id(info, id))
 }
 
 /// `feed:local` → the feed and the local id.
@@ -1871,6 +2099,7 @@ fn resolve_query<'a>(
                 .collect(),
         ),
         "agency" => {
+            check_id_arg(info)?;
             let found = arg_str(info, "id")
                 .and_then(|id| split_id(feeds, id))
                 .and_then(|(f, local)| {
@@ -1886,6 +2115,9 @@ fn resolve_query<'a>(
             // else feeds, transportModes, and name (the start of the short or long name,
             // any case). serviceDates is not simulated.
             if let Some(ids) = arg_strs(info, "ids") {
+                for id in &ids {
+                    check_id(info, id)?;
+                }
                 let found = ids.iter().map(|id| {
                     split_id(feeds, id)
                         .and_then(|(f, local)| f.route_by_id.get(&local).map(|&r| Obj::Route(f, r)))
@@ -1924,6 +2156,7 @@ fn resolve_query<'a>(
             objects(out)
         }
         "route" => {
+            check_id_arg(info)?;
             let found = arg_str(info, "id")
                 .and_then(|id| split_id(feeds, id))
                 .and_then(|(f, local)| f.route_by_id.get(&local).map(|&r| Obj::Route(f, r)));
@@ -1963,6 +2196,7 @@ fn resolve_query<'a>(
             objects(out)
         }
         "stop" | "station" => {
+            check_id_arg(info)?;
             let station = field == "station";
             let found = arg_str(info, "id")
                 .and_then(|id| split_id(feeds, id))
@@ -1985,6 +2219,7 @@ fn resolve_query<'a>(
             )
         }
         "trip" => {
+            check_id_arg(info)?;
             let found = arg_str(info, "id")
                 .and_then(|id| split_id(feeds, id))
                 .and_then(|(f, local)| f.trip_by_id.get(&local).map(|&t| Obj::Trip(f, t)));
@@ -1997,6 +2232,7 @@ fn resolve_query<'a>(
                 .collect(),
         ),
         "pattern" => {
+            check_id_arg(info)?;
             let found = arg_str(info, "id").and_then(|code| {
                 feeds.iter().find_map(|f| {
                     let p = f.patterns.iter().position(|p| p.code2 == code)?;
