@@ -28,8 +28,10 @@
 //!   apollo-compiler's executor, so only the selected fields come back, under their aliases,
 //!   with fragments, variables and `__typename`. An invalid query gets HTTP 200 and
 //!   `{"errors":[...]}` without `data`, as graphql-java answers. A body without `query` gets
-//!   400 text/plain "No query found in body", as `GtfsGraphQLAPI` does. Responses larger than
-//!   8 KiB are sent chunked (Jersey buffers 8 KiB before it gives up on Content-Length).
+//!   400 text/plain "No query found in body", as `GtfsGraphQLAPI` does, with `Connection:
+//!   close`. Responses larger than 8 KiB are sent chunked (Jersey buffers 8 KiB before it
+//!   gives up on Content-Length). Checked against real OTP 2.5.0 and 2.9.0: error texts are
+//!   graphql-java's, answers carry `Vary` and CORS headers and no `Date`.
 //!   Fields the simulator does not model answer `null`, or an error when not nullable.
 //! * OTP 1 REST index (`index/IndexAPI.java`, dev-1.x; checked against a real OTP 1.4.0):
 //!   Jackson with NON_NULL inclusion (null fields are left out), ids `feed:id`, 404 body
@@ -57,8 +59,10 @@
 //! reproduced here (checked against 2.5.0 and 2.9.0, which differ for patterns).
 //! Not simulated: that order for OTP 1's lists (`/routes`: routes.txt order, patterns by
 //! code), and for OTP 2 the order of a pattern's trips with the same departure (2.9: by
-//! departure, ties here in trips.txt order; 2.5 does not sort them at all). `serviceDates` filters, stop times, geometry, alerts, real-time data and
-//! gzip (OTP compresses JSON over 50 kB when asked to) are left out.
+//! departure, ties here in trips.txt order; 2.5 does not sort them at all), gzip (OTP 2
+//! compresses a chunked answer, over 8 KiB, when asked to) and OTP 2's chunk sizes
+//! (16 KiB on 2.5; about 16,000 bytes on 2.9; 8 KiB here). `serviceDates` filters, stop
+//! times, geometry, alerts and real-time data are left out.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
