@@ -126,15 +126,22 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
-/// Refuses query parameters other than `allowed` with a 400 naming the stray one.
-pub(crate) fn check_params<V>(
+/// Refuses query parameters other than `allowed` with a 400 naming the stray one, and
+/// values holding a NUL character (`%00`), which no id or text here may contain (and
+/// PostgreSQL refuses in text).
+pub(crate) fn check_params<V: AsRef<str>>(
     query: &std::collections::BTreeMap<String, V>,
     allowed: &[&str],
 ) -> ApiResult<()> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(unknown) => Err(ApiError::bad_request(format!(
+    if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
             "unknown query parameter {unknown:?}; allowed: {}",
             allowed.join(", ")
+        )));
+    }
+    match query.iter().find(|(_, v)| v.as_ref().contains('\0')) {
+        Some((name, _)) => Err(ApiError::bad_request(format!(
+            "query parameter {name:?} holds a NUL character"
         ))),
         None => Ok(()),
     }

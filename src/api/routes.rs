@@ -187,7 +187,7 @@ struct RouteListQuery {
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page, for the same filters; opaque. A cursor of other
-    /// filters, or not issued by this service, is a 400.
+    /// filters, or not issued by this service, is a 400; an empty one is the first page.
     cursor: Option<String>,
 }
 
@@ -270,8 +270,10 @@ async fn list_routes(
     let filters = hex::encode(
         &Sha256::digest(format!("{gtfs_id}\n{route_type:?}\n{agency:?}\n{needle:?}"))[..6],
     );
+    // An empty `cursor=` is the first page.
     let after = q
         .get("cursor")
+        .filter(|c| !c.is_empty())
         .map(|c| Cursor::decode(c, &filters))
         .transpose()?;
 

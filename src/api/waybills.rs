@@ -70,7 +70,7 @@ struct ListParams {
     /// Page size.
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
-    /// Opaque: the `next_cursor` of the previous page.
+    /// Opaque: the `next_cursor` of the previous page. Empty: the first page.
     cursor: Option<String>,
 }
 
@@ -108,6 +108,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(format!("cannot read the body: {e}"))
             }
         })?;
+        if let Some(field) = nul_field(&bytes) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "invalid body: {field} holds a NUL character (\\u0000), which no field may"
+                ),
+            ));
+        }
         match serde_json::from_slice(&bytes) {
             Ok(value) => Ok(JsonBody(value, bytes)),
             Err(e) if e.is_data() => Err(ApiError::new(
@@ -119,6 +127,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             ))),
         }
     }
+}
+
+/// The JSON path (`notes`, `trip_ids[2]`) of a string holding a NUL character, which
+/// PostgreSQL cannot store in text. Bodies without the escape `\u0000` (nearly all) are
+/// not parsed a second time.
+fn nul_field(body: &[u8]) -> Option<String> {
+    if !body.windows(6).any(|w| w == br"\u0000") {
+        return None;
+    }
+    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
+        use serde_json::Value as V;
+        match v {
+            V::String(s) if s.contains('\0') => Some(path.to_owned()),
+            V::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
+            V::Object(map) => map.iter().find_map(|(k, v)| {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if k.contains('\0') {
+                    Some(here.replace('\0', "\\u0000"))
+                } else {
+                    walk(v, &here)
+                }
+            }),
+            _ => None,
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    walk(&value, "")
 }
 
 /// What a database error means for the client: 503 when the database cannot be reached
@@ -538,7 +580,12 @@ async fn list(
                 ))
             })?,
     };
-    let after = q.get("cursor").map(|c| decode_cursor(c)).transpose()?;
+    // An empty `cursor=` is the first page.
+    let after = q
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_cursor(c))
+        .transpose()?;
     let started = Instant::now();
     let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
     // One more than asked: whether there is a next page.
@@ -584,20 +631,25 @@ pub struct StatusChange {
     pub notes: Option<String>,
 }
 
-/// The version `If-Match` names (`"3"`, `W/"3"` or `3`).
-fn if_match(headers: &HeaderMap) -> ApiResult<i32> {
+/// The version `If-Match` names; `None` for `*`, which matches any current version (RFC
+/// 9110, 13.1.1).
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<i32>> {
     let value = headers.get(header::IF_MATCH).ok_or_else(|| {
         ApiError::new(
             StatusCode::PRECONDITION_REQUIRED,
             "send If-Match with the waybill's ETag (its version)",
         )
     })?;
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+    let text = value.to_str().ok().map(str::trim);
+    if text == Some("*") {
+        return Ok(None);
+    }
+    text.map(|v| v.trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\""))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\", or *")
+        })
 }
 
 /// Checks a status move against the current waybill and says what to write.
@@ -667,7 +719,7 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
     request_body = StatusChange,
     params(
         ("id" = String, Path, description = "The waybill's id (a UUID)."),
-        ("If-Match" = String, Header, description = "The waybill's current ETag (its version)."),
+        ("If-Match" = String, Header, description = "The waybill's current ETag (its version), or `*` for whatever version is current."),
     ),
     security((), ("api_token" = [])),
     responses(
@@ -699,7 +751,9 @@ async fn change(
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
-    if current.version != expected {
+    if let Some(expected) = expected
+        && current.version != expected
+    {
         return Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             format!(
@@ -743,15 +797,32 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_are_found_by_their_field() {
+        assert_eq!(nul_field(br#"{"notes":"fine"}"#), None);
+        // A backslash followed by u0000 is text, not a NUL.
+        assert_eq!(nul_field(br#"{"notes":"\\u0000"}"#), None);
+        assert_eq!(
+            nul_field(br#"{"notes":"a\u0000b"}"#).as_deref(),
+            Some("notes")
+        );
+        assert_eq!(
+            nul_field(br#"{"trip_ids":["x","\u0000"]}"#).as_deref(),
+            Some("trip_ids[1]")
+        );
+        assert_eq!(nul_field(br#"{"a\u0000":1}"#).as_deref(), Some("a\\u0000"));
+    }
+
+    #[test]
     fn if_match_forms() {
         let h = |v: &'static str| {
             let mut h = HeaderMap::new();
             h.insert(header::IF_MATCH, HeaderValue::from_static(v));
             h
         };
-        assert_eq!(if_match(&h("\"3\"")).unwrap(), 3);
-        assert_eq!(if_match(&h("W/\"4\"")).unwrap(), 4);
-        assert_eq!(if_match(&h("5")).unwrap(), 5);
+        assert_eq!(if_match(&h("\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(&h("W/\"4\"")).unwrap(), Some(4));
+        assert_eq!(if_match(&h("5")).unwrap(), Some(5));
+        assert_eq!(if_match(&h("*")).unwrap(), None);
         assert_eq!(
             if_match(&HeaderMap::new()).unwrap_err().status(),
             StatusCode::PRECONDITION_REQUIRED

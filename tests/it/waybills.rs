@@ -2278,6 +2278,56 @@ async fn patch_needs_if_match_and_follows_the_state_machine() {
 }
 
 #[tokio::test]
+async fn nul_characters_are_refused_by_field_and_if_match_star_and_empty_cursor_work() {
+    let h = Harness::start(&[]).await;
+    let cal = &*CALTRAIN;
+    let a = cal.sequential("Lo-130", day("2018-06-01"), 1)[0];
+    let good = wb(
+        "2018-06-01",
+        "nul-v",
+        "nul-d",
+        "caltrain",
+        "Lo-130",
+        &[&a.id],
+    );
+    for field in ["notes", "vehicle_id", "number", "driver_id"] {
+        let mut body = good.clone();
+        body[field] = json!("a\u{0}b");
+        h.post(&body).await.problem_naming(422, field);
+    }
+    h.assert_rows(0, 0, "nothing written").await;
+    // `%00` in a query parameter.
+    h.list(&[("vehicle_id", "a\u{0}")])
+        .await
+        .problem_naming(400, "vehicle_id");
+    // An empty cursor is the first page.
+    let w = h.post(&good).await.created();
+    let id = id_of(&w);
+    let (rows, _) = page(&h.list(&[("cursor", "")]).await);
+    assert_eq!(rows.len(), 1);
+    // PATCH: a NUL in notes is refused and changes nothing; `If-Match: *` matches any version.
+    h.patch(
+        &id,
+        Some(1),
+        &json!({"status": "cancelled", "notes": "x\u{0}"}),
+    )
+    .await
+    .problem_naming(422, "notes");
+    let res = h
+        .send(
+            Method::PATCH,
+            &format!("/waybills/{id}"),
+            &[("content-type", "application/json"), ("if-match", "*")],
+            Some(br#"{"status":"cancelled"}"#.to_vec()),
+        )
+        .await;
+    let changed = res.ok();
+    assert_eq!(changed["status"], "cancelled", "{changed}");
+    assert_eq!(changed["version"], 2, "{changed}");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn authentication_comes_before_the_body_and_the_scheme_is_any_case() {
     let h = Harness::start(&[("GTFS_API_TOKEN", "s3cret-token")]).await;
     // Without the token, every body gets the same 401: nothing about the schema.
