@@ -24,25 +24,6 @@ fn feed<'a>(feeds: &'a [Value], id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("feed {id} in {feeds:?}"))
 }
 
-/// Triggers a refresh and waits for it to finish.
-async fn refresh_now(app: &TestApp) {
-    let before = app.state.instances[0].status().refreshes;
-    let res = app
-        .client
-        .post(app.url("/instances/sim/refresh"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    for _ in 0..600 {
-        if app.state.instances[0].status().refreshes > before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("refresh did not finish");
-}
-
 const ALL_FEEDS: [&str; 5] = ["sample-feed", "caltrain", "bart", "cdmx", "wmata"];
 
 #[tokio::test]
@@ -136,7 +117,7 @@ async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
     // The server is upgraded: the next refresh asks with sortOrder again, and keeps to it.
     sim.set_before_2_6(false);
     let before = sim.requests_for("Routes");
-    refresh_now(&app).await;
+    app.refresh_now().await;
     assert_eq!(sim.requests_for("Routes"), before + per_feed, "no refusal");
     let instances: Value = app.get("/instances").await.json().await.unwrap();
     assert_eq!(instances["instances"][0]["graphql_dialect"], "current");
@@ -170,7 +151,7 @@ async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded(
     }
     assert_eq!(fetches().await, vec![("updated".into(), Some(200))]);
     let before = sim.requests_for("/gtfs/caltrain.zip");
-    refresh_now(&app).await;
+    app.refresh_now().await;
     assert_eq!(
         sim.requests_for("/gtfs/caltrain.zip"),
         before + 1,
@@ -189,7 +170,7 @@ async fn an_unchanged_zip_costs_one_conditional_request_and_a_new_one_is_loaded(
     // A new version of the file is downloaded and parsed.
     let bart = std::fs::read(crate::support::fixture_path("bart")).unwrap();
     sim.set_zip("caltrain", bart);
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let f = feeds(&app).await;
     assert_ne!(feed(&f, "caltrain")["version"], version);
     assert_eq!(
@@ -213,13 +194,13 @@ async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
     assert_eq!(good["last_error"], Value::Null);
 
     sim.set_zip("caltrain", vec![b'x'; 200_000]);
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let f = feed(&feeds(&app).await, "caltrain").clone();
     assert!(f["last_error"].as_str().unwrap().contains("100000"), "{f}");
     assert_eq!(f["version"], good["version"], "last good version kept");
 
     sim.set_zip("caltrain", b"PK\x03\x04 this is not a zip".to_vec());
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let f = feed(&feeds(&app).await, "caltrain").clone();
     assert!(
         f["last_error"]
@@ -496,8 +477,8 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
     let app = spawn_loaded(sim_config(&sim.url(), "otp2", "", &env)).await;
     let good = feed(&feeds(&app).await, "caltrain").clone();
     sim.stop_listening().await;
-    refresh_now(&app).await;
-    refresh_now(&app).await;
+    app.refresh_now().await;
+    app.refresh_now().await;
     let instances: Value = app.get("/instances").await.json().await.unwrap();
     assert_eq!(
         instances["instances"][0]["http"]["breaker"]["state"], "open",
@@ -516,7 +497,7 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
 
     sim.resume_listening().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let instances: Value = app.get("/instances").await.json().await.unwrap();
     assert_eq!(
         instances["instances"][0]["http"]["breaker"]["state"], "closed",

@@ -58,29 +58,6 @@ async fn feed_id_of(app: &TestApp, otp: &RealOtp, csv: &FeedCsv) -> String {
     panic!("no feed of OTP 1 has the routes of {}", csv.name)
 }
 
-/// Triggers a refresh of the (only) instance and waits for it to finish.
-async fn refresh_now(app: &TestApp) {
-    let before = app.state.instances[0].status().refreshes;
-    let res = app
-        .client
-        .post(app.url("/instances/sim/refresh"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202, "{:?}", res.text().await);
-    wait_refreshes(app, before + 1).await;
-}
-
-async fn wait_refreshes(app: &TestApp, n: u64) {
-    for _ in 0..1200 {
-        if app.state.instances[0].status().refreshes >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("refresh {n} did not finish");
-}
-
 /// The service over `otp`, crawling every route (no spacing), loaded.
 async fn spawn_over(otp: &RealOtp, extra: &str, env: &[(&str, &str)]) -> TestApp {
     let mut vars = vec![("GTFS_RATE_LIMIT_DELAY", "0")];
@@ -161,7 +138,7 @@ async fn routes_and_patterns_equal_the_feed_files_and_an_unchanged_refresh_is_ch
         .collect();
     let sent = app.state.instances[0].client.report().requests_sent;
     let wire = SynCounter::start(otp.port);
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let opened = wire.settled().await;
     let after: Vec<Value> = feeds(&app)
         .await
@@ -639,7 +616,7 @@ async fn otp_killed_during_a_crawl_then_started_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     otp.kill();
-    wait_refreshes(&app, 1).await;
+    app.wait_refreshes(1).await;
 
     // The breaker opened, /instances says why, the crawled feeds are served.
     let inst = instance(&app).await;
@@ -667,7 +644,7 @@ async fn otp_killed_during_a_crawl_then_started_again() {
     // Started again: the next refresh succeeds and the breaker closes.
     otp.start_again().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    refresh_now(&app).await;
+    app.refresh_now().await;
     let inst = instance(&app).await;
     assert_eq!(inst["status"]["last_error"], Value::Null, "{inst}");
     assert_eq!(inst["http"]["breaker"]["state"], "closed", "{inst}");
@@ -737,7 +714,7 @@ async fn otp_paused_times_out_inside_the_breaker_and_nobody_waits_longer() {
 
     // A refresh while OTP is paused fails within the bound too, and keeps the data.
     let started = Instant::now();
-    refresh_now(&app).await;
+    app.refresh_now().await;
     assert!(
         started.elapsed() < bound,
         "refresh took {:?}",

@@ -141,6 +141,30 @@ impl TestApp {
         served
     }
 
+    /// Asks for a refresh of the (first) instance `sim` and waits for it to finish.
+    pub async fn refresh_now(&self) {
+        let before = self.state.instances[0].status().refreshes;
+        let res = self
+            .client
+            .post(self.url("/instances/sim/refresh"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202, "{:?}", res.text().await);
+        self.wait_refreshes(before + 1).await;
+    }
+
+    /// Waits until the (first) instance has finished `n` refreshes (at most a minute).
+    pub async fn wait_refreshes(&self, n: u64) {
+        for _ in 0..1200 {
+            if self.state.instances[0].status().refreshes >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("refresh {n} did not finish");
+    }
+
     /// Waits until `/readyz` answers `status`, or panics after `within`.
     pub async fn wait_ready_status(&self, status: u16, within: Duration) {
         let start = Instant::now();
