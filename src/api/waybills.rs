@@ -623,12 +623,32 @@ pub struct StatusChange {
     pub actual_start: Option<Timestamp>,
     #[serde(default)]
     pub actual_end: Option<Timestamp>,
-    #[serde(default)]
+    /// Kilometres; an integer in JSON Schema's sense, so `4234.0` is one too.
+    #[serde(default, deserialize_with = "whole_number")]
     pub odometer_start: Option<i64>,
-    #[serde(default)]
+    /// Kilometres, at least `odometer_start`; `4234.0` is an integer too.
+    #[serde(default, deserialize_with = "whole_number")]
     pub odometer_end: Option<i64>,
     #[serde(default)]
     pub notes: Option<String>,
+}
+
+/// An optional integer, taking JSON numbers with a zero fraction (`4234.0`) as JSON
+/// Schema's `integer` does; `4234.5` and out-of-range numbers are refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number"))),
+    }
 }
 
 /// The version `If-Match` names; `None` for `*`, which matches any current version (RFC
@@ -810,6 +830,23 @@ mod tests {
             Some("trip_ids[1]")
         );
         assert_eq!(nul_field(br#"{"a\u0000":1}"#).as_deref(), Some("a\\u0000"));
+    }
+
+    #[test]
+    fn odometers_are_whole_numbers_with_or_without_a_zero_fraction() {
+        let parse = |v: &str| {
+            serde_json::from_str::<StatusChange>(&format!(
+                r#"{{"status":"completed","odometer_end":{v}}}"#
+            ))
+            .map(|c| c.odometer_end)
+        };
+        assert_eq!(parse("4234").unwrap(), Some(4234));
+        assert_eq!(parse("4234.0").unwrap(), Some(4234));
+        assert_eq!(parse("4.234e3").unwrap(), Some(4234));
+        assert_eq!(parse("null").unwrap(), None);
+        for bad in ["4234.5", "1e300", "\"4234\"", "18446744073709551615"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
