@@ -13,6 +13,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::feed::snapshot::FeedSnapshot;
 
+/// Limits on a waybill's text, exactly as the OpenAPI document states them (a test
+/// compares): lengths in characters (JSON Schema's unit), and which characters.
+pub mod limits {
+    /// `vehicle_id`, `driver_id`, `number`: the operator's own ids.
+    pub const ID: usize = 64;
+    /// `gtfs_id`, `route_id` and each trip id: GTFS ids.
+    pub const GTFS_ID: usize = 255;
+    /// `notes`.
+    pub const NOTES: usize = 2000;
+    /// Trips on one waybill.
+    pub const TRIPS: usize = 500;
+    /// An id: no control character (U+0000-U+001F, U+007F), and not only blanks.
+    pub const ID_PATTERN: &str =
+        r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$";
+    /// Notes: any text without NUL (PostgreSQL cannot store it).
+    pub const NOTES_PATTERN: &str = r"^[^\u0000]*$";
+}
+
 /// `POST /waybills`' body.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,17 +39,127 @@ pub struct NewWaybill {
     #[serde(deserialize_with = "iso_date")]
     #[schema(value_type = String, format = Date)]
     pub service_date: Date,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+    )]
     pub vehicle_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+    )]
     pub driver_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+    )]
     pub gtfs_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+    )]
     pub route_id: String,
-    /// GTFS trip_ids of the route, running that date, not overlapping in time.
+    /// GTFS trip_ids of the route, running that date, not overlapping in time; each
+    /// 1 to 255 characters, no control character, not only blanks.
+    #[schema(schema_with = trip_ids_schema)]
     pub trip_ids: Vec<String>,
     /// The operator's own waybill number; unique.
     #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F]*[^\s\u0000-\u001F\u007F][^\u0000-\u001F\u007F]*$"
+    )]
     pub number: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     pub notes: Option<String>,
+}
+
+fn trip_ids_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(limits::GTFS_ID))
+                .pattern(Some(limits::ID_PATTERN)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(limits::TRIPS))
+        .description(Some(
+            "GTFS trip_ids of the route, running that date, not overlapping in time; each \
+             1 to 255 characters, no control character, not only blanks.",
+        ))
+        .build()
+}
+
+/// Whether `value` is an id as [`limits::ID_PATTERN`] says, of at most `max` characters.
+pub fn check_id(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(Invalid(format!(
+            "{field} has {chars} characters; at most {max}"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() && (c as u32) < 0x80) {
+        return Err(Invalid(format!("{field} holds a control character")));
+    }
+    // ECMA-262's \s (the pattern's) is Unicode White_Space plus U+FEFF.
+    if value.chars().all(|c| c.is_whitespace() || c == '\u{feff}') {
+        return Err(Invalid(format!("{field} must not be empty or blank")));
+    }
+    Ok(())
+}
+
+/// Whether `value` is notes as [`limits::NOTES_PATTERN`] says.
+pub fn check_notes(field: &str, value: &str) -> Result<(), Invalid> {
+    let chars = value.chars().count();
+    if chars > limits::NOTES {
+        return Err(Invalid(format!(
+            "{field} has {chars} characters; at most {}",
+            limits::NOTES
+        )));
+    }
+    if value.contains('\0') {
+        return Err(Invalid(format!("{field} holds a NUL character")));
+    }
+    Ok(())
+}
+
+impl NewWaybill {
+    /// The limits of the document on every field, before anything is looked up.
+    pub fn check_fields(&self) -> Result<(), Invalid> {
+        check_id("vehicle_id", &self.vehicle_id, limits::ID)?;
+        check_id("driver_id", &self.driver_id, limits::ID)?;
+        if let Some(number) = &self.number {
+            check_id("number", number, limits::ID)?;
+        }
+        check_id("gtfs_id", &self.gtfs_id, limits::GTFS_ID)?;
+        check_id("route_id", &self.route_id, limits::GTFS_ID)?;
+        if self.trip_ids.is_empty() {
+            return Err(Invalid("trip_ids must list at least one trip".into()));
+        }
+        if self.trip_ids.len() > limits::TRIPS {
+            return Err(Invalid(format!(
+                "trip_ids lists {} trips; at most {}",
+                self.trip_ids.len(),
+                limits::TRIPS
+            )));
+        }
+        for (i, trip) in self.trip_ids.iter().enumerate() {
+            check_id(&format!("trip_ids[{i}]"), trip, limits::GTFS_ID)?;
+        }
+        if let Some(notes) = &self.notes {
+            check_notes("notes", notes)?;
+        }
+        Ok(())
+    }
 }
 
 fn iso_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Date, D::Error> {

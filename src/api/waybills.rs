@@ -63,8 +63,14 @@ struct ListParams {
     /// `YYYY-MM-DD`.
     #[param(value_type = Option<String>, format = Date)]
     service_date: Option<String>,
+    /// At most 255 characters, as a waybill's `route_id`.
+    #[param(max_length = 255)]
     route_id: Option<String>,
+    /// At most 64 characters, as a waybill's `vehicle_id`.
+    #[param(max_length = 64)]
     vehicle_id: Option<String>,
+    /// At most 64 characters, as a waybill's `driver_id`.
+    #[param(max_length = 64)]
     driver_id: Option<String>,
     status: Option<Status>,
     /// Page size.
@@ -282,6 +288,8 @@ async fn create(
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let JsonBody(req, raw) = body;
+    req.check_fields()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -367,7 +375,8 @@ async fn create_once(
         Some(_) => Some(state.db.pool.begin().await?),
         None => None,
     };
-    if let (Some(key), Some(tx)) = (key, tx.as_mut()) {
+    let tx_slot = &mut tx;
+    if let (Some(key), Some(tx)) = (key, tx_slot.as_mut()) {
         if !store::lock_key(tx, key).await? {
             return Err(Attempt::Fail(
                 ApiError::new(
@@ -378,6 +387,12 @@ async fn create_once(
             ));
         }
         if let Some(stored) = store::stored_answer(tx, key).await? {
+            // Release the key's lock before answering. A transaction that is only dropped
+            // is rolled back when its connection is next used, so the lock would outlive
+            // the answer and the client's next request with the key would get a 409.
+            if let Some(open) = tx_slot.take() {
+                open.rollback().await?;
+            }
             if stored.fingerprint != fingerprint {
                 return Err(Attempt::Fail(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -472,7 +487,7 @@ fn parse_id(text: &str) -> ApiResult<Uuid> {
     get,
     path = "/waybills/{id}",
     tag = "waybills",
-    params(("id" = String, Path, description = "The waybill's id (a UUID).")),
+    params(("id" = String, Path, format = Uuid, description = "The waybill's id (a UUID).")),
     responses(
         (status = 200, description = "The waybill.", body = Waybill, headers(("ETag" = String, description = "The version, quoted."))),
         (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
@@ -543,6 +558,20 @@ async fn list(
         "cursor",
     ];
     super::check_params(&q, &ALLOWED)?;
+    for (name, max) in [
+        ("route_id", waybill::limits::GTFS_ID),
+        ("vehicle_id", waybill::limits::ID),
+        ("driver_id", waybill::limits::ID),
+    ] {
+        if let Some(value) = q.get(name) {
+            let chars = value.chars().count();
+            if chars > max {
+                return Err(ApiError::bad_request(format!(
+                    "{name} has {chars} characters; at most {max}"
+                )));
+            }
+        }
+    }
     let filters = Filters {
         service_date: q
             .get("service_date")
@@ -630,6 +659,7 @@ pub struct StatusChange {
     #[serde(default, deserialize_with = "whole_number")]
     pub odometer_end: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
     pub notes: Option<String>,
 }
 
@@ -738,7 +768,7 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
     tag = "waybills",
     request_body = StatusChange,
     params(
-        ("id" = String, Path, description = "The waybill's id (a UUID)."),
+        ("id" = String, Path, format = Uuid, description = "The waybill's id (a UUID)."),
         ("If-Match" = String, Header, description = "The waybill's current ETag (its version), or `*` for whatever version is current."),
     ),
     security((), ("api_token" = [])),
@@ -764,6 +794,10 @@ async fn change(
     JsonBody(req, _): JsonBody<StatusChange>,
 ) -> ApiResult<Response> {
     let started = Instant::now();
+    if let Some(notes) = &req.notes {
+        waybill::check_notes("notes", notes)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    }
     let id = parse_id(&id)?;
     let expected = if_match(&headers)?;
     let mut tx = state.db.pool.begin().await.map_err(db_error)?;

@@ -1004,3 +1004,52 @@ fn answers_that_stray_from_the_schema_are_reported() {
     fresh.answer("GET", "/x", &answer(json!({"id": 1, "state": "on"}), true));
     assert_eq!(fresh.never_seen(), ["Thing.at", "Thing.note"]);
 }
+
+#[tokio::test]
+async fn every_string_a_client_sends_has_a_documented_length_and_character_rule() {
+    use gtfs_fetch::waybill::limits;
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let id = json!({"min": 1, "max": limits::ID, "pattern": limits::ID_PATTERN});
+    let gtfs = json!({"min": 1, "max": limits::GTFS_ID, "pattern": limits::ID_PATTERN});
+    let notes = json!({"min": null, "max": limits::NOTES, "pattern": limits::NOTES_PATTERN});
+    let rule = |s: &Value| json!({"min": s.get("minLength"), "max": s["maxLength"], "pattern": s["pattern"]});
+    for (schema, field, want) in [
+        ("NewWaybill", "vehicle_id", &id),
+        ("NewWaybill", "driver_id", &id),
+        ("NewWaybill", "number", &id),
+        ("NewWaybill", "gtfs_id", &gtfs),
+        ("NewWaybill", "route_id", &gtfs),
+        ("NewWaybill", "notes", &notes),
+        ("StatusChange", "notes", &notes),
+    ] {
+        let prop = &schemas[schema]["properties"][field];
+        assert_eq!(&rule(prop), want, "{schema}.{field}: {prop}");
+    }
+    let trips = &schemas["NewWaybill"]["properties"]["trip_ids"];
+    assert_eq!(trips["minItems"], 1, "{trips}");
+    assert_eq!(trips["maxItems"], limits::TRIPS, "{trips}");
+    assert_eq!(rule(&trips["items"]), gtfs, "{trips}");
+    // Every string property of a request body has a maximum.
+    for schema in ["NewWaybill", "StatusChange"] {
+        for (name, prop) in schemas[schema]["properties"].as_object().unwrap() {
+            let is_string = prop["type"] == "string"
+                || prop["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("string")));
+            let bounded = prop.get("maxLength").is_some()
+                || prop.get("format").is_some()
+                || prop.get("$ref").is_some()
+                || prop.get("enum").is_some();
+            assert!(
+                !is_string || bounded,
+                "{schema}.{name} has no maxLength: {prop}"
+            );
+        }
+    }
+    let waybill = operation(&doc, "GET", "/waybills/{id}");
+    let id_param = &waybill["parameters"][0];
+    assert_eq!(id_param["schema"]["format"], "uuid", "{id_param}");
+    app.stop().await.unwrap();
+}
