@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gtfs_fetch::config::Config;
-use gtfs_fetch::otp::client::{Call, OtpClient, Response};
+use gtfs_fetch::otp::client::{Call, OtpClient, Response, http_client_builder};
 use gtfs_fetch::otp::otp2;
 use url::Url;
 
@@ -401,7 +401,8 @@ async fn section_a(config: &Config, q: &Query<'_>, wire: &mut Wire) {
 // (b) TLS with added latency
 // ---------------------------------------------------------------------------------------
 
-/// `build_http_client`'s settings, trusting only `ca`; connections counted into `conns`.
+/// The service's client settings (`http_client_builder`), trusting only `ca`; connections
+/// counted into `conns`.
 fn tls_client(
     config: &Config,
     ca: &reqwest::Certificate,
@@ -409,20 +410,8 @@ fn tls_client(
     tls12: bool,
     conns: Arc<AtomicU64>,
 ) -> reqwest::Client {
-    let count = tower::util::MapResponseLayer::new(move |conn| {
-        conns.fetch_add(1, Ordering::Relaxed);
-        conn
-    });
-    let mut builder = reqwest::Client::builder()
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(if pooled { config.connection_limit } else { 0 })
-        .pool_idle_timeout(config.http_pool_idle_timeout)
-        .tcp_keepalive(config.http_tcp_keepalive)
-        .connect_timeout(config.http_connect_timeout)
+    let mut builder = http_client_builder(config, conns, pooled)
         .timeout(Duration::from_secs(10))
-        .user_agent(concat!("gtfs-fetch/", env!("CARGO_PKG_VERSION")))
-        .connector_layer(count)
         .tls_certs_only([ca.clone()]);
     if tls12 {
         builder = builder.tls_version_max(reqwest::tls::Version::TLS_1_2);

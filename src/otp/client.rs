@@ -237,6 +237,16 @@ pub fn build_http_client(
     connections: Arc<AtomicU64>,
     pooled: bool,
 ) -> reqwest::Result<reqwest::Client> {
+    http_client_builder(config, connections, pooled).build()
+}
+
+/// [`build_http_client`]'s settings, for a caller that adds its own (the TLS benchmark
+/// adds the certificate it trusts).
+pub fn http_client_builder(
+    config: &Config,
+    connections: Arc<AtomicU64>,
+    pooled: bool,
+) -> reqwest::ClientBuilder {
     let count = tower::util::MapResponseLayer::new(move |conn| {
         connections.fetch_add(1, Ordering::Relaxed);
         let _ = OPENED_CONNECTION.try_with(|opened| opened.set(true));
@@ -251,7 +261,6 @@ pub fn build_http_client(
         .connect_timeout(config.http_connect_timeout)
         .user_agent(concat!("gtfs-fetch/", env!("CARGO_PKG_VERSION")))
         .connector_layer(count)
-        .build()
 }
 
 /// The client of one OTP instance.
