@@ -255,8 +255,8 @@ fn log_timing(op: &'static str, status: u16, validate: Duration, db: Duration, s
 ///
 /// The route must exist, every trip must belong to it and run on the service date, and
 /// trips must not overlap. The vehicle and the driver must be free for the planned times
-/// (enforced by the database). With `Idempotency-Key`, the same key and body give the
-/// stored answer again; the same key with another body, 422; while the first request
+/// (enforced by the database). With `Idempotency-Key`, the same key and body (compared
+/// as JSON: key order and whitespace do not matter) give the stored answer again; the same key with another body, 422; while the first request
 /// with the key is in flight, 409.
 #[utoipa::path(
     post,
@@ -307,7 +307,7 @@ async fn create(
         }
     };
     let fingerprint = hex::encode(Sha256::digest(
-        [b"POST /waybills\n".as_slice(), &raw].concat(),
+        [b"POST /waybills\n".as_slice(), &canonical_json(&raw)].concat(),
     ));
     let mut attempt = 1;
     loop {
@@ -320,6 +320,58 @@ async fn create(
             }
             Err(Attempt::Retry(e)) => return Err(db_error(e)),
         }
+    }
+}
+
+/// The canonical form of a JSON body, what an idempotency key's fingerprint is taken
+/// over: object keys sorted, no insignificant whitespace, and a whole number written the
+/// same whether it came as `4234` or `4234.0` (both are the same request to the API). Two
+/// bodies that mean the same request have the same form. Bytes that are not JSON (already
+/// refused by [`JsonBody`]) are returned as they are.
+fn canonical_json(raw: &[u8]) -> Vec<u8> {
+    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push(b'{');
+                for (i, (k, v)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(&Value::String(k.clone()), out);
+                    out.push(b':');
+                    write(v, out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(v, out);
+                }
+                out.push(b']');
+            }
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    out.extend_from_slice((f as i64).to_string().as_bytes());
+                }
+                _ => out.extend_from_slice(n.to_string().as_bytes()),
+            },
+            other => out.extend_from_slice(other.to_string().as_bytes()),
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(value) => {
+            let mut out = Vec::with_capacity(raw.len());
+            write(&value, &mut out);
+            out
+        }
+        Err(_) => raw.to_vec(),
     }
 }
 
@@ -881,6 +933,30 @@ mod tests {
         for bad in ["4234.5", "1e300", "\"4234\"", "18446744073709551615"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn one_request_has_one_canonical_form() {
+        let a = canonical_json(br#"{"b": [1, {"y": 2, "x": 4234.0}], "a": "\u00e9"}"#);
+        let b = canonical_json("{\"a\":\"é\",\n \"b\":[1,{\"x\":4234,\"y\":2}]}".as_bytes());
+        assert_eq!(
+            String::from_utf8_lossy(&a),
+            r#"{"a":"é","b":[1,{"x":4234,"y":2}]}"#
+        );
+        assert_eq!(a, b);
+        // Other values are other requests.
+        assert_ne!(
+            canonical_json(br#"{"a":1.5}"#),
+            canonical_json(br#"{"a":1}"#)
+        );
+        assert_ne!(
+            canonical_json(br#"{"a":"1"}"#),
+            canonical_json(br#"{"a":1}"#)
+        );
+        assert_ne!(
+            canonical_json(br#"{"a":[1,2]}"#),
+            canonical_json(br#"{"a":[2,1]}"#)
+        );
     }
 
     #[test]

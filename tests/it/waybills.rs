@@ -1706,6 +1706,36 @@ async fn a_hundred_concurrent_posts_with_one_key_make_one_row() {
     let replay = h.post_key(&body, "one-key-for-all").await;
     assert_eq!(replay.status, 201, "{}", replay.text());
     assert_eq!(replay.json(), w);
+    // The same request written another way (keys in another order, other whitespace) is
+    // the same request: the stored answer, not 422.
+    let mut pairs: Vec<(String, Value)> = body
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    pairs.reverse();
+    let reordered = format!(
+        "{{\n  {}\n}}",
+        pairs
+            .iter()
+            .map(|(k, v)| format!(
+                "{} :  {}",
+                json!(k),
+                serde_json::to_string_pretty(v).unwrap()
+            ))
+            .collect::<Vec<_>>()
+            .join(",\n  ")
+    );
+    assert_ne!(reordered.as_bytes(), serde_json::to_vec(&body).unwrap());
+    let replay = h
+        .post_bytes(
+            reordered.into_bytes(),
+            &[("idempotency-key", "one-key-for-all")],
+        )
+        .await;
+    assert_eq!(replay.status, 201, "{}", replay.text());
+    assert_eq!(replay.json(), w);
     // Same key, another body: refused, nothing written.
     let mut other = body.clone();
     other["notes"] = json!("changed my mind");
