@@ -391,6 +391,9 @@ pub struct Instance {
     pub headers: BTreeMap<String, Secret>,
     /// Crawl every route's detail after a refresh.
     pub prefetch_routes: bool,
+    /// `/readyz` may say ready while this instance serves no feed (a new OTP with no data
+    /// yet); by default an instance that serves nothing keeps the service unready.
+    pub allow_empty: bool,
     pub feeds: Vec<FeedSource>,
 }
 
@@ -413,6 +416,7 @@ impl Instance {
             "refresh_interval": self.refresh_interval.as_secs_f64(),
             "headers": self.headers.keys().map(|k| (k.clone(), json!(REDACTED))).collect::<serde_json::Map<_, _>>(),
             "prefetch_routes": self.prefetch_routes,
+            "allow_empty": self.allow_empty,
             "feeds": self.feeds.iter().map(|f| json!({"gtfs_id": f.gtfs_id, "zip_url": f.zip_url})).collect::<Vec<_>>(),
         })
     }
@@ -436,6 +440,8 @@ struct RawInstance {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     prefetch_routes: bool,
+    #[serde(default)]
+    allow_empty: bool,
     #[serde(default)]
     feeds: Vec<RawFeed>,
 }
@@ -566,6 +572,7 @@ impl RawInstance {
             refresh_interval,
             headers,
             prefetch_routes: self.prefetch_routes,
+            allow_empty: self.allow_empty,
             feeds,
         })
     }

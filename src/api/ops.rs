@@ -22,6 +22,7 @@ use super::openapi::Problem;
 use super::{ApiError, ApiResult};
 use crate::config::Api as InstanceApi;
 use crate::otp::client::ClientReport as HttpClientReport;
+use crate::otp::instance::InstanceRuntime;
 use crate::state::AppState;
 use crate::telemetry::{Sample, memory_sample};
 
@@ -87,8 +88,9 @@ async fn healthz() -> Json<Json_> {
 
 /// Readiness: whether the service can do its work.
 ///
-/// 200 when the database answers and every OTP instance has finished its first refresh;
-/// 503 otherwise, and while shutting down, with a reason per check.
+/// 200 when the database answers and every OTP instance has finished its first refresh
+/// and serves at least one feed (or is configured with `allow_empty = true`); 503
+/// otherwise, and while shutting down. The body lists every check with its state.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -112,16 +114,11 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
         failing.push("shutting down".to_owned());
     }
     for instance in &state.instances {
-        if !instance.tried() {
-            checks.insert(
-                format!("instance:{}", instance.name()),
-                json!("first refresh not finished"),
-            );
-            failing.push(format!(
-                "instance {}: first refresh not finished",
-                instance.name()
-            ));
+        let (check, ok) = instance_readiness(&state, instance);
+        if !ok {
+            failing.push(format!("instance {}: {check}", instance.name()));
         }
+        checks.insert(format!("instance:{}", instance.name()), json!(check));
     }
     match state.db.check().await {
         Ok(()) => {
@@ -248,14 +245,42 @@ enum HealthStatus {
     Ok,
 }
 
+/// One instance's readiness check: its state in words, and whether it passes. An instance
+/// passes once its first refresh has finished and it serves at least one feed (the last
+/// good data of a failed refresh counts), or it is configured with `allow_empty`.
+fn instance_readiness(state: &AppState, instance: &InstanceRuntime) -> (String, bool) {
+    if !instance.tried() {
+        return ("first refresh not finished".into(), false);
+    }
+    let served = state
+        .feeds
+        .all()
+        .iter()
+        .filter(|f| f.instance == instance.name() && f.current().is_some())
+        .count();
+    match served {
+        0 if instance.config.allow_empty => ("ok: no feed served (allow_empty)".into(), true),
+        0 => {
+            let why = instance
+                .status()
+                .last_error
+                .unwrap_or_else(|| "the instance lists no feed".into());
+            (format!("no feed served: {why}"), false)
+        }
+        1 => ("ok: 1 feed served".into(), true),
+        n => (format!("ok: {n} feeds served"), true),
+    }
+}
+
 /// `GET /readyz` when ready.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 struct Readiness {
     status: ReadyStatus,
-    /// Every check with its state: `database` (`ok` or why not) and, while they are not
-    /// ready, `instance:{name}` and `shutdown`.
-    #[schema(example = json!({"database": "ok"}))]
+    /// Every check with its state: `database` (`ok` or why not), `instance:{name}` for
+    /// each instance (`ok: 3 feeds served`, `ok: no feed served (allow_empty)`) and, while
+    /// shutting down, `shutdown`.
+    #[schema(example = json!({"database": "ok", "instance:city": "ok: 3 feeds served"}))]
     checks: BTreeMap<String, String>,
 }
 
@@ -272,8 +297,9 @@ enum ReadyStatus {
 struct ReadinessProblem {
     #[serde(flatten)]
     problem: Problem,
-    /// Every check with its state: `database` (`ok` or why not), `instance:{name}` (first
-    /// refresh not finished), `shutdown` (shutting down).
+    /// Every check with its state: `database` (`ok` or why not), `instance:{name}` (`ok:
+    /// …`, `first refresh not finished`, or `no feed served: <last error>`), `shutdown`
+    /// (shutting down). A check passes when its state is `ok` or starts with `ok:`.
     #[schema(example = json!({"database": "ok", "instance:city": "first refresh not finished"}))]
     checks: BTreeMap<String, String>,
 }
@@ -335,6 +361,8 @@ struct InstanceConfig {
     #[schema(example = json!({"X-Api-Key": "***"}))]
     headers: BTreeMap<String, String>,
     prefetch_routes: bool,
+    /// `/readyz` may say ready while this instance serves no feed.
+    allow_empty: bool,
     feeds: Vec<ZipFeedConfig>,
 }
 

@@ -1,6 +1,9 @@
 //! Ops endpoints through a real socket, on a real PostgreSQL.
 
-use crate::support::{SECRET_PASSWORD, spawn_app, spawn_app_with};
+use crate::support::otp_sim::{Fault, OtpSim};
+use crate::support::{
+    SECRET_PASSWORD, TestApp, sim_config, spawn_app, spawn_app_with, spawn_fresh,
+};
 use axum::Router;
 use serde_json::Value;
 
@@ -163,5 +166,71 @@ async fn non_loopback_clients_need_the_ops_token() {
         );
     }
     assert_eq!(call("/healthz", None).await.unwrap().status(), 200);
+    app.stop().await.unwrap();
+}
+
+/// `/readyz`'s answer once the first refresh has finished and the database is ready.
+async fn instance_check(app: &TestApp) -> (u16, Value) {
+    app.wait_refreshes(1).await;
+    for _ in 0..300 {
+        let res = app.get("/readyz").await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        if body["checks"]["database"] == "ok" {
+            return (status, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the database did not become ready");
+}
+
+#[tokio::test]
+async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    sim.set_fault(Fault::Status(503));
+    let env = [("GTFS_RETRY_ATTEMPTS", "0")];
+    let app = spawn_fresh(sim_config(&sim.url(), "otp2", "", &env)).await;
+    // Every try failed and nothing is served: not ready, and the body says why.
+    let (status, body) = instance_check(&app).await;
+    assert_eq!(status, 503, "{body}");
+    let check = body["checks"]["instance:sim"].as_str().unwrap();
+    assert!(check.starts_with("no feed served: "), "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("instance sim"),
+        "{body}"
+    );
+
+    // OTP answers: ready, and the check counts what is served.
+    sim.clear_fault();
+    app.refresh_now().await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["checks"]["instance:sim"], "ok: 1 feed served",
+        "{body}"
+    );
+
+    // OTP fails again: the last good data is still served, so still ready.
+    sim.set_fault(Fault::Status(503));
+    app.refresh_now().await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["checks"]["instance:sim"], "ok: 1 feed served",
+        "{body}"
+    );
+    app.stop().await.unwrap();
+
+    // An instance allowed to be empty does not hold readiness back.
+    let app = spawn_fresh(sim_config(&sim.url(), "otp2", "allow_empty = true", &env)).await;
+    let (status, body) = instance_check(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["checks"]["instance:sim"], "ok: no feed served (allow_empty)",
+        "{body}"
+    );
     app.stop().await.unwrap();
 }

@@ -256,13 +256,19 @@ pub fn zip_feeds(names: &[&str]) -> String {
 
 /// The service with `config` (plus a fresh database and port 0), once every instance has
 /// finished its first refresh.
-pub async fn spawn_loaded(mut config: Config) -> TestApp {
+pub async fn spawn_loaded(config: Config) -> TestApp {
+    let app = spawn_fresh(config).await;
+    app.wait_ready_status(200, Duration::from_secs(120)).await;
+    app
+}
+
+/// The service with `config` (plus a fresh database and port 0), not waiting for
+/// readiness.
+pub async fn spawn_fresh(mut config: Config) -> TestApp {
     let url = fresh_database().await;
     config.database_url = Config::parse(None, |k| (k == "DATABASE_URL").then(|| url.clone()))
         .expect("database URL")
         .database_url;
     config.listen = "127.0.0.1:0".parse().expect("address");
-    let app = spawn_config(config, Router::new()).await;
-    app.wait_ready_status(200, Duration::from_secs(120)).await;
-    app
+    spawn_config(config, Router::new()).await
 }
