@@ -442,9 +442,12 @@ fn route_loader(
             let Some(instance) = state.instance(&instance) else {
                 return Ok(None);
             };
-            let detail = instance
-                .route(&gtfs_id, &route_id, false)
+            // The client's request waits `read_deadline` at most, whatever the timeouts,
+            // retries and backoff of the call would add up to.
+            let deadline = state.config.read_deadline;
+            let detail = tokio::time::timeout(deadline, instance.route(&gtfs_id, &route_id, false))
                 .await
+                .map_err(|_| LoadError::Upstream(OtpError::Timeout(deadline)))?
                 .map_err(LoadError::Upstream)?;
             let Some(detail) = detail else {
                 return Ok(None);

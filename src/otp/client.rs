@@ -8,6 +8,7 @@
 //!    and body, so a slow body or a hang is a timeout the breaker sees);
 //! 5. the verdict: 5xx, timeouts, broken connections and bodies the caller's parser rejects
 //!    are failures; 4xx are neutral (neither failure nor success); the rest success;
+//!    a body the parser rejects is a failure but is not retried (it is deterministic);
 //! 6. retries, for idempotent requests only: a try that met a pooled connection the server
 //!    had already closed is retried once at once (the keep-alive race users must not see;
 //!    it costs no retry budget while the instance answers, since only a reused connection
@@ -75,7 +76,12 @@ impl OtpError {
     fn retryable(&self) -> bool {
         match self {
             OtpError::Status { status, .. } => *status >= 500 || *status == 429,
-            OtpError::BreakerOpen(_) | OtpError::TooLarge { .. } | OtpError::Other(_) => false,
+            // A 200 the parser rejects fails the same way on every try: it counts for the
+            // breaker but asking again at once only makes the caller wait.
+            OtpError::BreakerOpen(_)
+            | OtpError::TooLarge { .. }
+            | OtpError::Malformed(_)
+            | OtpError::Other(_) => false,
             _ => true,
         }
     }
@@ -385,7 +391,7 @@ impl OtpClient {
     }
 
     /// Makes the call and hands each answer to `parse`, which turns it into a value or
-    /// rejects it as malformed (a failure, retried like one). 4xx answers go to `parse` too
+    /// rejects it as malformed (a failure for the breaker, not retried). 4xx answers go to `parse` too
     /// (a 404 may well be an answer), without counting for or against the instance.
     pub async fn call<T>(
         &self,

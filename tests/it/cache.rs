@@ -152,3 +152,56 @@ async fn unknown_routes_of_an_otp_feed_are_404_without_asking_otp() {
     assert_eq!(res.status(), 501, "trips need a zip");
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_malformed_answer_is_not_retried() {
+    let sim = OtpSim::start(&["bart"]).await;
+    let app = read_through_app(&sim, &[("GTFS_RETRY_DELAY", "0.01")]).await;
+    let path = format!("/feeds/bart/routes/{}", first_route("bart"));
+    let failures = |v: &Value| v["instances"][0]["http"]["failures"].as_u64().unwrap();
+    let failed_before = failures(&app.get("/instances").await.json().await.unwrap());
+    let before = sim.requests_for("Route");
+    sim.set_fault(Fault::Garbage);
+    let res = app.get(&path).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        sim.requests_for("Route") - before,
+        1,
+        "a 200 that cannot be parsed is asked once"
+    );
+    // It counted as a failure of the instance.
+    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    assert_eq!(failures(&instances), failed_before + 1, "{instances}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_through_waits_read_deadline_at_most() {
+    let sim = OtpSim::start(&["bart"]).await;
+    // Each try may take 30 s, with two retries: without a deadline, a minute and more.
+    let app = read_through_app(
+        &sim,
+        &[
+            ("GTFS_READ_DEADLINE", "0.5"),
+            ("GTFS_HTTP_REQUEST_TIMEOUT", "30"),
+            ("GTFS_RETRY_ATTEMPTS", "2"),
+        ],
+    )
+    .await;
+    let path = format!("/feeds/bart/routes/{}", first_route("bart"));
+    sim.set_fault(Fault::Hang);
+    let started = std::time::Instant::now();
+    let res = app.get(&path).await;
+    let waited = started.elapsed();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("within 500ms"),
+        "{body}"
+    );
+    // Generous bound: the point is "not 30 s times three".
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    sim.clear_fault();
+    app.stop().await.unwrap();
+}

@@ -77,7 +77,8 @@ fn sample(var: &str) -> (&'static str, Value) {
             || v.ends_with("_TTL")
             || v.ends_with("_LIFETIME")
             || v.ends_with("_DRAIN")
-            || v.ends_with("_SPACING") =>
+            || v.ends_with("_SPACING")
+            || v.ends_with("_DEADLINE") =>
         {
             ("0.25", json!(0.25))
         }
