@@ -35,6 +35,10 @@ impl App {
         if schedule {
             tasks.extend(refresh::spawn_scheduler(&state));
             tasks.push(spawn_key_expiry(state.clone()));
+            tasks.push(db::fetches::spawn_retention(
+                state.db.clone(),
+                state.config.feed_fetch_retention_days,
+            ));
         }
         Ok(App {
             state,

@@ -295,6 +295,9 @@ settings! {
     http_connect_timeout: Duration = Duration::from_secs(2), "GTFS_HTTP_CONNECT_TIMEOUT", check::positive_secs;
     /// Timeout of one try of one OTP request.
     http_request_timeout: Duration = Duration::from_secs(30), "GTFS_HTTP_REQUEST_TIMEOUT", check::positive_secs;
+    /// Longest a client request waits on OTP (every try of a read-through miss, with the
+    /// backoff between them); past it the request answers 503 and the call is dropped.
+    read_deadline: Duration = Duration::from_secs(10), "GTFS_READ_DEADLINE", check::positive_secs;
     /// Extra tries for idempotent requests, within a retry budget.
     retry_attempts: u32 = 2, "GTFS_RETRY_ATTEMPTS", check::any;
     /// Base of the jittered exponential backoff between tries.
@@ -332,6 +335,8 @@ settings! {
     /// Minimum spacing between two manual refreshes of one instance (`POST
     /// /instances/{name}/refresh`; sooner is a 429); 0: none.
     refresh_min_spacing: Duration = Duration::from_secs(10), "GTFS_REFRESH_MIN_SPACING", check::any;
+    /// Days a `feed_fetch` row is kept; older ones are deleted hourly.
+    feed_fetch_retention_days: u32 = 30, "GTFS_FEED_FETCH_RETENTION_DAYS", check::positive_int;
     /// On SIGTERM/SIGINT, /readyz answers 503 for this long before the listener closes.
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", check::any;
     /// Longest wait for requests in flight to finish once the listener is closed.

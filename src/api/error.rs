@@ -105,3 +105,49 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// What a database error means for the client: 503 when the database cannot be reached
+/// (never a 500 for that), 409 for the constraints that encode business rules (named in
+/// `migrations/`), 500 (logged, never echoed) for the rest. Handlers use `?`.
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::PoolTimedOut
+            | E::PoolClosed
+            | E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::WorkerCrashed => {
+                ApiError::unavailable(format!("the database is unavailable: {e}"), 2)
+            }
+            E::Database(db) => match (db.code().as_deref(), db.constraint()) {
+                (Some("23P01"), Some("waybill_vehicle_overlap")) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the vehicle already has a waybill overlapping these times",
+                ),
+                (Some("23P01"), Some("waybill_driver_overlap")) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the driver already has a waybill overlapping these times",
+                ),
+                (Some("23505"), Some("waybill_number_key")) => {
+                    ApiError::new(StatusCode::CONFLICT, "a waybill with this number exists")
+                }
+                // Still a deadlock victim after its retries: the client may try again.
+                (Some("40P01" | "40001"), _) => {
+                    ApiError::unavailable("the write collided with concurrent ones; try again", 1)
+                }
+                // Class 08 (connection), 57P (shutdown, crash), 53 (resources): try again later.
+                (Some(code), _)
+                    if code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code.starts_with("53") =>
+                {
+                    ApiError::unavailable(format!("the database is unavailable: {e}"), 2)
+                }
+                _ => ApiError::internal(e.into()),
+            },
+            _ => ApiError::internal(e.into()),
+        }
+    }
+}

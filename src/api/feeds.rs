@@ -2,13 +2,17 @@
 //!
 //! - `GET /feeds`: every feed with its instance, source, version, fetch time, counts and
 //!   last error.
+//! - `GET /feeds/{gtfs_id}/fetches`: the feed's fetch history (`feed_fetch`), newest
+//!   first, cursor-paged; rows older than `feed_fetch_retention_days` are gone.
 //! - `GET /instances`: every OTP instance with its refresh status and HTTP client figures
 //!   (connections opened, requests sent, reuse ratio, breaker state).
 //! - `POST /instances/{name}/refresh`: starts a refresh now (202); when one is running,
 //!   202 too, saying so: there is never more than one refresh of an instance at a time.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -17,8 +21,9 @@ use utoipa_axum::routes;
 
 use super::auth::RefreshAccess;
 use super::openapi::Problem;
-use super::{ApiError, ApiResult};
+use super::{ApiError, ApiResult, cursor};
 use crate::config::Api as InstanceApi;
+use crate::db::fetches::{self, FeedOutcome};
 use crate::feed::snapshot::FeedCounts;
 use crate::otp::client::ClientReport as HttpClientReport;
 use crate::state::AppState;
@@ -26,6 +31,7 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
         .routes(routes!(list_feeds))
+        .routes(routes!(list_fetches))
         .routes(routes!(list_instances))
         .routes(routes!(refresh))
 }
@@ -40,6 +46,96 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn list_feeds(State(state): State<AppState>) -> Json<Value> {
     let feeds: Vec<Value> = state.feeds.all().iter().map(|f| f.report()).collect();
     Json(json!({ "feeds": feeds }))
+}
+
+/// Page sizes of `GET /feeds/{gtfs_id}/fetches`.
+const FETCHES_DEFAULT_LIMIT: i64 = 50;
+const FETCHES_MAX_LIMIT: i64 = 500;
+
+/// Query parameters of `GET /feeds/{gtfs_id}/fetches`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct FetchesParams {
+    /// Page size, 1 to 500; default 50.
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+    /// Opaque: the `next_cursor` of the previous page. Empty: the first page.
+    #[param(max_length = 400)]
+    cursor: Option<String>,
+}
+
+/// A feed's fetch history, newest first.
+///
+/// One entry per refresh that looked at the feed: its outcome (`updated`, `unchanged`,
+/// `failed`), HTTP status, version, bytes and error. Kept `feed_fetch_retention_days`
+/// (default 30).
+#[utoipa::path(
+    get,
+    path = "/feeds/{gtfs_id}/fetches",
+    tag = "feeds",
+    params(
+        ("gtfs_id" = String, Path, description = "The feed's id, as in `GET /feeds`."),
+        FetchesParams,
+    ),
+    responses(
+        (status = 200, description = "A page of fetches, newest first.", body = FetchList),
+        (status = 400, description = "A bad limit or cursor, or an unknown parameter.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No feed of that id.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable.",
+            body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64))),
+    ),
+)]
+async fn list_fetches(
+    State(state): State<AppState>,
+    Path(gtfs_id): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> ApiResult<Json<FetchList>> {
+    super::check_params(&q, &["limit", "cursor"])?;
+    if state.feeds.get(&gtfs_id).is_none() {
+        return Err(ApiError::not_found(format!("no feed {gtfs_id:?}")));
+    }
+    let list = format!("fetches {gtfs_id}");
+    let limit = cursor::limit(
+        q.get("limit").map(String::as_str),
+        FETCHES_DEFAULT_LIMIT,
+        FETCHES_MAX_LIMIT,
+    )?;
+    let forged =
+        || ApiError::bad_request("cursor is not one this service issued; start again without it");
+    let before = match q.get("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            cursor::decode(&list, c)?
+                .parse::<i64>()
+                .map_err(|_| forged())?,
+        ),
+    };
+    // One more than asked: whether there is a next page.
+    let mut rows = fetches::list(&state.db, &gtfs_id, before, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|(id, _)| cursor::encode(&list, &id.to_string()))
+    } else {
+        None
+    };
+    Ok(Json(FetchList {
+        fetches: rows.into_iter().map(|(_, f)| f).collect(),
+        next_cursor,
+    }))
+}
+
+/// `GET /feeds/{gtfs_id}/fetches`.
+#[derive(serde::Serialize, ToSchema)]
+struct FetchList {
+    /// Newest first.
+    fetches: Vec<FeedOutcome>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// Every OTP instance: refresh status and HTTP client figures.

@@ -60,6 +60,7 @@
 //! and in [`router`]: `.merge(waybills::router())`.
 
 pub mod auth;
+pub mod cursor;
 pub mod error;
 pub mod feeds;
 pub mod openapi;

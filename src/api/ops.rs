@@ -315,6 +315,7 @@ struct EffectiveConfig {
     http_tcp_keepalive: f64,
     http_connect_timeout: f64,
     http_request_timeout: f64,
+    read_deadline: f64,
     retry_attempts: u32,
     retry_delay: f64,
     rate_limit_delay: f64,
@@ -340,6 +341,7 @@ struct EffectiveConfig {
     ops_token: Option<String>,
     /// Seconds between two manual refreshes of one instance.
     refresh_min_spacing: f64,
+    feed_fetch_retention_days: u32,
     shutdown_drain: f64,
     shutdown_timeout: f64,
     instances: Vec<InstanceConfig>,

@@ -17,8 +17,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +26,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::WriteAccess;
+use super::cursor;
 use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
@@ -169,45 +168,6 @@ fn nul_field(body: &[u8]) -> Option<String> {
     walk(&value, "")
 }
 
-/// What a database error means for the client: 503 when the database cannot be reached
-/// (never a 500 for that), 409 for the constraints that encode business rules.
-fn db_error(e: sqlx::Error) -> ApiError {
-    use sqlx::Error as E;
-    match &e {
-        E::PoolTimedOut
-        | E::PoolClosed
-        | E::Io(_)
-        | E::Tls(_)
-        | E::Protocol(_)
-        | E::WorkerCrashed => ApiError::unavailable(format!("the database is unavailable: {e}"), 2),
-        E::Database(db) => match (db.code().as_deref(), db.constraint()) {
-            (Some("23P01"), Some("waybill_vehicle_overlap")) => ApiError::new(
-                StatusCode::CONFLICT,
-                "the vehicle already has a waybill overlapping these times",
-            ),
-            (Some("23P01"), Some("waybill_driver_overlap")) => ApiError::new(
-                StatusCode::CONFLICT,
-                "the driver already has a waybill overlapping these times",
-            ),
-            (Some("23505"), Some("waybill_number_key")) => {
-                ApiError::new(StatusCode::CONFLICT, "a waybill with this number exists")
-            }
-            // Still a deadlock victim after its retries: the client may try again.
-            (Some("40P01" | "40001"), _) => {
-                ApiError::unavailable("the write collided with concurrent ones; try again", 1)
-            }
-            // Class 08 (connection), 57P (shutdown, crash), 53 (resources): try again later.
-            (Some(code), _)
-                if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
-            {
-                ApiError::unavailable(format!("the database is unavailable: {e}"), 2)
-            }
-            _ => ApiError::internal(e.into()),
-        },
-        _ => ApiError::internal(e.into()),
-    }
-}
-
 /// A waybill answer: JSON, its version as ETag, the timing phases.
 fn waybill_response(
     status: StatusCode,
@@ -318,7 +278,7 @@ async fn create(
                 tracing::info!(attempt, "waybill write retried after {e}");
                 attempt += 1;
             }
-            Err(Attempt::Retry(e)) => return Err(db_error(e)),
+            Err(Attempt::Retry(e)) => return Err(e.into()),
         }
     }
 }
@@ -401,7 +361,7 @@ impl From<sqlx::Error> for Attempt {
         if is_transient(&e) {
             Attempt::Retry(e)
         } else {
-            Attempt::Fail(db_error(e))
+            Attempt::Fail(e.into())
         }
     }
 }
@@ -549,10 +509,9 @@ fn parse_id(text: &str) -> ApiResult<Uuid> {
 async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let started = Instant::now();
-    let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
+    let mut conn = state.db.pool.acquire().await?;
     let waybill = store::get(&mut conn, id, false)
-        .await
-        .map_err(db_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
@@ -565,23 +524,16 @@ async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResul
     ))
 }
 
-/// A list position: after this id. Checksummed so a made-up cursor is refused.
+/// A list position: after this id (see [`super::cursor`]).
 fn encode_cursor(after: Uuid) -> String {
-    let sum = &hex::encode(Sha256::digest(format!("gtfs-fetch waybills v1 {after}")))[..8];
-    URL_SAFE_NO_PAD.encode(format!("{after}.{sum}"))
+    cursor::encode("waybills", &after.to_string())
 }
 
 fn decode_cursor(text: &str) -> ApiResult<Uuid> {
-    let forged =
-        || ApiError::bad_request("cursor is not one this service issued; start again without it");
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?)
-        .map_err(|_| forged())?;
-    let (id, sum) = raw.split_once('.').ok_or_else(forged)?;
-    let id = Uuid::parse_str(id).map_err(|_| forged())?;
-    if encode_cursor(id) != text || sum.len() != 8 {
-        return Err(forged());
-    }
-    Ok(id)
+    let position = cursor::decode("waybills", text)?;
+    Uuid::parse_str(&position).map_err(|_| {
+        ApiError::bad_request("cursor is not one this service issued; start again without it")
+    })
 }
 
 /// Waybills, filtered, in creation order, cursor-paged.
@@ -649,18 +601,7 @@ async fn list(
             })
             .transpose()?,
     };
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit={l:?} must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
+    let limit = cursor::limit(q.get("limit").map(String::as_str), DEFAULT_LIMIT, MAX_LIMIT)?;
     // An empty `cursor=` is the first page.
     let after = q
         .get("cursor")
@@ -668,11 +609,9 @@ async fn list(
         .map(|c| decode_cursor(c))
         .transpose()?;
     let started = Instant::now();
-    let mut conn = state.db.pool.acquire().await.map_err(db_error)?;
+    let mut conn = state.db.pool.acquire().await?;
     // One more than asked: whether there is a next page.
-    let mut waybills = store::list(&mut conn, &filters, after, limit + 1)
-        .await
-        .map_err(db_error)?;
+    let mut waybills = store::list(&mut conn, &filters, after, limit + 1).await?;
     let next_cursor = if waybills.len() as i64 > limit {
         waybills.truncate(limit as usize);
         waybills.last().map(|w| encode_cursor(w.id))
@@ -852,10 +791,9 @@ async fn change(
     }
     let id = parse_id(&id)?;
     let expected = if_match(&headers)?;
-    let mut tx = state.db.pool.begin().await.map_err(db_error)?;
+    let mut tx = state.db.pool.begin().await?;
     let current = store::get(&mut tx, id, true)
-        .await
-        .map_err(db_error)?
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
     if let Some(expected) = expected
         && current.version != expected
@@ -871,10 +809,8 @@ async fn change(
     let validate_started = Instant::now();
     let change = check_change(&current, &req)?;
     let validate = validate_started.elapsed();
-    let updated = store::update(&mut tx, id, &change)
-        .await
-        .map_err(db_error)?;
-    tx.commit().await.map_err(db_error)?;
+    let updated = store::update(&mut tx, id, &change).await?;
+    tx.commit().await?;
     let db = started.elapsed().saturating_sub(validate);
     let mut timing = ServerTiming::default();
     timing.record("validate", validate);
@@ -895,6 +831,8 @@ mod tests {
 
     #[test]
     fn cursors_refuse_forgeries() {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let id = Uuid::now_v7();
         assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
         assert!(decode_cursor("nonsense").is_err());

@@ -54,7 +54,7 @@ pub fn to_db(t: Timestamp) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-fn from_db(t: time::OffsetDateTime) -> Timestamp {
+pub fn from_db(t: time::OffsetDateTime) -> Timestamp {
     Timestamp::from_nanosecond(t.unix_timestamp_nanos()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 

@@ -665,3 +665,129 @@ async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no instance named \"nope\""));
 }
+
+#[tokio::test]
+async fn the_fetch_history_pages_newest_first_and_old_rows_expire() {
+    let sim = OtpSim::start(&["caltrain", "bart"]).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain", "bart"]),
+        &[],
+    ))
+    .await;
+    let pool = &app.state.db.pool;
+    let rows = async |id: &str| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM feed_fetch WHERE gtfs_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    // The start-up fetch is written once the database is ready.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rows("caltrain").await == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..4 {
+        app.refresh_now().await;
+    }
+    assert_eq!(rows("caltrain").await, 5);
+
+    // Two at a time, newest first, until the last page.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut cursor = String::new();
+    for page in 0.. {
+        assert!(page < 5, "more pages than rows");
+        let res = app
+            .get(&format!("/feeds/caltrain/fetches?limit=2&cursor={cursor}"))
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        let fetches = body["fetches"].as_array().unwrap();
+        assert!(fetches.len() <= 2, "{body}");
+        seen.extend(fetches.iter().cloned());
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|f| f["gtfs_id"] == "caltrain" && f["instance"] == "sim")
+    );
+    let outcomes: Vec<&str> = seen
+        .iter()
+        .map(|f| f["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "unchanged",
+            "unchanged",
+            "unchanged",
+            "unchanged",
+            "updated"
+        ],
+        "newest first"
+    );
+    let started: Vec<&str> = seen
+        .iter()
+        .map(|f| f["started_at"].as_str().unwrap())
+        .collect();
+    assert!(started.windows(2).all(|w| w[0] >= w[1]), "{started:?}");
+    assert_eq!(seen[4]["http_status"], 200);
+    assert_eq!(seen[4]["version"].as_str().unwrap().len(), 64);
+    assert!(seen[4]["bytes"].as_u64().unwrap() > 1000);
+
+    // Errors: an unknown feed, another feed's cursor, a made-up one, a bad limit, an
+    // unknown parameter.
+    assert_eq!(app.get("/feeds/nope/fetches").await.status(), 404);
+    let first: Value = app
+        .get("/feeds/caltrain/fetches?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let caltrain_cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    for bad in [
+        format!("/feeds/bart/fetches?cursor={caltrain_cursor}"),
+        "/feeds/caltrain/fetches?cursor=bm9wZQ".to_owned(),
+        "/feeds/caltrain/fetches?limit=0".to_owned(),
+        "/feeds/caltrain/fetches?limit=501".to_owned(),
+        "/feeds/caltrain/fetches?page=2".to_owned(),
+    ] {
+        let res = app.get(&bad).await;
+        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{bad}"
+        );
+    }
+
+    // Retention: rows older than the configured days go, the others stay.
+    assert_eq!(
+        app.state.config.feed_fetch_retention_days, 30,
+        "the default"
+    );
+    sqlx::query(
+        "INSERT INTO feed_fetch (instance, gtfs_id, started_at, outcome)
+         SELECT 'sim', 'caltrain', now() - make_interval(days => d), 'failed'
+         FROM generate_series(29, 40) AS d",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(rows("caltrain").await, 17);
+    let deleted = gtfs_fetch::db::fetches::expire(&app.state.db, 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 11,
+        "days 30 to 40 (day 30 ended a moment ago); 29 is kept"
+    );
+    assert_eq!(rows("caltrain").await, 6);
+    app.stop().await.unwrap();
+}

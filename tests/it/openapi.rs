@@ -33,6 +33,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/feeds"),
+    ("GET", "/feeds/{gtfs_id}/fetches"),
     ("GET", "/instances"),
     ("POST", "/instances/{name}/refresh"),
     ("GET", "/feeds/{gtfs_id}/routes"),
