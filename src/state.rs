@@ -30,7 +30,7 @@ pub struct Inner {
     /// breaker) and refresh status, which the scheduler updates.
     pub instances: Vec<Arc<InstanceRuntime>>,
     /// The current data of every feed; refreshes swap new versions in.
-    pub feeds: FeedStore,
+    pub feeds: Arc<FeedStore>,
     /// Serialized route answers; filled on demand by the route API.
     pub cache: RouteCache,
     /// Request metrics the HTTP layer records; instance and cache figures are read live.
@@ -56,13 +56,14 @@ impl AppState {
             .map(|i| InstanceRuntime::new(&config, i).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         let cache = RouteCache::new(config.cache_max_bytes);
+        let feeds = Arc::new(FeedStore::default());
         Ok(Self(Arc::new(Inner {
-            metrics: Metrics::new(instances.clone(), cache.clone()),
+            metrics: Metrics::new(instances.clone(), cache.clone(), feeds.clone()),
             cache,
             config,
             db: Arc::new(db),
             instances,
-            feeds: FeedStore::default(),
+            feeds,
             started_at: Instant::now(),
             shutting_down: AtomicBool::new(false),
         })))

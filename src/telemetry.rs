@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::cache::RouteCache;
+use crate::feed::store::FeedStore;
 use crate::otp::instance::InstanceRuntime;
 
 /// Installs the global log subscriber, writing through a background thread so that no
@@ -66,6 +67,27 @@ pub struct Metrics {
     allocator_allocated: Gauge,
     db_pool_size: Gauge,
     db_pool_idle: Gauge,
+    waybill_writes: Family<WriteLabels, Counter>,
+    db_duration: Family<DbLabels, Histogram>,
+}
+
+/// A waybill write: `create` or `change`, and the status it was answered with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub op: &'static str,
+    pub status: u16,
+}
+
+/// A request's database work: `create`, `change`, `read`, `list`, `fetches`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DbLabels {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_sha: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -74,8 +96,13 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// The registry, with a collector that reads the instances' client counters at scrape time.
-    pub fn new(instances: Vec<Arc<InstanceRuntime>>, cache: RouteCache) -> Self {
+    /// The registry, with collectors that read the instances' client counters, the cache
+    /// and the feeds' status at scrape time.
+    pub fn new(
+        instances: Vec<Arc<InstanceRuntime>>,
+        cache: RouteCache,
+        feeds: Arc<FeedStore>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("gtfs_fetch");
         let http_requests = Family::<HttpLabels, Counter>::default();
         let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
@@ -91,8 +118,35 @@ impl Metrics {
             "Time from request to response head",
             http_duration.clone(),
         );
+        let waybill_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "waybill_writes",
+            "Waybill writes (POST and PATCH /waybills) by operation and answered status",
+            waybill_writes.clone(),
+        );
+        let db_duration = Family::<DbLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "db_duration_seconds",
+            "Database time of a request (all its statements), by operation",
+            db_duration.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                git_sha: crate::build::GIT_SHA,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs",
+            build_info,
+        );
         registry.register_collector(Box::new(InstanceCollector(instances)));
         registry.register_collector(Box::new(CacheCollector(cache)));
+        registry.register_collector(Box::new(FeedCollector(feeds)));
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -122,6 +176,8 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            waybill_writes,
+            db_duration,
         }
     }
 }
@@ -140,6 +196,20 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// A waybill write, answered with `status`.
+    pub fn observe_waybill_write(&self, op: &'static str, status: u16) {
+        self.waybill_writes
+            .get_or_create(&WriteLabels { op, status })
+            .inc();
+    }
+
+    /// The database time of one request.
+    pub fn observe_db(&self, op: &'static str, elapsed: Duration) {
+        self.db_duration
+            .get_or_create(&DbLabels { op })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The registry in the text exposition format, after updating the sampled gauges.
@@ -350,6 +420,81 @@ impl Collector for CacheCollector {
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
             ConstGauge::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    feed: String,
+    instance: String,
+}
+
+/// Per feed, what operators alert on, read at scrape time: when it last refreshed well,
+/// how old the data it serves is, and whether its last refresh failed.
+#[derive(Debug)]
+struct FeedCollector(Arc<FeedStore>);
+
+impl Collector for FeedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = jiff::Timestamp::now();
+        let feeds: Vec<_> = self
+            .0
+            .all()
+            .into_iter()
+            .map(|f| {
+                let label = FeedLabels {
+                    feed: f.gtfs_id.clone(),
+                    instance: f.instance.clone(),
+                };
+                (label, f.status(), f.current().map(|c| c.fetched_at))
+            })
+            .collect();
+        type Pick = fn(
+            &crate::feed::store::FeedStatus,
+            Option<jiff::Timestamp>,
+            jiff::Timestamp,
+        ) -> Option<f64>;
+        let gauges: [(&str, &str, Pick); 3] = [
+            (
+                "feed_last_success_timestamp_seconds",
+                "Unix time of the feed's last successful refresh (updated or unchanged); \
+                 absent before the first",
+                |s, _, _| s.last_success_at.map(|t| t.as_millisecond() as f64 / 1000.0),
+            ),
+            (
+                "feed_data_age_seconds",
+                "Seconds since the version served was fetched (unchanged refreshes do not \
+                 reset it); absent while nothing is served",
+                |_, fetched, now| {
+                    fetched.map(|t| (now.as_millisecond() - t.as_millisecond()) as f64 / 1000.0)
+                },
+            ),
+            (
+                "feed_last_refresh_failed",
+                "1 when the feed's last refresh failed (the last good data is still served)",
+                |s, _, _| {
+                    Some(match (s.last_error_at, s.last_success_at) {
+                        (Some(e), Some(ok)) if e <= ok => 0.0,
+                        (Some(_), _) => 1.0,
+                        (None, _) => 0.0,
+                    })
+                },
+            ),
+        ];
+        for (name, help, pick) in gauges {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (label, status, fetched) in &feeds {
+                if let Some(value) = pick(status, *fetched, now) {
+                    ConstGauge::new(value).encode(metric.encode_family(label)?)?;
+                }
+            }
         }
         Ok(())
     }

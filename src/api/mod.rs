@@ -159,6 +159,18 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let mut response = next.run(req).await;
     let elapsed = start.elapsed();
+    // Waybill writes, whatever answered them (the handler, or an extractor refusing the
+    // token or the body first).
+    let write = match (method.as_str(), route.as_str()) {
+        ("POST", "/waybills") => Some("create"),
+        ("PATCH", "/waybills/{id}") => Some("change"),
+        _ => None,
+    };
+    if let Some(op) = write {
+        state
+            .metrics
+            .observe_waybill_write(op, response.status().as_u16());
+    }
     let timing = response
         .extensions_mut()
         .remove::<ServerTiming>()

@@ -31,6 +31,7 @@ use super::openapi::Problem;
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
 use crate::state::AppState;
+use crate::telemetry::Metrics;
 use crate::waybill::{self, NewWaybill, Status};
 
 /// Largest waybill request body.
@@ -199,7 +200,16 @@ fn to_json(waybill: &Waybill) -> ApiResult<Vec<u8>> {
 }
 
 /// Logs the phases of a write without holding the answer: the log writer is non-blocking.
-fn log_timing(op: &'static str, status: u16, validate: Duration, db: Duration, started: Instant) {
+/// Logs a write's `waybill_timing` line and records its database time in the metrics.
+fn log_timing(
+    metrics: &Metrics,
+    op: &'static str,
+    status: u16,
+    validate: Duration,
+    db: Duration,
+    started: Instant,
+) {
+    metrics.observe_db(op, db);
     tracing::info!(
         target: "gtfs_fetch::waybill_timing",
         op,
@@ -479,7 +489,7 @@ async fn create_once(
     };
     db_time += db_started.elapsed();
     timing.record("db", db_time);
-    log_timing("create", 201, validate, db_time, started);
+    log_timing(&state.metrics, "create", 201, validate, db_time, started);
     Ok(waybill_response(
         StatusCode::CREATED,
         body,
@@ -515,6 +525,7 @@ async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResul
         .ok_or_else(|| ApiError::not_found(format!("no waybill {id}")))?;
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
+    state.metrics.observe_db("read", started.elapsed());
     Ok(waybill_response(
         StatusCode::OK,
         to_json(&waybill)?,
@@ -620,6 +631,7 @@ async fn list(
     };
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
+    state.metrics.observe_db("list", started.elapsed());
     let body = serde_json::to_vec(
         &serde_json::json!({ "waybills": waybills, "next_cursor": next_cursor }),
     )
@@ -815,7 +827,7 @@ async fn change(
     let mut timing = ServerTiming::default();
     timing.record("validate", validate);
     timing.record("db", db);
-    log_timing("change", 200, validate, db, started);
+    log_timing(&state.metrics, "change", 200, validate, db, started);
     Ok(waybill_response(
         StatusCode::OK,
         to_json(&updated)?,

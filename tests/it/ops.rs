@@ -2,7 +2,8 @@
 
 use crate::support::otp_sim::{Fault, OtpSim};
 use crate::support::{
-    SECRET_PASSWORD, TestApp, sim_config, spawn_app, spawn_app_with, spawn_fresh,
+    SECRET_PASSWORD, TestApp, sim_config, spawn_app, spawn_app_with, spawn_fresh, spawn_loaded,
+    zip_feeds,
 };
 use axum::Router;
 use serde_json::Value;
@@ -232,5 +233,106 @@ async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
         body["checks"]["instance:sim"], "ok: no feed served (allow_empty)",
         "{body}"
     );
+    app.stop().await.unwrap();
+}
+
+/// The value of the sample `series` (name and labels, as written) in a `/metrics` text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
+/// Runs `promtool check metrics` on `text`: required in CI, skipped (said so) elsewhere
+/// when promtool is not installed.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not run ({e}); .ci/run installs it");
+            return;
+        }
+        Err(e) => panic!("promtool is required in CI: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
+    let t0 = jiff::Timestamp::now().as_second() as f64;
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let env = [("GTFS_RETRY_ATTEMPTS", "0")];
+    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&["caltrain"]), &env)).await;
+    let metrics = async || app.get("/metrics").await.text().await.unwrap();
+    let text = metrics().await;
+    let build = format!(
+        "gtfs_fetch_build_info{{version=\"{}\",git_sha=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        gtfs_fetch::build::GIT_SHA
+    );
+    assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+    let feed = r#"{feed="caltrain",instance="sim"}"#;
+    let series = |name: &str| format!("gtfs_fetch_{name}{feed}");
+    let success = sample(&text, &series("feed_last_success_timestamp_seconds")).unwrap();
+    let now = jiff::Timestamp::now().as_second() as f64;
+    assert!(t0 - 1.0 <= success && success <= now + 1.0, "{success} in [{t0}, {now}]");
+    let age = sample(&text, &series("feed_data_age_seconds")).unwrap();
+    assert!((0.0..=now - t0 + 1.0).contains(&age), "{age}");
+    assert_eq!(sample(&text, &series("feed_last_refresh_failed")), Some(0.0));
+
+    // The zip fails: the feed says so, its last success stays, its data ages.
+    sim.set_fault(Fault::Status(503));
+    app.refresh_now().await;
+    let text = metrics().await;
+    assert_eq!(sample(&text, &series("feed_last_refresh_failed")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &series("feed_last_success_timestamp_seconds")),
+        Some(success)
+    );
+    assert!(sample(&text, &series("feed_data_age_seconds")).unwrap() >= age);
+    sim.clear_fault();
+
+    // Waybill writes by status, whoever answered; database time by operation.
+    let res = app
+        .client
+        .post(app.url("/waybills"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(app.get("/waybills").await.status(), 200);
+    let text = metrics().await;
+    assert_eq!(
+        sample(&text, r#"gtfs_fetch_waybill_writes_total{op="create",status="422"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"gtfs_fetch_db_duration_seconds_count{op="list"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    promtool_check(&text);
     app.stop().await.unwrap();
 }
