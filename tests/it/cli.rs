@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 fn gtfs_fetch(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gtfs-fetch"));
+    let mut cmd = Command::new(crate::support::binary::bin());
     cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
     for var in [
         "GTFS_CONFIG",

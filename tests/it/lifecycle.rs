@@ -133,8 +133,8 @@ fn migrate_and_serve_commands_work_end_to_end() {
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let bin = env!("CARGO_BIN_EXE_gtfs-fetch");
-    let out = Command::new(bin)
+    let bin = crate::support::binary::bin();
+    let out = Command::new(&bin)
         .arg("migrate")
         .env("GTFS_DATA_DIR", data_dir)
         .env_remove("DATABASE_URL")
@@ -154,7 +154,7 @@ fn migrate_and_serve_commands_work_end_to_end() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&bin)
         .env("GTFS_DATA_DIR", data_dir)
         .env("GTFS_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("DATABASE_URL")

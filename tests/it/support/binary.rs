@@ -5,11 +5,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_gtfs-fetch");
+/// The executable: cargo's, or `IT_GTFS_FETCH_BIN` when set (a copy taken right after the
+/// build, where several work trees share one target directory and so one
+/// `target/debug/gtfs-fetch`).
+pub fn bin() -> String {
+    std::env::var("IT_GTFS_FETCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_gtfs-fetch").into())
+}
 
 /// The command, run from the repository, without the caller's configuration variables.
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
     for (var, _) in std::env::vars() {
         if var.starts_with("GTFS_") || var.starts_with("WAYBILLS_DB_") {
