@@ -31,6 +31,10 @@ COPY src ./src
 COPY benches ./benches
 COPY migrations ./migrations
 COPY config ./config
+# build.rs records the commit for --version; .git is not in the context, so pass it:
+# docker build --build-arg BUILD_GIT_SHA=$(git rev-parse --short=12 HEAD) .
+COPY build.rs ./
+ARG BUILD_GIT_SHA=unknown
 # COPY keeps the context's modification times, which may be older than the dummy
 # build's outputs: touch the crate roots so cargo rebuilds the crate itself.
 RUN touch src/main.rs src/lib.rs benches/fetcher.rs \

@@ -868,6 +868,7 @@ async fn miss_section() {
         async move {
             let _ = rx.await;
         },
+        std::future::pending(),
     ));
     let http = reqwest::Client::new();
     let service_url = format!("http://{addr}/feeds/bart/routes/01");

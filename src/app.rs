@@ -2,8 +2,8 @@
 //!
 //! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
 //! (lazy) pool, builds the [`AppState`] and spawns the task that migrates and pre-warms
-//! the pool, the refresh scheduler and the idempotency-key expiry. [`App::stop`] stops
-//! them again.
+//! the pool, the refresh scheduler and the idempotency-key expiry (which waits for the
+//! migrations). [`App::stop`] stops them again.
 
 use anyhow::{Context, Result};
 
@@ -11,6 +11,9 @@ use crate::config::Config;
 use crate::db::{self, Db, embedded::EmbeddedPostgres};
 use crate::refresh;
 use crate::state::AppState;
+
+/// The longest [`App::stop`] waits for database connections in use to be returned.
+pub const POOL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A started application: its state, and the embedded database it owns, if any.
 #[derive(Debug)]
@@ -48,11 +51,20 @@ impl App {
     }
 
     /// Stops what [`App::start`] started. Call after the HTTP server has drained.
+    ///
+    /// Closing the pool waits for checked-out connections, but at most [`POOL_CLOSE_WAIT`]:
+    /// after a shutdown that abandoned requests (a second signal), one may still hold a
+    /// connection; the embedded server's fast stop then disconnects it.
     pub async fn stop(self) -> Result<()> {
         for task in &self.tasks {
             task.abort();
         }
-        self.state.db.pool.close().await;
+        if tokio::time::timeout(POOL_CLOSE_WAIT, self.state.db.pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections still in use at exit: closing them anyway");
+        }
         if let Some(pg) = &self.embedded {
             pg.stop().await?;
         }
@@ -75,9 +87,12 @@ pub async fn connect_options(
     })
 }
 
-/// Forgets idempotency keys after 48 hours (the contract keeps them at least 24), hourly.
+/// Forgets idempotency keys after 48 hours (the contract keeps them at least 24), hourly,
+/// from the moment the migrations have run: on a fresh database the table does not exist
+/// before, and a first try then would only log a warning.
 fn spawn_key_expiry(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        state.db.wait_prepared().await;
         let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
         loop {
             every.tick().await;

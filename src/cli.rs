@@ -1,21 +1,39 @@
-//! The command line: `serve` (the default), `migrate`, `config`.
+//! The command line: `serve` (the default), `migrate`, `config`, `refresh`.
 //!
-//! Exit codes: 0 ok, 2 bad configuration or usage, 1 any other failure.
+//! Exit codes:
+//! - 0: ok;
+//! - 2: bad configuration or usage (an unknown flag or subcommand, an instance name that
+//!   does not exist, an invalid `GTFS_LOG_FORMAT`): one line naming the key, variable or
+//!   argument;
+//! - 1: any other failure, among them a refresh with a failed feed, and a `serve` whose
+//!   shutdown gave up on requests in flight (a second SIGINT/SIGTERM, or
+//!   `shutdown_timeout`).
+//!
+//! An error is printed once: by `serve` as its last log line (its stderr is the log
+//! stream, JSON off a terminal), by the other commands as one `gtfs-fetch: ...` line.
+//!
+//! `--version` shows the git commit and build date ([`crate::build`]); `--help` lists the
+//! environment variables, generated from the configuration's own table of keys
+//! ([`config::KEYS`]), so the list cannot drift from what is read.
+
+mod refresh;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::app::{self, App};
-use crate::config::Config;
-use crate::{api, db, refresh, server, telemetry};
+use crate::config::{self, Config};
+use crate::telemetry::{self, LogFormat};
+use crate::{api, db, server};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "gtfs-fetch",
-    version,
     about = "Pulls GTFS data from OpenTripPlanner, serves routes, keeps waybills"
 )]
 pub struct Cli {
@@ -34,18 +52,66 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration as JSON, secrets redacted, and exit.
     Config,
-    /// Refresh the feeds of every instance (or one) now, print a summary, and exit
-    /// (non-zero when a feed failed).
-    Refresh {
-        /// Only this instance.
-        #[arg(long, value_name = "NAME")]
-        instance: Option<String>,
-    },
+    /// Refresh the feeds of every instance (or one) now, in the running service, wait for
+    /// the outcome, print it, and exit (1 when a feed failed).
+    Refresh(refresh::RefreshArgs),
+}
+
+/// A mistake in how the program was called: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `0.1.0 (commit 1a2b3c4d5e6f, built 2025-01-31)`.
+static VERSION: LazyLock<String> = LazyLock::new(crate::build::version_line);
+
+/// The text after `--help`'s options: where the configuration is, and every variable.
+fn after_help() -> String {
+    let mut vars: Vec<(&str, String)> = config::KEYS
+        .iter()
+        .map(|(key, var)| (*var, format!("sets `{key}`")))
+        .collect();
+    vars.push(("GTFS_CONFIG", "the configuration file, as --config".into()));
+    vars.push((
+        telemetry::LOG_FORMAT_VAR,
+        "json | text (default: text on a terminal, json otherwise)".into(),
+    ));
+    vars.push(("RUST_LOG", "log filter (default: info)".into()));
+    let width = vars.iter().map(|(v, _)| v.len()).max().unwrap_or(0);
+    let mut text = format!(
+        "Configuration: built-in defaults, then {} (or --config FILE), then the environment.\n\
+         {} documents every key; `gtfs-fetch config` prints the effective values.\n\n\
+         Environment variables:\n",
+        config::DEFAULT_FILE,
+        config::DEFAULT_FILE
+    );
+    for (var, what) in vars {
+        text.push_str(&format!("  {var:width$}  {what}\n"));
+    }
+    text.push_str(
+        "\nExit codes: 0 ok, 2 bad configuration or usage, 1 other failure \
+         (a failed feed; serve: requests in flight abandoned at shutdown).",
+    );
+    text
+}
+
+/// The clap command with what is only known at run time: version line and help text.
+pub fn command() -> clap::Command {
+    Cli::command()
+        .version(VERSION.as_str())
+        .after_help(after_help())
 }
 
 /// Runs the command line; what `main` calls.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    // clap prints help, version and usage errors itself, and exits 0 or 2.
+    let cli = match command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -58,7 +124,20 @@ pub fn run() -> ExitCode {
         println!("{:#}", config.to_redacted_json());
         return ExitCode::SUCCESS;
     }
-    let _log_guard = telemetry::init_logging();
+    let format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(e) => {
+            eprintln!("gtfs-fetch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `refresh` draws progress bars on stderr: its log lines go through them, so that a
+    // line printed while a bar is drawn does not tear it.
+    let bars = indicatif::MultiProgress::new();
+    let log_guard = match &command {
+        Command::Refresh(_) => telemetry::init_logging_to(format, refresh::BarWriter(bars.clone())),
+        _ => telemetry::init_logging(format),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,114 +145,62 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let is_serve = matches!(command, Command::Serve);
     let result = runtime.block_on(async {
         match command {
             Command::Serve => serve(config).await,
-            Command::Migrate => migrate(config).await,
-            Command::Refresh { instance } => refresh(config, instance).await,
-            Command::Config => unreachable!("handled above"),
+            Command::Migrate => migrate(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Refresh(args) => refresh::run(config, args, bars)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Config => Ok(ExitCode::SUCCESS),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    // Connections of requests given up on may still be running: do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    let code = match result {
+        Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("gtfs-fetch: {e:#}");
-            ExitCode::FAILURE
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            if is_serve && log_guard.is_some() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("gtfs-fetch: {e:#}");
+            }
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
-    }
+    };
+    drop(log_guard);
+    code
 }
 
-async fn serve(config: Config) -> Result<()> {
+/// The service, until a signal; exit 1 when its shutdown abandoned requests in flight.
+async fn serve(config: Config) -> Result<ExitCode> {
     let listener = server::bind(config.listen)?;
     let app = App::start(config, true).await?;
-    tracing::info!(listen = %listener.local_addr()?, "gtfs-fetch listening");
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        version = crate::build::VERSION,
+        git_sha = crate::build::GIT_SHA,
+        "gtfs-fetch listening"
+    );
     let router = api::router(app.state.clone());
-    let served = server::serve(
-        listener,
-        router,
-        app.state.clone(),
-        server::shutdown_signal(),
-    )
-    .await;
+    let (shutdown, abort) = server::shutdown_signals()?;
+    let served = server::serve(listener, router, app.state.clone(), shutdown, abort).await;
     app.stop().await?;
-    served
-}
-
-/// One refresh per selected instance, downloads shown with progress bars on stderr.
-async fn refresh(config: Config, only: Option<String>) -> Result<()> {
-    if let Some(name) = &only
-        && !config.instances.iter().any(|i| &i.name == name)
-    {
-        anyhow::bail!("no instance named {name:?} in the configuration");
+    let drained = served?;
+    if drained.abandoned > 0 {
+        tracing::warn!(
+            abandoned = drained.abandoned,
+            "exiting with code 1: requests in flight were abandoned"
+        );
+        return Ok(ExitCode::FAILURE);
     }
-    if config.instances.is_empty() {
-        anyhow::bail!("no [[instances]] in the configuration: nothing to refresh");
-    }
-    let app = App::start(config, false).await?;
-    // Fetches are recorded in the database: have it ready first.
-    if let Err(e) = app.state.db.prepare().await {
-        tracing::warn!("the database is not ready, fetches will not be recorded: {e:#}");
-    }
-    let bars = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
-        "{prefix:>12} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    let progress_bars =
-        std::sync::Mutex::new(std::collections::HashMap::<String, indicatif::ProgressBar>::new());
-    let progress = |gtfs_id: &str, done: u64, total: Option<u64>| {
-        let mut map = progress_bars.lock().unwrap_or_else(|e| e.into_inner());
-        let bar = map.entry(gtfs_id.to_owned()).or_insert_with(|| {
-            let bar = bars.add(indicatif::ProgressBar::new(total.unwrap_or(0)));
-            bar.set_style(style.clone());
-            bar.set_prefix(gtfs_id.to_owned());
-            bar
-        });
-        if let Some(total) = total {
-            bar.set_length(total);
-        }
-        bar.set_position(done);
-    };
-    let mut failed = 0;
-    for instance in app
-        .state
-        .instances
-        .iter()
-        .filter(|i| only.as_ref().is_none_or(|n| n == i.name()))
-    {
-        let summary = refresh::refresh_instance(&app.state, instance, Some(&progress)).await;
-        for bar in progress_bars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-        {
-            bar.1.finish();
-        }
-        for feed in &summary.feeds {
-            let id = feed.gtfs_id.as_deref().unwrap_or("(feed list)");
-            let version = feed.version.as_deref().map_or(String::new(), |v| {
-                format!(" version {}", &v[..v.len().min(12)])
-            });
-            let bytes = feed.bytes.map_or(String::new(), |b| format!(", {b} bytes"));
-            let error = feed
-                .error
-                .as_deref()
-                .map_or(String::new(), |e| format!(": {e}"));
-            println!(
-                "{}/{id}: {:?}{version}{bytes}{error}",
-                summary.instance, feed.outcome
-            );
-        }
-        if !summary.ok() {
-            failed += 1;
-        }
-    }
-    app.stop().await?;
-    if failed > 0 {
-        anyhow::bail!("{failed} instance(s) had failed feeds");
-    }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: Config) -> Result<()> {
@@ -197,4 +224,26 @@ async fn migrate(config: Config) -> Result<()> {
         pg.stop().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn help_names_the_default_file_and_every_variable() {
+        let help = command().render_help().to_string();
+        assert!(help.contains("config/default.toml"), "{help}");
+        for (_, var) in config::KEYS {
+            assert!(help.contains(var), "{var} missing from --help");
+        }
+        for var in ["GTFS_CONFIG", "GTFS_LOG_FORMAT", "RUST_LOG"] {
+            assert!(help.contains(var), "{var} missing from --help");
+        }
+    }
 }

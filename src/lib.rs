@@ -7,8 +7,9 @@
 //!
 //! ## A tour, in the order a request meets the code
 //!
-//! - [`cli`]: the command line (`serve`, `migrate`, `config`) and exit codes. `main.rs`
-//!   only calls [`cli::run`].
+//! - [`cli`]: the command line (`serve`, `migrate`, `config`, `refresh`, which asks the
+//!   running service) and exit codes. `main.rs` only calls [`cli::run`]. [`build`]: the
+//!   git commit and build date `build.rs` recorded.
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
 //!   by a pure function, with one error naming the key at fault.
 //! - [`app`]: start and stop. [`app::App::start`] turns a config into a running
@@ -43,6 +44,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub mod api;
 pub mod app;
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -4,16 +4,25 @@
 //! TCP_NODELAY on every accepted socket (small responses leave at once instead of waiting
 //! for Nagle's algorithm).
 //!
-//! Shutdown, when the `shutdown` future given to [`serve`] resolves (SIGINT or SIGTERM in
-//! `serve`): `/readyz` turns 503 at once; after `shutdown_drain` the listener closes and
-//! idle connections are closed; requests in flight finish, for at most
-//! `shutdown_timeout`; then [`serve`] returns.
+//! Shutdown, when the `shutdown` future given to [`serve`] resolves (the first SIGINT or
+//! SIGTERM in `serve`, see [`shutdown_signals`]): `/readyz` turns 503 at once; after
+//! `shutdown_drain` the listener closes and idle connections are closed; requests in
+//! flight finish, for at most `shutdown_timeout`; then [`serve`] returns. When the
+//! `abort` future resolves first (a second signal: the operator means it), [`serve`]
+//! returns at once. Either way [`Drained::abandoned`] counts the requests still in
+//! flight that were given up on, and `gtfs-fetch serve` exits 1 when there were any.
+//! A request counts as in flight until its handler has produced the response head.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
 use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -40,16 +49,59 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// How the server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests still in flight when the server stopped waiting for them (a second
+    /// signal, or `shutdown_timeout`); 0 after a clean drain.
+    pub abandoned: usize,
+}
+
+/// Requests in flight, counted by a middleware around every request.
+#[derive(Debug, Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+/// One request in flight, for as long as it lives (a dropped request counts down too).
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn count_in_flight(State(in_flight): State<InFlight>, req: Request, next: Next) -> Response {
+    let _guard = in_flight.enter();
+    next.run(req).await
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains as described in
-/// the module docs.
+/// the module docs; `abort` resolving (after `shutdown`) stops the drain at once. Pass
+/// `std::future::pending()` as `abort` to always drain.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
+    abort: impl Future<Output = ()> + Send + 'static,
+) -> Result<Drained> {
     let drain = state.config.shutdown_drain;
     let deadline = state.config.shutdown_timeout;
+    let in_flight = InFlight::default();
+    let router = router.layer(middleware::from_fn_with_state(
+        in_flight.clone(),
+        count_in_flight,
+    ));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("cannot set TCP_NODELAY on an accepted socket: {e}");
@@ -60,7 +112,7 @@ pub async fn serve(
         shutdown.await;
         tracing::info!(
             drain_s = drain.as_secs_f64(),
-            "shutting down: /readyz now answers 503"
+            "shutting down: /readyz now answers 503 (a second signal exits at once)"
         );
         state.begin_shutdown();
         tokio::time::sleep(drain).await;
@@ -78,22 +130,62 @@ pub async fn serve(
         }
         tokio::time::sleep(deadline).await;
     };
-    tokio::select! {
-        result = server => result.context("the HTTP server failed")?,
-        () = overdue => tracing::warn!(
-            timeout_s = deadline.as_secs_f64(),
-            "requests still in flight after shutdown_timeout: exiting without them"
-        ),
-    }
-    Ok(())
+    let abandoned = tokio::select! {
+        result = server => {
+            result.context("the HTTP server failed")?;
+            return Ok(Drained { abandoned: 0 });
+        }
+        () = overdue => {
+            let abandoned = in_flight.get();
+            tracing::warn!(
+                abandoned,
+                timeout_s = deadline.as_secs_f64(),
+                "requests still in flight after shutdown_timeout: exiting without them"
+            );
+            abandoned
+        }
+        () = abort => {
+            let abandoned = in_flight.get();
+            if abandoned > 0 {
+                tracing::warn!(abandoned, "second signal: exiting without the requests in flight");
+            } else {
+                tracing::info!("second signal: exiting at once (no request in flight)");
+            }
+            abandoned
+        }
+    };
+    Ok(Drained { abandoned })
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// The first and the second SIGINT or SIGTERM, as two futures: `serve` drains on the
+/// first and gives up on the second. The handlers are installed before this returns, so
+/// no signal is lost (nor does one kill the process) once it has.
+pub fn shutdown_signals() -> Result<(
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    let (count_tx, count_rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {}
+                Some(()) = int.recv() => {}
+                else => return,
+            }
+            count_tx.send_modify(|n| *n += 1);
+        }
+    });
+    let nth = move |n: u32| {
+        let mut rx = count_rx.clone();
+        async move {
+            if rx.wait_for(|count| *count >= n).await.is_err() {
+                // The listener task is gone (the runtime is stopping): no more signals.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    Ok((nth(1), nth(2)))
 }

@@ -1,13 +1,19 @@
 //! Logs and metrics.
 //!
-//! Logs go through `tracing`: JSON lines when stdout is not a terminal (containers, systemd),
-//! readable text when it is. `RUST_LOG` filters them (default `info`). Every request runs in
-//! a span that carries its request id, so each line a request causes names it.
+//! Logs go through `tracing` to stderr. Their format follows the stream they go to:
+//! readable text (coloured) when stderr is a terminal, JSON lines when it is not
+//! (containers, systemd, `serve 2>file`). `GTFS_LOG_FORMAT=json|text` overrides that
+//! ([`LogFormat::choose`]; text off a terminal is never coloured, nor with `NO_COLOR`); any
+//! other value is a configuration error (exit 2), as for every other setting. `RUST_LOG`
+//! filters them (default `info`); PostgreSQL notices (`relation ... already exists,
+//! skipping`, which sqlx logs at INFO) are kept at WARN and above unless `RUST_LOG` names
+//! `sqlx` itself. Every request runs in a span that carries its request id, so each line a
+//! request causes names it.
 //!
 //! Metrics are a `prometheus-client` registry owned by the application state (not a global:
 //! two services in one test process do not mix their counts), rendered by `GET /metrics`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,28 +29,93 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 use crate::cache::RouteCache;
+use crate::config::ConfigError;
 use crate::feed::store::FeedStore;
 use crate::otp::instance::InstanceRuntime;
 
-/// Installs the global log subscriber, writing through a background thread so that no
-/// request waits on stderr. Keep the returned guard until exit: dropping it flushes.
-/// Safe to call more than once (later calls install nothing and return `None`).
-pub fn init_logging() -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// The environment variable that picks the log format.
+pub const LOG_FORMAT_VAR: &str = "GTFS_LOG_FORMAT";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; `ansi`: with colours (only ever on a terminal).
+    Text { ansi: bool },
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The format for `GTFS_LOG_FORMAT`'s value (`None` or empty: unset) when stderr is,
+    /// or is not, a terminal (and colours are allowed there: `NO_COLOR` unset). Unset:
+    /// text on a terminal, JSON otherwise. An unknown value is refused, naming the
+    /// variable, as other settings are.
+    pub fn choose(var: Option<&str>, colour_terminal: bool) -> Result<LogFormat, ConfigError> {
+        match var.map(str::trim).unwrap_or("") {
+            "" if colour_terminal => Ok(LogFormat::Text { ansi: true }),
+            "" => Ok(LogFormat::Json),
+            v if v.eq_ignore_ascii_case("json") => Ok(LogFormat::Json),
+            v if v.eq_ignore_ascii_case("text") => Ok(LogFormat::Text {
+                ansi: colour_terminal,
+            }),
+            other => Err(ConfigError {
+                key: LOG_FORMAT_VAR.to_owned(),
+                problem: format!("{other:?} is not a log format: use json or text"),
+            }),
+        }
+    }
+
+    /// [`LogFormat::choose`] for this process: its `GTFS_LOG_FORMAT`, its stderr.
+    pub fn from_env() -> Result<LogFormat, ConfigError> {
+        let var = std::env::var(LOG_FORMAT_VAR).ok();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        LogFormat::choose(var.as_deref(), std::io::stderr().is_terminal() && !no_color)
+    }
+}
+
+/// The log filter: `RUST_LOG` (default `info`), with PostgreSQL notices held at WARN
+/// unless `RUST_LOG` says something about `sqlx`.
+pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.map(str::trim).filter(|s| !s.is_empty());
+    let mut filter = spec
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    if !spec.is_some_and(|s| s.contains("sqlx")) {
+        filter = filter.add_directive(
+            "sqlx::postgres::notice=warn"
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
+    filter
+}
+
+/// Installs the global log subscriber writing to stderr ([`init_logging_to`]).
+pub fn init_logging(format: LogFormat) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    init_logging_to(format, std::io::stderr())
+}
+
+/// Installs the global log subscriber, writing to `out` through a background thread so
+/// that no request waits on stderr. Keep the returned guard until exit: dropping it
+/// flushes. Safe to call more than once (later calls install nothing and return `None`).
+pub fn init_logging_to(
+    format: LogFormat,
+    out: impl Write + Send + 'static,
+) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(out);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let installed = if std::io::stdout().is_terminal() {
-        builder.try_init()
-    } else {
-        builder
+    let installed = match format {
+        LogFormat::Text { ansi } => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init()
+            .try_init(),
     };
     installed.ok().map(|()| guard)
 }
@@ -461,7 +532,10 @@ impl Collector for FeedCollector {
                 "feed_last_success_timestamp_seconds",
                 "Unix time of the feed's last successful refresh (updated or unchanged); \
                  absent before the first",
-                |s, _, _| s.last_success_at.map(|t| t.as_millisecond() as f64 / 1000.0),
+                |s, _, _| {
+                    s.last_success_at
+                        .map(|t| t.as_millisecond() as f64 / 1000.0)
+                },
             ),
             (
                 "feed_data_age_seconds",
@@ -497,5 +571,44 @@ impl Collector for FeedCollector {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_follows_stderr_unless_told() {
+        use LogFormat::*;
+        assert_eq!(LogFormat::choose(None, true), Ok(Text { ansi: true }));
+        assert_eq!(LogFormat::choose(None, false), Ok(Json));
+        assert_eq!(LogFormat::choose(Some(""), false), Ok(Json));
+        assert_eq!(LogFormat::choose(Some("json"), true), Ok(Json));
+        assert_eq!(LogFormat::choose(Some(" JSON "), false), Ok(Json));
+        // Text into a file or pipe: never ANSI escapes.
+        assert_eq!(
+            LogFormat::choose(Some("text"), false),
+            Ok(Text { ansi: false })
+        );
+        assert_eq!(
+            LogFormat::choose(Some("Text"), true),
+            Ok(Text { ansi: true })
+        );
+        let err = LogFormat::choose(Some("jsno"), true).unwrap_err();
+        assert_eq!(err.key, "GTFS_LOG_FORMAT");
+        assert!(err.problem.contains("\"jsno\""), "{err}");
+    }
+
+    #[test]
+    fn postgres_notices_stay_below_info_unless_asked_for() {
+        let shown = |rust_log: Option<&str>| {
+            let text = log_filter(rust_log).to_string();
+            !text.contains("sqlx::postgres::notice=warn")
+        };
+        assert!(!shown(None));
+        assert!(!shown(Some("info")));
+        assert!(!shown(Some("debug,tower_http=warn")));
+        assert!(shown(Some("info,sqlx=info")));
     }
 }

@@ -76,6 +76,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -102,12 +103,28 @@ pub fn router(state: AppState) -> Router {
         .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
         .split_for_parts();
     openapi_json.publish(doc);
-    router
+    let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
         })
-        .with_state(state.clone())
+        .with_state(state.clone());
+    with_layers(router, state)
+}
+
+/// The layers every response goes through (module docs), around `router`.
+///
+/// Logging: each response is one INFO line (status, latency) from the trace layer. An
+/// internal error adds one ERROR line with its cause ([`ApiError::internal`]). The trace
+/// layer's own failure hook, which would log every 5xx again at ERROR, only logs
+/// failures that are not a status (a response body that broke off), at WARN: expected
+/// 503s (`/readyz` during an outage, OTP unavailable, shutting down) must not fill the
+/// error log.
+pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
+    router
         .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true))
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(
@@ -121,7 +138,12 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
                 })
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros))
+                .on_failure(|failure: ServerErrorsFailureClass, _latency, _span: &tracing::Span| {
+                    if let ServerErrorsFailureClass::Error(e) = failure {
+                        tracing::warn!("response failed: {e}");
+                    }
+                }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
@@ -185,4 +207,116 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         elapsed,
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::db::Db;
+
+    /// Every event logged while it is the default subscriber: level and text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<(Level, String)>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Text(String);
+            impl tracing::field::Visit for Text {
+                fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                    self.0.push_str(&format!("{}={v:?} ", f.name()));
+                }
+            }
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), text.0));
+        }
+    }
+
+    impl Captured {
+        fn at(&self, level: Level) -> Vec<String> {
+            let events = self.0.lock().unwrap();
+            events
+                .iter()
+                .filter(|(l, _)| *l == level)
+                .map(|(_, t)| t.clone())
+                .collect()
+        }
+        fn at_least_info(&self) -> usize {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(l, _)| *l <= Level::INFO)
+                .count()
+        }
+    }
+
+    /// A state whose database is a closed port: never prepared, so `/readyz` is 503.
+    fn offline_state() -> AppState {
+        let config = Config::parse(None, |_| None).unwrap();
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1);
+        AppState::new(config.clone(), Db::new_lazy(&config, options)).unwrap()
+    }
+
+    /// Sends `path` from a loopback client through `router`, logging into a fresh capture.
+    async fn logged(router: Router, path: &str) -> (StatusCode, Captured) {
+        let captured = Captured::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+        let mut req = Request::get(path).body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let res = router.oneshot(req).await.unwrap();
+        let status = res.status();
+        // The body is read, as a client would, so a failure while sending it is seen.
+        let _ = axum::body::to_bytes(res.into_body(), usize::MAX).await;
+        (status, captured)
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_is_one_error_line_with_its_cause() {
+        let state = offline_state();
+        // A fallback, not a route: the one handler this router has (and routes must be
+        // documented, which tests/it/openapi.rs checks).
+        let failing = Router::default()
+            .fallback(|| async { ApiError::internal(anyhow::anyhow!("the disk is on fire")) });
+        let (status, logs) = logged(with_layers(failing, state), "/boom").await;
+        assert_eq!(status, 500);
+        let errors = logs.at(Level::ERROR);
+        assert_eq!(errors.len(), 1, "one ERROR line: {errors:?}");
+        assert!(errors[0].contains("the disk is on fire"), "{errors:?}");
+    }
+
+    #[tokio::test]
+    async fn expected_503s_are_no_errors() {
+        let state = offline_state();
+        let (status, logs) = logged(router(state.clone()), "/readyz").await;
+        assert_eq!(status, 503, "the database is not there");
+        assert_eq!(logs.at(Level::ERROR), Vec::<String>::new());
+        assert_eq!(logs.at_least_info(), 1, "one line per probe");
+
+        state.begin_shutdown();
+        let (status, logs) = logged(router(state), "/readyz").await;
+        assert_eq!(status, 503);
+        assert_eq!(logs.at(Level::ERROR), Vec::<String>::new());
+        assert_eq!(logs.at_least_info(), 1);
+    }
 }

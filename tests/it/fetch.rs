@@ -610,7 +610,7 @@ async fn manual_refreshes_need_a_token_when_one_is_set_and_are_spaced() {
 }
 
 #[tokio::test]
-async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
+async fn the_local_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
     let sim = OtpSim::start(&["caltrain", "bart"]).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gtfs.toml");
@@ -622,8 +622,9 @@ async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
     std::fs::write(&file, text).unwrap();
     let database_url = fresh_database().await;
     let run = |instance: Option<&str>| {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gtfs-fetch"));
-        cmd.args(["--config", file.to_str().unwrap(), "refresh"]);
+        let mut cmd = tokio::process::Command::new(crate::support::binary::bin());
+        // In this process: no service runs here.
+        cmd.args(["--config", file.to_str().unwrap(), "refresh", "--local"]);
         if let Some(name) = instance {
             cmd.args(["--instance", name]);
         }
@@ -638,8 +639,11 @@ async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("sim/bart: Updated"), "{stdout}");
-    assert!(stdout.contains("sim/caltrain: Updated"), "{stdout}");
+    assert!(stdout.contains("sim/bart: updated, version "), "{stdout}");
+    assert!(
+        stdout.contains("sim/caltrain: updated, version "),
+        "{stdout}"
+    );
 
     // Recorded in the database the service uses.
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&database_url)
@@ -659,10 +663,11 @@ async fn the_refresh_command_loads_feeds_reports_and_sets_its_exit_code() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Failed"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": failed: "));
 
+    // A usage error.
     let out = run(Some("nope")).await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no instance named \"nope\""));
 }
 

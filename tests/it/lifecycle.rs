@@ -133,8 +133,8 @@ fn migrate_and_serve_commands_work_end_to_end() {
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap();
-    let bin = env!("CARGO_BIN_EXE_gtfs-fetch");
-    let out = Command::new(bin)
+    let bin = crate::support::binary::bin();
+    let out = Command::new(&bin)
         .arg("migrate")
         .env("GTFS_DATA_DIR", data_dir)
         .env_remove("DATABASE_URL")
@@ -154,7 +154,7 @@ fn migrate_and_serve_commands_work_end_to_end() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&bin)
         .env("GTFS_DATA_DIR", data_dir)
         .env("GTFS_LISTEN", format!("127.0.0.1:{port}"))
         .env_remove("DATABASE_URL")
@@ -189,4 +189,114 @@ fn migrate_and_serve_commands_work_end_to_end() {
         !dir.path().join("pg/postmaster.pid").exists(),
         "embedded PostgreSQL stopped"
     );
+}
+
+/// The first refresh of an otp2 instance on the simulator has happened; a route detail is
+/// read through to OTP (no prefetch).
+fn otp2_instance(sim: &crate::support::otp_sim::OtpSim) -> String {
+    format!(
+        "[[instances]]\nname = \"sim\"\nurl = \"{}\"\napi = \"otp2\"\n",
+        sim.url()
+    )
+}
+
+#[tokio::test]
+async fn a_second_signal_abandons_requests_in_flight_at_once_and_exits_1() {
+    use crate::support::binary::Served;
+    use crate::support::otp_sim::{Fault, OtpSim};
+    let sim = OtpSim::start(&["bart"]).await;
+    let db = crate::support::fresh_database().await;
+    // Without the second signal, the drain would wait two minutes for the request.
+    let mut served = Served::start(
+        &otp2_instance(&sim),
+        &[
+            ("DATABASE_URL", db.as_str()),
+            ("GTFS_SHUTDOWN_TIMEOUT", "120"),
+            ("GTFS_HTTP_REQUEST_TIMEOUT", "120"),
+        ],
+    );
+    served.wait_ready(Duration::from_secs(60)).await;
+    let route = crate::support::fixture_csv("bart", "routes.txt")[0]["route_id"].clone();
+    sim.set_fault(Fault::Hang);
+    let before = sim.requests();
+    let in_flight = tokio::spawn(reqwest::get(
+        served.url(&format!("/feeds/bart/routes/{route}")),
+    ));
+    // In flight once OTP has been asked.
+    for _ in 0..200 {
+        if sim.requests() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(sim.requests() > before, "the read-through reached OTP");
+
+    served.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    served.signal("TERM");
+    let status = served.wait_exit(Duration::from_secs(20)).await;
+    let logs = served.stderr();
+    let status = status.unwrap_or_else(|| panic!("still draining after a second SIGTERM:\n{logs}"));
+    assert_eq!(status.code(), Some(1), "requests were abandoned:\n{logs}");
+    assert!(logs.contains("abandoned"), "{logs}");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the abandoned request got no answer"
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_drain_exits_0_when_nothing_is_in_flight() {
+    use crate::support::binary::Served;
+    let db = crate::support::fresh_database().await;
+    let mut served = Served::start(
+        "",
+        &[
+            ("DATABASE_URL", db.as_str()),
+            ("GTFS_SHUTDOWN_DRAIN", "120"),
+        ],
+    );
+    served.wait_ready(Duration::from_secs(60)).await;
+    served.signal("INT");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        reqwest::get(served.url("/readyz")).await.unwrap().status(),
+        503,
+        "draining"
+    );
+    served.signal("INT");
+    let status = served.wait_exit(Duration::from_secs(20)).await;
+    let logs = served.stderr();
+    let status = status.unwrap_or_else(|| panic!("still draining after a second SIGINT:\n{logs}"));
+    assert_eq!(status.code(), Some(0), "nothing was abandoned:\n{logs}");
+}
+
+#[tokio::test]
+async fn a_clean_start_and_stop_log_no_warning_no_error_no_notice() {
+    use crate::support::binary::{Served, log_lines_at};
+    // A fresh database: the first start migrates it, the second finds it migrated (and
+    // PostgreSQL sends "relation ... already exists, skipping" notices).
+    let db = crate::support::fresh_database().await;
+    for run in ["first", "second"] {
+        let mut served = Served::start("", &[("DATABASE_URL", db.as_str())]);
+        served.wait_ready(Duration::from_secs(60)).await;
+        // Give the background tasks (key expiry) their first go.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        served.signal("TERM");
+        let status = served.wait_exit(Duration::from_secs(30)).await;
+        let logs = served.stderr();
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{run} run:\n{logs}");
+        assert!(
+            logs.contains("gtfs-fetch listening"),
+            "JSON logs on a pipe:\n{logs}"
+        );
+        for level in ["WARN", "ERROR"] {
+            assert_eq!(
+                log_lines_at(&logs, level),
+                Vec::<String>::new(),
+                "{run} run, {level}:\n{logs}"
+            );
+        }
+        assert!(!logs.contains("already exists"), "{run} run:\n{logs}");
+    }
 }

@@ -281,7 +281,13 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     let t0 = jiff::Timestamp::now().as_second() as f64;
     let sim = OtpSim::start(&["caltrain"]).await;
     let env = [("GTFS_RETRY_ATTEMPTS", "0")];
-    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&["caltrain"]), &env)).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &env,
+    ))
+    .await;
     let metrics = async || app.get("/metrics").await.text().await.unwrap();
     let text = metrics().await;
     let build = format!(
@@ -294,16 +300,26 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     let series = |name: &str| format!("gtfs_fetch_{name}{feed}");
     let success = sample(&text, &series("feed_last_success_timestamp_seconds")).unwrap();
     let now = jiff::Timestamp::now().as_second() as f64;
-    assert!(t0 - 1.0 <= success && success <= now + 1.0, "{success} in [{t0}, {now}]");
+    assert!(
+        t0 - 1.0 <= success && success <= now + 1.0,
+        "{success} in [{t0}, {now}]"
+    );
     let age = sample(&text, &series("feed_data_age_seconds")).unwrap();
     assert!((0.0..=now - t0 + 1.0).contains(&age), "{age}");
-    assert_eq!(sample(&text, &series("feed_last_refresh_failed")), Some(0.0));
+    assert_eq!(
+        sample(&text, &series("feed_last_refresh_failed")),
+        Some(0.0)
+    );
 
     // The zip fails: the feed says so, its last success stays, its data ages.
     sim.set_fault(Fault::Status(503));
     app.refresh_now().await;
     let text = metrics().await;
-    assert_eq!(sample(&text, &series("feed_last_refresh_failed")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &series("feed_last_refresh_failed")),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, &series("feed_last_success_timestamp_seconds")),
         Some(success)
@@ -324,7 +340,10 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     assert_eq!(app.get("/waybills").await.status(), 200);
     let text = metrics().await;
     assert_eq!(
-        sample(&text, r#"gtfs_fetch_waybill_writes_total{op="create",status="422"}"#),
+        sample(
+            &text,
+            r#"gtfs_fetch_waybill_writes_total{op="create",status="422"}"#
+        ),
         Some(1.0),
         "{text}"
     );

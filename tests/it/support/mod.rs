@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod fixtures;
 pub mod otp_sim;
 pub mod real_otp;
@@ -109,7 +110,7 @@ pub struct TestApp {
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    server: Option<JoinHandle<anyhow::Result<server::Drained>>>,
     app: Option<App>,
 }
 
@@ -138,7 +139,7 @@ impl TestApp {
         self.signal_shutdown();
         let served = self.server.take().unwrap().await.expect("server task");
         self.app.take().unwrap().stop().await?;
-        served
+        served.map(|_| ())
     }
 
     /// Asks for a refresh of the (first) instance `sim` and waits for it to finish.
@@ -209,9 +210,15 @@ pub async fn spawn_config(config: Config, extra: Router) -> TestApp {
     let state = app.state.clone();
     let router = api::router(state.clone()).merge(extra);
     let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(server::serve(listener, router, state.clone(), async move {
-        let _ = rx.await;
-    }));
+    let server = tokio::spawn(server::serve(
+        listener,
+        router,
+        state.clone(),
+        async move {
+            let _ = rx.await;
+        },
+        std::future::pending(),
+    ));
     TestApp {
         addr,
         state,
