@@ -297,6 +297,41 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools that
+/// read only that (promtool, older agents). The two differ in little: a counter family is
+/// named with its `_total` suffix in `# HELP`/`# TYPE`, `unknown` is `untyped`, and there is
+/// no `# UNIT` or `# EOF` line.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), kind),
+                "unknown" => (name.to_owned(), "untyped"),
+                _ => (name.to_owned(), kind),
+            };
+            if let Some(text) = help.take() {
+                let text = text.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Process and allocator memory, for `/memory-stats` and `/metrics`.
 #[derive(Debug, serde::Serialize)]
 pub struct MemorySample {
@@ -577,6 +612,18 @@ impl Collector for FeedCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP x_requests Requests.\n# TYPE x_requests counter\n\
+                  x_requests_total{a=\"b\"} 3\n# HELP x_age Age.\n# TYPE x_age gauge\n\
+                  # UNIT x_age seconds\nx_age 1.5\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
+             x_requests_total{a=\"b\"} 3\n# HELP x_age Age.\n# TYPE x_age gauge\nx_age 1.5\n"
+        );
+    }
 
     #[test]
     fn log_format_follows_stderr_unless_told() {

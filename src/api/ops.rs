@@ -195,23 +195,30 @@ async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
     }))
 }
 
-/// Prometheus metrics (OpenMetrics text).
+/// Prometheus metrics.
 ///
 /// Requests and latency by method, route template and status; RSS; pool gauges; route
-/// cache; per OTP instance connections, requests, retries, reuse ratio and breaker state.
+/// cache; per OTP instance connections, requests, retries, reuse ratio and breaker state;
+/// per feed the last success, the data's age and whether the last refresh failed; waybill
+/// writes and database time; `build_info`. OpenMetrics text when the client accepts it
+/// (Prometheus asks for it), else the Prometheus text format 0.0.4 (curl, promtool).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "ops",
     security((), ("ops_token" = [])),
     responses(
-        (status = 200, description = "The metrics, OpenMetrics text format.", body = String,
-            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 200, description = "The metrics: OpenMetrics text when `Accept` names \
+            `application/openmetrics-text`, else the Prometheus text format 0.0.4.",
+            content(
+                (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                (String = "text/plain; version=0.0.4; charset=utf-8"),
+            )),
         (status = 403, description = "Not a loopback client, and no valid ops token.",
             body = Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>, request: HeaderMap) -> impl IntoResponse {
     let mem = memory_sample();
     let pool = state.db.stats();
     let body = state.metrics.render(Sample {
@@ -220,11 +227,25 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         db_pool_size: pool.size,
         db_pool_idle: pool.idle,
     });
+    let openmetrics = request
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::telemetry::to_prometheus_text(&body),
+        )
+    };
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     (headers, body)
 }
 

@@ -353,5 +353,26 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
         "{text}"
     );
     promtool_check(&text);
+    // Prometheus asks for OpenMetrics, and gets it.
+    let res = app
+        .client
+        .get(app.url("/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = res.text().await.unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(
+        om.contains("# TYPE gtfs_fetch_waybill_writes counter"),
+        "{om}"
+    );
     app.stop().await.unwrap();
 }
