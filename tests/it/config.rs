@@ -676,3 +676,61 @@ fn the_warning_is_printed_by_the_executable_and_the_configuration_still_loads() 
 fn config_vars_prefix(name: &str) -> bool {
     ENV_PREFIXES.iter().any(|p| name.starts_with(p)) || name == "DATABASE_URL"
 }
+
+/// A database that cannot be reached at start-up: the error `/readyz` and the log show.
+async fn unreachable_database_error(url: &str) -> String {
+    let config = parse(
+        "",
+        &[
+            ("DATABASE_URL", url),
+            ("WAYBILLS_DB_ACQUIRE_TIMEOUT", "0.5"),
+        ],
+    )
+    .unwrap();
+    let options =
+        gtfs_fetch::db::options_from_url(config.database_url.as_ref().unwrap().expose()).unwrap();
+    let db = gtfs_fetch::db::Db::new_lazy(&config, options);
+    let prepared = db.prepare().await.expect_err("nothing to connect to");
+    let shown = db.check().await.expect_err("not ready");
+    assert_eq!(shown, format!("{prepared:#}"), "/readyz says the same");
+    assert!(!shown.contains("s3cret"), "no password: {shown}");
+    shown
+}
+
+#[tokio::test]
+async fn an_unreachable_database_says_where_and_why() {
+    // A closed port: connection refused.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let e =
+        unreachable_database_error(&format!("postgres://gtfs:s3cret@127.0.0.1:{port}/waybills"))
+            .await;
+    assert!(
+        e.starts_with(&format!(
+            r#"cannot reach the database at 127.0.0.1:{port} (database "waybills", user "gtfs"): connection refused"#
+        )),
+        "{e}"
+    );
+    // A port that accepts and never answers: a timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let e =
+        unreachable_database_error(&format!("postgres://gtfs:s3cret@127.0.0.1:{port}/waybills"))
+            .await;
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    assert!(e.contains("no answer within 0.5 s"), "{e}");
+    held.abort();
+    // A name that does not resolve (.invalid never does, RFC 6761).
+    let e =
+        unreachable_database_error("postgres://gtfs:s3cret@no-such-db.invalid:5432/waybills").await;
+    assert!(e.contains("no-such-db.invalid:5432"), "{e}");
+    assert!(e.contains("does not resolve"), "{e}");
+}
