@@ -660,6 +660,17 @@ impl RawInstance {
             if feed.zip_url.is_empty() {
                 return Err(err(&format!("{at}.zip_url"), "must not be empty".into()));
             }
+            // Anything else that is not http(s):// or file:// would be read as a path.
+            let scheme = feed.zip_url.split_once("://").map(|(scheme, _)| scheme);
+            if scheme.is_some_and(|s| !matches!(s, "http" | "https" | "file")) {
+                return Err(err(
+                    &format!("{at}.zip_url"),
+                    format!(
+                        "{:?}: only http://, https:// and file:// URLs, or paths",
+                        feed.zip_url
+                    ),
+                ));
+            }
             feeds.push(FeedSource {
                 gtfs_id: feed.gtfs_id,
                 zip_url: feed.zip_url,

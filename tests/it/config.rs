@@ -734,3 +734,92 @@ async fn an_unreachable_database_says_where_and_why() {
     assert!(e.contains("no-such-db.invalid:5432"), "{e}");
     assert!(e.contains("does not resolve"), "{e}");
 }
+
+/// The service with one `api = "gtfs"` instance at `url` whose feed is `zip_url`, after
+/// its first refresh: that feed as `/feeds` shows it.
+async fn zip_feed_after_refresh(url: &str, zip_url: &str) -> Value {
+    use crate::support::{fresh_database, spawn_config};
+    let file = format!(
+        "[[instances]]\nname = \"sim\"\nurl = \"{url}\"\napi = \"gtfs\"\n\
+         [[instances.feeds]]\ngtfs_id = \"f\"\nzip_url = \"{zip_url}\"\n"
+    );
+    let db = fresh_database().await;
+    let config = parse(
+        &file,
+        &[
+            ("DATABASE_URL", &db),
+            ("GTFS_LISTEN", "127.0.0.1:0"),
+            ("GTFS_RETRY_ATTEMPTS", "0"),
+        ],
+    )
+    .unwrap();
+    let app = spawn_config(config, axum::Router::new()).await;
+    app.wait_refreshes(1).await;
+    let body: Value = app.get("/feeds").await.json().await.unwrap();
+    app.stop().await.unwrap();
+    body["feeds"]
+        .as_array()
+        .and_then(|feeds| feeds.iter().find(|f| f["gtfs_id"] == "f"))
+        .cloned()
+        .unwrap_or_else(|| panic!("feed f in {body}"))
+}
+
+#[test]
+fn zip_urls_are_urls_or_paths() {
+    let feed = |zip_url: &str| {
+        format!(
+            "[[instances]]\nname = \"a\"\nurl = \"http://h\"\n\
+             [[instances.feeds]]\ngtfs_id = \"1\"\nzip_url = \"{zip_url}\"\n"
+        )
+    };
+    for ok in [
+        "https://data.example/city.zip",
+        "/gtfs/city.zip",
+        "file:///srv/gtfs/city.zip",
+        "feeds/city.zip",
+    ] {
+        assert!(parse(&feed(ok), &[]).is_ok(), "{ok}");
+    }
+    assert_eq!(
+        err_key(&feed("ftp://data.example/city.zip"), &[]),
+        r#"instances[0] ("a").feeds[0].zip_url"#
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_zip_path_is_a_local_file_and_a_failed_fetch_names_its_source() {
+    // Nothing listens at the instance URL: only a local file can load.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let zip = std::fs::canonicalize(crate::support::fixture_path("sample-feed")).unwrap();
+    let feed = zip_feed_after_refresh(&closed, zip.to_str().unwrap()).await;
+    assert_eq!(feed["last_error"], Value::Null, "{feed}");
+    assert!(feed["version"].is_string(), "{feed}");
+
+    // No such file: the path under the instance URL is tried, and the error says both.
+    let feed = zip_feed_after_refresh(&closed, "/nonexistent/gtfs/city.zip").await;
+    let error = feed["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{feed}"));
+    assert!(
+        error.starts_with(&format!("GET {closed}/nonexistent/gtfs/city.zip: ")),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("(and there is no local file /nonexistent/gtfs/city.zip)"),
+        "{error}"
+    );
+
+    // A relative path is a local file from the working directory, named in full.
+    let feed = zip_feed_after_refresh(&closed, "no/such/city.zip").await;
+    let error = feed["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{feed}"));
+    let full = std::env::current_dir().unwrap().join("no/such/city.zip");
+    assert!(
+        error.starts_with(&format!("cannot read {}: ", full.display())),
+        "{error}"
+    );
+}
