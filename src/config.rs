@@ -8,7 +8,12 @@
 //! service replaces, so its runbooks (`curl -s localhost:8000/config | jq .connection_limit`)
 //! keep working. They are declared once, in the `settings!` table below; that table
 //! generates the struct fields, the file and environment layering and the JSON shown by
-//! `GET /config`. Durations are seconds; fractions are allowed.
+//! `GET /config`. Durations are seconds; fractions are allowed; every number has a range
+//! (the `bounds` module), and a value outside it is "out of range", however large.
+//!
+//! Errors name the key as written (`instances[1] ("bart").urll`) and suggest the key
+//! probably meant. [`unknown_variables`] finds `GTFS_*` / `WAYBILLS_DB_*` variables that
+//! are not ours to read; [`Config::load`] prints a warning for each.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
