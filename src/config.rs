@@ -396,7 +396,7 @@ settings! {
     /// Minimum spacing between crawl requests to one instance.
     rate_limit_delay: Duration = Duration::from_millis(50), "GTFS_RATE_LIMIT_DELAY", bounds::SECONDS;
     /// Consecutive failures that open an instance's circuit breaker.
-    breaker_failures: u32 = 5, "GTFS_BREAKER_FAILURES", Range::count(1, 1000);
+    breaker_failures: u32 = 5, "GTFS_BREAKER_FAILURES", Range::count(1, 1_000_000);
     /// First open period of a breaker; grows with jitter, capped.
     breaker_open: Duration = Duration::from_secs(30), "GTFS_BREAKER_OPEN", bounds::POSITIVE_SECONDS;
     /// Route cache bound in bytes (entries weighted by serialized size).

@@ -530,7 +530,7 @@ fn counts_have_sane_upper_bounds() {
             ("GTFS_CONNECTION_LIMIT", "10000"),
             ("WAYBILLS_DB_MAX_CONNECTIONS", "10000"),
             ("GTFS_RETRY_ATTEMPTS", "10"),
-            ("GTFS_BREAKER_FAILURES", "1000"),
+            ("GTFS_BREAKER_FAILURES", "1000000"),
             ("GTFS_CACHE_MAX_BYTES", "1099511627776"),
         ],
     )
@@ -542,7 +542,7 @@ fn counts_have_sane_upper_bounds() {
         ("WAYBILLS_DB_MAX_CONNECTIONS", "10001"),
         ("WAYBILLS_DB_MIN_CONNECTIONS", "10001"),
         ("GTFS_RETRY_ATTEMPTS", "11"),
-        ("GTFS_BREAKER_FAILURES", "1001"),
+        ("GTFS_BREAKER_FAILURES", "1000001"),
         ("GTFS_CACHE_MAX_BYTES", "1099511627777"),
         ("GTFS_MAX_FEED_BYTES", "18446744073709551616"),
         ("GTFS_HTTP_REQUEST_TIMEOUT", "604801"),
