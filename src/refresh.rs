@@ -138,16 +138,24 @@ pub enum ZipLocation {
     File(PathBuf),
 }
 
-/// Resolves `zip_url`: `http(s)://...` as is; `/path` under the instance URL; `file://...`
-/// or any other text a local path (relative to the working directory).
-pub fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, String> {
+/// Resolves `zip_url`: `http(s)://...` as is; `/path` a local file when one is there, else
+/// that path under the instance URL; `file://...` or any other text a local path (relative
+/// to the working directory).
+pub async fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, String> {
     if zip_url.starts_with("http://") || zip_url.starts_with("https://") {
         return Url::parse(zip_url)
             .map(ZipLocation::Url)
             .map_err(|e| format!("bad zip_url {zip_url:?}: {e}"));
     }
     if zip_url.starts_with('/') {
-        return Ok(ZipLocation::Url(client.url(zip_url)));
+        let is_file = tokio::fs::metadata(zip_url)
+            .await
+            .is_ok_and(|m| m.is_file());
+        return Ok(if is_file {
+            ZipLocation::File(PathBuf::from(zip_url))
+        } else {
+            ZipLocation::Url(client.url(zip_url))
+        });
     }
     if zip_url.starts_with("file:") {
         let url = Url::parse(zip_url).map_err(|e| format!("bad zip_url {zip_url:?}: {e}"))?;
@@ -157,6 +165,15 @@ pub fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, St
             .map_err(|()| format!("bad file URL {zip_url:?}"));
     }
     Ok(ZipLocation::File(PathBuf::from(zip_url)))
+}
+
+/// `url` for messages: its password, if any, as `***`.
+fn shown_url(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some(crate::config::REDACTED));
+    }
+    url.to_string()
 }
 
 /// What a zip download gave.
@@ -220,8 +237,9 @@ async fn load_zip(
 ) -> Result<Outcome, String> {
     let max = state.config.max_feed_bytes;
     let current = entry.current();
-    let download = match zip_location(&instance.client, &source.zip_url)? {
+    let download = match zip_location(&instance.client, &source.zip_url).await? {
         ZipLocation::Url(url) => {
+            let shown = shown_url(&url);
             let mut headers = HeaderMap::new();
             // Only ask "has it changed?" when we hold what it would not have changed from.
             if current.is_some() {
@@ -273,9 +291,18 @@ async fn load_zip(
                 Err(OtpError::Status { status, .. }) => Some(*status),
                 _ => None,
             });
-            result.map_err(|e| e.to_string())?
+            result.map_err(|e| {
+                // An absolute path is tried as a local file first: say that it was.
+                let no_file = if source.zip_url.starts_with('/') {
+                    format!(" (and there is no local file {})", source.zip_url)
+                } else {
+                    String::new()
+                };
+                format!("GET {shown}: {e}{no_file}")
+            })?
         }
         ZipLocation::File(path) => {
+            let path = std::path::absolute(&path).unwrap_or(path);
             let meta = tokio::fs::metadata(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

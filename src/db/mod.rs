@@ -32,6 +32,8 @@ pub struct Db {
     /// Becomes `true` once, when the migrations are applied and the pool pre-warmed.
     prepared: watch::Sender<bool>,
     last_error: Mutex<Option<String>>,
+    /// Where the database is, for messages ([`describe_target`]); no password.
+    target: String,
 }
 
 /// A snapshot of the pool for `/memory-stats`.
@@ -46,6 +48,7 @@ pub struct PoolStats {
 impl Db {
     /// A lazy pool with the `WAYBILLS_DB_*` settings; nothing is opened yet.
     pub fn new_lazy(config: &Config, options: PgConnectOptions) -> Self {
+        let target = describe_target(&options);
         let pool = PgPoolOptions::new()
             .max_connections(config.db_max_connections)
             .min_connections(config.db_min_connections)
@@ -71,6 +74,7 @@ impl Db {
             min_connections: config.db_min_connections,
             prepared: watch::Sender::new(false),
             last_error: Mutex::new(None),
+            target,
         }
     }
 
@@ -91,6 +95,21 @@ impl Db {
             anyhow::Ok(())
         }
         .await;
+        // The pool retries a refused connection until `db_acquire_timeout` and then says
+        // only "pool timed out": find out where and why.
+        let result = match result {
+            Err(e) if is_connect_failure(&e) => {
+                let timeout = self.pool.options().get_acquire_timeout();
+                match why_unreachable(&self.pool.connect_options(), timeout).await {
+                    Some(why) => Err(anyhow::anyhow!(
+                        "cannot reach the database at {}: {why}",
+                        self.target
+                    )),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        };
         match &result {
             Ok(()) => {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -149,8 +168,8 @@ impl Db {
         let ping = sqlx::query("SELECT 1").execute(&self.pool);
         match tokio::time::timeout(Duration::from_secs(2), ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("no answer within 2 s".into()),
+            Ok(Err(e)) => Err(format!("database at {}: {e}", self.target)),
+            Err(_) => Err(format!("database at {}: no answer within 2 s", self.target)),
         }
     }
 
@@ -161,6 +180,74 @@ impl Db {
             max: self.pool.options().get_max_connections(),
             min: self.min_connections,
         }
+    }
+}
+
+/// Where `options` point, for messages: `db.internal:5432 (database "gtfs", user
+/// "gtfs")` or the Unix socket. Never the password.
+pub fn describe_target(options: &PgConnectOptions) -> String {
+    let place = match options.get_socket() {
+        Some(dir) => format!(
+            "Unix socket {}",
+            dir.join(format!(".s.PGSQL.{}", options.get_port()))
+                .display()
+        ),
+        None if options.get_host().contains(':') => {
+            format!("[{}]:{}", options.get_host(), options.get_port())
+        }
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    match options.get_database() {
+        Some(db) => format!(
+            "{place} (database {db:?}, user {:?})",
+            options.get_username()
+        ),
+        None => format!("{place} (user {:?})", options.get_username()),
+    }
+}
+
+/// Whether `e` says a connection could not be opened (rather than, say, a failed
+/// migration): the pool's timeout, a socket error or a TLS failure.
+fn is_connect_failure(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+        )
+    })
+}
+
+/// Why the server at `options` cannot be reached, found by trying once, directly (name
+/// lookup, then a connection, within `timeout` each); `None` when it answers now.
+pub async fn why_unreachable(options: &PgConnectOptions, timeout: Duration) -> Option<String> {
+    use sqlx::ConnectOptions;
+
+    if options.get_socket().is_none() {
+        let lookup = tokio::net::lookup_host((options.get_host(), options.get_port()));
+        match tokio::time::timeout(timeout, lookup).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Some(format!("the host name does not resolve ({e})")),
+            Err(_) => {
+                return Some(format!(
+                    "the host name did not resolve within {} s",
+                    timeout.as_secs_f64()
+                ));
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            None
+        }
+        Ok(Err(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(
+            "connection refused (nothing listens on that port, or a firewall rejects it)".into(),
+        ),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "no answer within {} s (packets dropped on the way, or not a PostgreSQL server)",
+            timeout.as_secs_f64()
+        )),
     }
 }
 
