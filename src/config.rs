@@ -962,6 +962,9 @@ pub const OTHER_VARIABLES: &[&str] = &[
     "GTFS_LOG_FORMAT",
     "GTFS_FETCH_BIN",
     "GTFS_OTP_*",
+    // Build metadata (build.rs); cargo also sets them when it runs tests or `cargo run`.
+    "GTFS_FETCH_GIT_SHA",
+    "GTFS_FETCH_BUILD_DATE",
 ];
 
 /// A warning for each name in `names` that looks like one of ours ([`ENV_PREFIXES`]) but
@@ -1104,9 +1107,9 @@ mod tests {
         ] {
             assert!(keys.contains(&key), "{key} in {keys:?}");
         }
-        for key in ["headers", "prefetch_routes", "feeds"] {
+        for key in ["headers", "prefetch_routes", "allow_empty", "feeds"] {
             assert!(keys.contains(&key), "{key} in {keys:?}");
         }
-        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(keys.len(), 10, "{keys:?}");
     }
 }
