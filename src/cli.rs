@@ -121,8 +121,18 @@ pub fn run() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Config = command {
-        println!("{:#}", config.to_redacted_json());
-        return ExitCode::SUCCESS;
+        // `gtfs-fetch config | head` closes the pipe early: that is no error (and
+        // `println!` would panic on it).
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{:#}", config.to_redacted_json()).and_then(|()| out.flush())
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("gtfs-fetch: cannot write the configuration: {e}");
+                ExitCode::FAILURE
+            }
+            _ => ExitCode::SUCCESS,
+        };
     }
     let format = match LogFormat::from_env() {
         Ok(format) => format,
@@ -205,12 +215,24 @@ async fn serve(config: Config) -> Result<ExitCode> {
 
 async fn migrate(config: Config) -> Result<()> {
     let (options, embedded) = app::connect_options(&config).await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let pool = match sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(config.db_acquire_timeout)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
-        .context("cannot connect to the database")?;
+    {
+        Ok(pool) => pool,
+        Err(e) => {
+            // "pool timed out" says nothing about where or why: ask the server once.
+            let why = db::why_unreachable(&options, config.db_acquire_timeout)
+                .await
+                .unwrap_or_else(|| e.to_string());
+            anyhow::bail!(
+                "cannot reach the database at {}: {why}",
+                db::describe_target(&options)
+            );
+        }
+    };
     db::MIGRATOR
         .run(&pool)
         .await

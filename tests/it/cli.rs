@@ -320,3 +320,34 @@ async fn refresh_local_runs_in_its_own_process_and_says_what_happened() {
         "{stdout}"
     );
 }
+
+#[test]
+fn config_into_a_closed_pipe_is_no_panic() {
+    use std::process::Stdio;
+    let mut child = crate::support::binary::command(&["config"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gtfs-fetch");
+    // Like `gtfs-fetch config | head -0`: the reader is gone before anything is read.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn migrate_says_where_the_database_is_and_why_it_cannot_be_reached() {
+    let port = crate::support::binary::free_port();
+    let url = format!("postgres://gtfs:secret-pw@127.0.0.1:{port}/waybills");
+    let out = gtfs_fetch(
+        &["migrate"],
+        &[("DATABASE_URL", &url), ("WAYBILLS_DB_ACQUIRE_TIMEOUT", "1")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("connection refused"), "{stderr}");
+    assert!(!stderr.contains("secret-pw"), "{stderr}");
+}
