@@ -20,8 +20,13 @@
 //! - [`api`]: the HTTP API, one `router()` per area, one error type
 //!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
 //!   - [`api::routes`]: the route query API, answered from the cache.
-//!   - [`api::feeds`]: `/feeds`, `/instances` and manual refreshes.
+//!   - [`api::feeds`]: `/feeds`, `/feeds/{gtfs_id}/fetches`, `/instances` and manual
+//!     refreshes.
+//!   - [`api::waybills`]: the waybill API (idempotency keys, `If-Match`); the rules
+//!     themselves are in [`waybill`].
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
+//!   - the stack under the areas: [`api::auth`] (bearer tokens), [`api::cursor`] (paging),
+//!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::openapi`].
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
@@ -34,7 +39,10 @@
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set, and
 //!   [`db::fetches`], the `feed_fetch` history of refreshes.
-//! - [`telemetry`]: logs (tracing, JSON off a terminal) and the metrics registry.
+//! - [`waybill`]: what a waybill is and the rules it must follow (trips of the route on
+//!   the service date, status moves, odometers, text limits).
+//! - [`telemetry`]: logs (tracing; JSON when stderr is not a terminal, or as
+//!   `GTFS_LOG_FORMAT` says) and the metrics registry.
 //!
 //! The global allocator is jemalloc, so `/memory-stats` can report what the
 //! application itself holds (allocated) next to what the process holds (RSS).
