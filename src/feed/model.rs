@@ -87,9 +87,15 @@ pub struct AgencyInfo {
     pub timezone: Option<String>,
 }
 
-/// OTP's mode name for a GTFS `route_type`, basic and extended (Google's extended route
-/// types: 100-199 rail, 200-299 coach, 400-499 urban rail, 700-799 bus, 900-999 tram,
-/// 1000-1099 water, 1100-1199 air, 1300-1399 aerial lift, 1400-1499 funicular, 1500-1599 taxi).
+/// OTP 2's mode name for a GTFS `route_type`, basic and extended, as OTP 2 itself maps
+/// them (`org.opentripplanner.gtfs.mapping.TransitModeMapper`), so a zip feed's routes
+/// show the mode the same routes have in OTP: 100-199 rail, 200-299 coach, 300-499 rail
+/// except 401-402 subway and 405 monorail, 500-699 subway, 700-799 bus, 800-899
+/// trolleybus, 900-999 tram, 1000-1099 and 1200-1299 ferry, 1100-1199 airplane,
+/// 1300-1399 gondola, 1400-1499 funicular, 1551-1560 carpool, 1500-1599 taxi, 1600-1699
+/// bus. Where OTP has no mode (1700-1799, types it does not know) the route is a bus, the
+/// GTFS default. One deliberate difference: OTP 2 refuses 1599 (its taxi range ends at
+/// 1598, an off-by-one against the TPEG table's 1500-1599); here it is a taxi.
 pub fn mode_of_route_type(route_type: i32) -> &'static str {
     match route_type {
         0 => "TRAM",
@@ -104,8 +110,10 @@ pub fn mode_of_route_type(route_type: i32) -> &'static str {
         12 => "MONORAIL",
         100..=199 => "RAIL",
         200..=299 => "COACH",
-        400..=401 | 403..=404 => "SUBWAY",
-        402 | 405 => "MONORAIL",
+        401..=402 => "SUBWAY",
+        405 => "MONORAIL",
+        300..=499 => "RAIL",
+        500..=699 => "SUBWAY",
         700..=799 => "BUS",
         800..=899 => "TROLLEYBUS",
         900..=999 => "TRAM",
@@ -113,7 +121,9 @@ pub fn mode_of_route_type(route_type: i32) -> &'static str {
         1100..=1199 => "AIRPLANE",
         1300..=1399 => "GONDOLA",
         1400..=1499 => "FUNICULAR",
+        1551..=1560 => "CARPOOL",
         1500..=1599 => "TAXI",
+        1600..=1699 => "BUS",
         _ => "BUS",
     }
 }
@@ -134,6 +144,7 @@ pub fn route_type_of_mode(mode: &str) -> i32 {
         "MONORAIL" => 12,
         "AIRPLANE" => 1100,
         "TAXI" => 1500,
+        "CARPOOL" => 1551,
         _ => 3,
     }
 }
@@ -151,4 +162,68 @@ pub fn parse_iso_date(text: &str) -> Option<jiff::civil::Date> {
         return None;
     }
     text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OTP 2's own mapping (TransitModeMapper) at every boundary of its ranges.
+    #[test]
+    fn route_types_map_to_the_modes_otp_2_gives_them() {
+        let otp = [
+            (0, "TRAM"),
+            (3, "BUS"),
+            (5, "CABLE_CAR"),
+            (11, "TROLLEYBUS"),
+            (12, "MONORAIL"),
+            (100, "RAIL"),
+            (199, "RAIL"),
+            (200, "COACH"),
+            (299, "COACH"),
+            (300, "RAIL"),
+            (400, "RAIL"),
+            (401, "SUBWAY"),
+            (402, "SUBWAY"),
+            (403, "RAIL"),
+            (404, "RAIL"),
+            (405, "MONORAIL"),
+            (499, "RAIL"),
+            (500, "SUBWAY"),
+            (699, "SUBWAY"),
+            (700, "BUS"),
+            (714, "BUS"),
+            (800, "TROLLEYBUS"),
+            (900, "TRAM"),
+            (1000, "FERRY"),
+            (1100, "AIRPLANE"),
+            (1200, "FERRY"),
+            (1300, "GONDOLA"),
+            (1400, "FUNICULAR"),
+            (1500, "TAXI"),
+            (1510, "TAXI"),
+            (1550, "TAXI"),
+            (1551, "CARPOOL"),
+            (1555, "CARPOOL"),
+            (1560, "CARPOOL"),
+            (1561, "TAXI"),
+            (1598, "TAXI"),
+            (1600, "BUS"),
+        ];
+        for (route_type, mode) in otp {
+            assert_eq!(mode_of_route_type(route_type), mode, "route_type {route_type}");
+        }
+        // Where OTP 2 has no mode (or refuses the type), the GTFS default and the TPEG range.
+        assert_eq!(mode_of_route_type(1700), "BUS");
+        assert_eq!(mode_of_route_type(42), "BUS");
+        assert_eq!(mode_of_route_type(1599), "TAXI");
+    }
+
+    #[test]
+    fn basic_modes_round_trip() {
+        for route_type in [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 1100, 1500, 1551] {
+            let mode = mode_of_route_type(route_type);
+            assert_eq!(route_type_of_mode(mode), route_type, "{mode}");
+        }
+    }
 }
