@@ -15,8 +15,8 @@
 //!    can be stale; after a failure it costs budget like the others); other failures up to `retry_attempts` times
 //!    with jittered exponential backoff from `retry_delay`, or after the server's
 //!    `Retry-After` on 429/503; never while the breaker is open; and only while the retry
-//!    budget lasts (each call earns 0.1 retry, so with the instance down, tries stay under
-//!    1.1 per call).
+//!    budget lasts (each call earns 0.1 retry, spendable for 10 s, so with the instance
+//!    down tries stay under 1.1 per call, and a healthy hour banks nothing for an outage).
 //!
 //! Each instance has its own reqwest client (same settings for all: TCP_NODELAY, a
 //! keep-alive pool of `connection_limit` idle connections kept `http_pool_idle_timeout`,
@@ -36,6 +36,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
 use url::Url;
 
 use super::breaker::{Breaker, BreakerState, Outcome};
@@ -199,31 +200,36 @@ pub struct BreakerReport {
     pub half_opened: u64,
 }
 
-/// Retry budget in milli-tokens: a call earns 100, a retry costs 1000.
-#[derive(Debug)]
-struct RetryBudget(AtomicU64);
+/// The retry budget: each call earns 0.1 retry, a retry spends one, and what was earned
+/// expires after [`RetryBudget::WINDOW`] (tower's windowed `TpsBudget`), so a long healthy
+/// spell does not bank retries for the start of an outage. One retry is there from the
+/// start (it expires like the others).
+struct RetryBudget(TpsBudget);
 
 impl RetryBudget {
-    const EARN: u64 = 100;
-    const COST: u64 = 1000;
-    const CAP: u64 = 10_000;
+    /// How long an earned retry stays spendable.
+    const WINDOW: Duration = Duration::from_secs(10);
+    /// Retries earned per call.
+    const PER_CALL: f32 = 0.1;
 
     fn new() -> Self {
-        Self(AtomicU64::new(Self::COST))
+        let budget = TpsBudget::new(Self::WINDOW, 0, Self::PER_CALL);
+        for _ in 0..(1.0 / Self::PER_CALL) as u32 {
+            budget.deposit();
+        }
+        Self(budget)
     }
     fn earn(&self) {
-        let _ = self
-            .0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                Some((t + Self::EARN).min(Self::CAP))
-            });
+        self.0.deposit();
     }
     fn spend(&self) -> bool {
-        self.0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
-                t.checked_sub(Self::COST)
-            })
-            .is_ok()
+        self.0.withdraw()
+    }
+}
+
+impl std::fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -640,4 +646,38 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = err.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_retry_budget_earns_a_tenth_per_call_and_forgets_after_its_window() {
+        let budget = RetryBudget::new();
+        // One retry from the start.
+        assert!(budget.spend());
+        assert!(!budget.spend());
+        // Ten calls earn one retry.
+        for _ in 0..10 {
+            budget.earn();
+        }
+        assert!(budget.spend());
+        assert!(!budget.spend());
+
+        // A long healthy spell: a thousand calls earn a hundred retries...
+        for _ in 0..1000 {
+            budget.earn();
+        }
+        // ...spendable while they are recent...
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(budget.spend());
+        // ...but not banked for an outage that starts after the window.
+        tokio::time::advance(RetryBudget::WINDOW + Duration::from_secs(1)).await;
+        assert!(!budget.spend(), "what a healthy spell earned has expired");
+        for _ in 0..10 {
+            budget.earn();
+        }
+        assert!(budget.spend(), "new calls earn again");
+    }
 }
