@@ -2,10 +2,18 @@
 //!
 //! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
 //! (lazy) pool, builds the [`AppState`] and spawns the task that migrates and pre-warms
-//! the pool, the refresh scheduler and the idempotency-key expiry (which waits for the
-//! migrations). [`App::stop`] stops them again.
+//! the pool, the refresh scheduler and the idempotency-key expiry and `feed_fetch`
+//! retention (which wait for the migrations). Every background task runs under one
+//! cancellation token: [`App::stop`] cancels it and waits for the tasks to end (each
+//! stops at its next await point) before closing the pool, so no task touches the
+//! database after that.
+
+use std::future::Future;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::db::{self, Db, embedded::EmbeddedPostgres};
@@ -13,14 +21,19 @@ use crate::refresh;
 use crate::state::AppState;
 
 /// The longest [`App::stop`] waits for database connections in use to be returned.
-pub const POOL_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const POOL_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The longest [`App::stop`] waits for the background tasks to end once cancelled.
+const TASKS_STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A started application: its state, and the embedded database it owns, if any.
 #[derive(Debug)]
 pub struct App {
     pub state: AppState,
     embedded: Option<EmbeddedPostgres>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Cancelled by [`App::stop`]: every background task ends.
+    cancel: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl App {
@@ -31,21 +44,26 @@ impl App {
         let (options, embedded) = connect_options(&config).await?;
         let db = Db::new_lazy(&config, options);
         let state = AppState::new(config, db)?;
+        let (cancel, tasks) = (CancellationToken::new(), TaskTracker::new());
         let db_state = state.clone();
-        let mut tasks = vec![tokio::spawn(async move {
+        spawn_until_cancelled(&tasks, &cancel, async move {
             db_state.db.prepare_until_ready().await
-        })];
+        });
         if schedule {
-            tasks.extend(refresh::spawn_scheduler(&state));
-            tasks.push(spawn_key_expiry(state.clone()));
-            tasks.push(db::fetches::spawn_retention(
-                state.db.clone(),
-                state.config.feed_fetch_retention_days,
-            ));
+            for instance in &state.instances {
+                let task = refresh::schedule(state.clone(), instance.clone());
+                spawn_until_cancelled(&tasks, &cancel, task);
+            }
+            spawn_until_cancelled(&tasks, &cancel, key_expiry(state.clone()));
+            let retention = state.config.feed_fetch_retention_days;
+            let task = db::fetches::retention(state.db.clone(), retention);
+            spawn_until_cancelled(&tasks, &cancel, task);
         }
+        tasks.close();
         Ok(App {
             state,
             embedded,
+            cancel,
             tasks,
         })
     }
@@ -56,8 +74,12 @@ impl App {
     /// after a shutdown that abandoned requests (a second signal), one may still hold a
     /// connection; the embedded server's fast stop then disconnects it.
     pub async fn stop(self) -> Result<()> {
-        for task in &self.tasks {
-            task.abort();
+        self.cancel.cancel();
+        if tokio::time::timeout(TASKS_STOP_WAIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running after cancellation");
         }
         if tokio::time::timeout(POOL_CLOSE_WAIT, self.state.db.pool.close())
             .await
@@ -70,6 +92,21 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Runs `task` on `tasks` until it ends or `cancel` is cancelled.
+fn spawn_until_cancelled(
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = task => {}
+        }
+    });
 }
 
 /// Connection options for the configured database, starting the embedded server if needed.
@@ -90,17 +127,15 @@ pub async fn connect_options(
 /// Forgets idempotency keys after 48 hours (the contract keeps them at least 24), hourly,
 /// from the moment the migrations have run: on a fresh database the table does not exist
 /// before, and a first try then would only log a warning.
-fn spawn_key_expiry(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        state.db.wait_prepared().await;
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            every.tick().await;
-            match db::waybills::expire_keys(&state.db.pool, 48).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(expired = n, "expired idempotency keys"),
-                Err(e) => tracing::warn!("cannot expire idempotency keys: {e}"),
-            }
+async fn key_expiry(state: AppState) {
+    state.db.wait_prepared().await;
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match db::waybills::expire_keys(&state.db.pool, 48).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired idempotency keys"),
+            Err(e) => tracing::warn!("cannot expire idempotency keys: {e}"),
         }
-    })
+    }
 }

@@ -52,27 +52,19 @@ impl RefreshSummary {
     }
 }
 
-/// Starts the scheduler: one task per instance. The tasks end when the handles are aborted.
-pub fn spawn_scheduler(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    state
-        .instances
-        .iter()
-        .map(|instance| {
-            let state = state.clone();
-            let instance = instance.clone();
-            tokio::spawn(async move {
-                loop {
-                    refresh_instance(&state, &instance, None).await;
-                    let interval = instance.config.refresh_interval;
-                    let wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = instance.woken() => {}
-                    }
-                }
-            })
-        })
-        .collect()
+/// One instance's scheduler: a refresh now, then one every `refresh_interval` (±10 %) or
+/// when woken by a manual refresh; runs until dropped (`App` runs one per instance as a
+/// background task, stopped by its cancellation token).
+pub async fn schedule(state: AppState, instance: std::sync::Arc<InstanceRuntime>) {
+    loop {
+        refresh_instance(&state, &instance, None).await;
+        let interval = instance.config.refresh_interval;
+        let wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = instance.woken() => {}
+        }
+    }
 }
 
 /// Refreshes every feed of `instance`; waits if a refresh of it is already running.

@@ -78,6 +78,12 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// How many handles to this state exist: each background task and request holds one,
+    /// so after [`crate::app::App::stop`] only the caller's own are left.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

@@ -1,5 +1,5 @@
 //! The `feed_fetch` table: one row per feed per refresh, what was fetched and how it went.
-//! Rows are kept `feed_fetch_retention_days` ([`spawn_retention`] deletes older ones);
+//! Rows are kept `feed_fetch_retention_days` ([`retention`] deletes older ones);
 //! `GET /feeds/{gtfs_id}/fetches` pages through them with [`list`].
 
 use std::sync::Arc;
@@ -197,18 +197,17 @@ pub async fn expire(db: &Db, days: u32) -> sqlx::Result<u64> {
     }
 }
 
-/// Applies the retention once the database is ready, then hourly.
-pub fn spawn_retention(db: Arc<Db>, days: u32) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        db.wait_prepared().await;
-        let mut every = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            every.tick().await;
-            match expire(&db, days).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, days, "expired old feed_fetch rows"),
-                Err(e) => tracing::warn!("cannot expire old feed_fetch rows: {e}"),
-            }
+/// Applies the retention once the database is ready, then hourly; runs until dropped
+/// (the application's background task, stopped by its cancellation token).
+pub async fn retention(db: Arc<Db>, days: u32) {
+    db.wait_prepared().await;
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match expire(&db, days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, days, "expired old feed_fetch rows"),
+            Err(e) => tracing::warn!("cannot expire old feed_fetch rows: {e}"),
         }
-    })
+    }
 }

@@ -211,7 +211,11 @@ mod tests {
             (1600, "BUS"),
         ];
         for (route_type, mode) in otp {
-            assert_eq!(mode_of_route_type(route_type), mode, "route_type {route_type}");
+            assert_eq!(
+                mode_of_route_type(route_type),
+                mode,
+                "route_type {route_type}"
+            );
         }
         // Where OTP 2 has no mode (or refuses the type), the GTFS default and the TPEG range.
         assert_eq!(mode_of_route_type(1700), "BUS");

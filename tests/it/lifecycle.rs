@@ -300,3 +300,43 @@ async fn a_clean_start_and_stop_log_no_warning_no_error_no_notice() {
         assert!(!logs.contains("already exists"), "{run} run:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn stopping_ends_every_background_task_before_it_returns() {
+    use crate::support::otp_sim::{Fault, OtpSim};
+    use crate::support::{sim_config, spawn_loaded, zip_feeds};
+    let sim = OtpSim::start(&["sample-feed"]).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "otp2",
+        &zip_feeds(&["sample-feed"]),
+        &[],
+    ))
+    .await;
+    // A refresh hangs on OTP while the service stops.
+    sim.set_fault(Fault::Hang);
+    let res = app
+        .client
+        .post(app.url("/instances/sim/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    for _ in 0..100 {
+        if app.state.instances[0].is_running() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        app.state.instances[0].is_running(),
+        "the refresh is in flight"
+    );
+    let state = app.state.clone();
+    app.stop().await.unwrap();
+    assert_eq!(
+        state.handles(),
+        1,
+        "the scheduler, the expiry tasks and the migrate task have all let go"
+    );
+}
