@@ -264,44 +264,64 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Closed);
     }
 
+    /// Runs `f` on a controlled clock: failsafe reads the time through `failsafe::clock`,
+    /// which its own tests freeze and advance the same way (hidden from its docs, but
+    /// public); nothing sleeps. Thread-local, so tests in parallel do not share it.
+    fn on_controlled_clock(f: impl FnOnce(&mut dyn FnMut(Duration))) {
+        failsafe::clock::freeze(|clock| f(&mut |d| clock.advance(d)));
+    }
+
     #[test]
     fn half_open_admits_one_probe_at_a_time_then_closes_on_success() {
-        let b = Breaker::new(1, OPEN);
-        fail(&b);
-        std::thread::sleep(OPEN.mul_f64(1.3));
-        let probe = b
-            .try_acquire()
-            .expect("the first call after the open period probes");
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        for _ in 0..10 {
-            assert!(b.try_acquire().is_err(), "only one probe at a time");
-        }
-        b.record(probe, Outcome::Success);
-        assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.try_acquire().is_ok());
+        on_controlled_clock(|advance| {
+            let b = Breaker::new(1, OPEN);
+            fail(&b);
+            // Just before the (jittered, at least OPEN) period ends: still open.
+            advance(OPEN.mul_f64(0.99));
+            assert!(b.try_acquire().is_err(), "open until the period is over");
+            // After the longest the first period can be (OPEN + 20 % jitter).
+            advance(OPEN.mul_f64(0.22));
+            let probe = b
+                .try_acquire()
+                .expect("the first call after the open period probes");
+            assert_eq!(b.state(), BreakerState::HalfOpen);
+            for _ in 0..10 {
+                assert!(b.try_acquire().is_err(), "only one probe at a time");
+            }
+            b.record(probe, Outcome::Success);
+            assert_eq!(b.state(), BreakerState::Closed);
+            assert!(b.try_acquire().is_ok());
+        });
     }
 
     #[test]
     fn a_failed_probe_reopens_for_longer() {
-        let b = Breaker::new(1, OPEN);
-        fail(&b);
-        std::thread::sleep(OPEN.mul_f64(1.3));
-        let probe = b.try_acquire().unwrap();
-        b.record(probe, Outcome::Failure);
-        assert_eq!(b.state(), BreakerState::Open);
-        // The second open period is about twice the first: still open after 1.3x the first.
-        std::thread::sleep(OPEN.mul_f64(1.3));
-        assert!(b.try_acquire().is_err());
-        assert_eq!(b.stats().opened.load(Ordering::Relaxed), 2);
+        on_controlled_clock(|advance| {
+            let b = Breaker::new(1, OPEN);
+            fail(&b);
+            advance(OPEN.mul_f64(1.21));
+            let probe = b.try_acquire().unwrap();
+            b.record(probe, Outcome::Failure);
+            assert_eq!(b.state(), BreakerState::Open);
+            // The second period is at least twice the first: still open after 1.99x OPEN...
+            advance(OPEN.mul_f64(1.99));
+            assert!(b.try_acquire().is_err());
+            assert_eq!(b.stats().opened.load(Ordering::Relaxed), 2);
+            // ...and over after its longest, 2.4x OPEN.
+            advance(OPEN.mul_f64(0.42));
+            assert!(b.try_acquire().is_ok(), "probing again");
+        });
     }
 
     #[test]
     fn an_abandoned_probe_frees_its_slot() {
-        let b = Breaker::new(1, OPEN);
-        fail(&b);
-        std::thread::sleep(OPEN.mul_f64(1.3));
-        drop(b.try_acquire().unwrap());
-        assert!(b.try_acquire().is_ok(), "slot freed on drop");
+        on_controlled_clock(|advance| {
+            let b = Breaker::new(1, OPEN);
+            fail(&b);
+            advance(OPEN.mul_f64(1.21));
+            drop(b.try_acquire().unwrap());
+            assert!(b.try_acquire().is_ok(), "slot freed on drop");
+        });
     }
 
     #[test]
