@@ -406,8 +406,7 @@ impl OtpClient {
     ) -> Result<T, OtpError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.budget.earn();
-        let mut retries = 0;
-        let mut stale_retried = false;
+        let mut tries = Tries::default();
         loop {
             let Ok(permit) = self.breaker.try_acquire() else {
                 self.stats
@@ -415,88 +414,82 @@ impl OtpClient {
                     .fetch_add(1, Ordering::Relaxed);
                 return Err(OtpError::BreakerOpen(self.name.clone()));
             };
-            let (result, reused) = self.try_once(&call).await;
-            let stale = reused && !stale_retried && matches!(result, Err(OtpError::Closed(_)));
-            let (outcome, result) = match result {
-                Ok(resp) if resp.status.is_server_error() => {
-                    let retry_after = retry_after(&resp.headers);
-                    (
-                        Outcome::Failure,
-                        Err(OtpError::Status {
-                            status: resp.status.as_u16(),
-                            retry_after,
-                        }),
-                    )
-                }
-                Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS => {
-                    let retry_after = retry_after(&resp.headers);
-                    (
-                        Outcome::Neutral,
-                        Err(OtpError::Status {
-                            status: 429,
-                            retry_after,
-                        }),
-                    )
-                }
-                Ok(resp) if resp.status.is_client_error() => {
-                    (Outcome::Neutral, parse(&resp).map_err(OtpError::Malformed))
-                }
-                Ok(resp) => match parse(&resp) {
-                    Ok(value) => (Outcome::Success, Ok(value)),
-                    Err(why) => (Outcome::Failure, Err(OtpError::Malformed(why))),
-                },
-                // A pooled connection the server had closed: not the instance's fault.
-                Err(e) if stale => (Outcome::Neutral, Err(e)),
-                Err(e) => (Outcome::Failure, Err(e)),
-            };
+            let (answer, reused) = self.try_once(&call).await;
+            let stale =
+                reused && !tries.stale_retried && matches!(answer, Err(OtpError::Closed(_)));
+            let (outcome, result) = verdict(answer, stale, &mut parse);
             self.breaker.record(permit, outcome);
             match outcome {
                 Outcome::Success => self.failing.store(false, Ordering::Relaxed),
-                Outcome::Failure => self.failing.store(true, Ordering::Relaxed),
+                Outcome::Failure => {
+                    self.failing.store(true, Ordering::Relaxed);
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
                 Outcome::Neutral => {}
             }
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(e) => e,
             };
-            if outcome == Outcome::Failure {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            if !call.idempotent || !error.retryable() {
-                return Err(error);
-            }
-            if stale {
-                // Free while the instance answers. Once it fails, "pooled" connections may
-                // be ones a lost connect race left in the pool unused, so the retry costs
-                // budget like any other.
-                if self.failing.load(Ordering::Relaxed) && !self.budget.spend() {
-                    self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
+            match self.next_try(&call, &error, stale, &mut tries) {
+                NextTry::Stop => return Err(error),
+                NextTry::Now => {}
+                NextTry::After(delay) => {
+                    tracing::debug!(instance = %self.name, retry = tries.retries, delay_ms = delay.as_millis() as u64, "retrying: {error}");
+                    tokio::time::sleep(delay).await;
                 }
-                stale_retried = true;
-                self.stats.stale_retries.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            if retries >= self.retry_attempts {
-                return Err(error);
-            }
-            retries += 1;
-            let delay = match error.retry_after() {
-                Some(after) if after > MAX_RETRY_AFTER => return Err(error),
-                Some(after) => after,
-                None => backoff(self.retry_delay, retries),
-            };
-            if self.breaker.state() == BreakerState::Open {
-                return Err(error);
-            }
-            if !self.budget.spend() {
-                self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                return Err(error);
-            }
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(instance = %self.name, retry = retries, delay_ms = delay.as_millis() as u64, "retrying: {error}");
-            tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Whether and when to try again after `error`, spending from the budget when so:
+    /// never for a call that is not idempotent or an error that would repeat; at once, and
+    /// free while the instance answers, for a pooled connection the server had closed
+    /// (`stale`); otherwise up to `retry_attempts` times after the backoff or the server's
+    /// `Retry-After`, while the breaker is not open and the budget lasts.
+    fn next_try(
+        &self,
+        call: &Call<'_>,
+        error: &OtpError,
+        stale: bool,
+        tries: &mut Tries,
+    ) -> NextTry {
+        if !call.idempotent || !error.retryable() {
+            return NextTry::Stop;
+        }
+        if stale {
+            // Once the instance fails, "pooled" connections may be ones a lost connect
+            // race left in the pool unused, so the retry costs budget like any other.
+            if self.failing.load(Ordering::Relaxed) && !self.spend_budget() {
+                return NextTry::Stop;
+            }
+            tries.stale_retried = true;
+            self.stats.stale_retries.fetch_add(1, Ordering::Relaxed);
+            return NextTry::Now;
+        }
+        if tries.retries >= self.retry_attempts {
+            return NextTry::Stop;
+        }
+        let delay = match error.retry_after() {
+            Some(after) if after > MAX_RETRY_AFTER => return NextTry::Stop,
+            Some(after) => after,
+            None => backoff(self.retry_delay, tries.retries + 1),
+        };
+        if self.breaker.state() == BreakerState::Open || !self.spend_budget() {
+            return NextTry::Stop;
+        }
+        tries.retries += 1;
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        NextTry::After(delay)
+    }
+
+    /// Takes one retry from the budget; counts the refusal when it is spent.
+    fn spend_budget(&self) -> bool {
+        let spent = self.budget.spend();
+        if !spent {
+            self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+        }
+        spent
     }
 
     /// One try: spacing, concurrency cap, the request and its whole body under the timeout.
@@ -571,6 +564,58 @@ impl OtpClient {
         let at = next.map_or(now, |t| t.max(now));
         tokio::time::sleep_until(at).await;
         *next = Some(at + self.rate_limit_delay);
+    }
+}
+
+/// What one call has spent on retries so far.
+#[derive(Default)]
+struct Tries {
+    /// Retries after failures (each after a delay).
+    retries: u32,
+    /// Whether the one immediate retry after a stale pooled connection was made.
+    stale_retried: bool,
+}
+
+/// After a failed try: give up, try again at once, or after a delay.
+enum NextTry {
+    Stop,
+    Now,
+    After(Duration),
+}
+
+/// What a try's answer means: for the breaker (success, failure, or neither) and for the
+/// caller (the parsed value or the error). 5xx and broken exchanges are failures; 429 and
+/// other 4xx are neutral (a 4xx goes to `parse`, as a 404 may be an answer); a 200 the
+/// parser rejects is a failure; a stale pooled connection is not the instance's fault.
+fn verdict<T>(
+    answer: Result<Response, OtpError>,
+    stale: bool,
+    parse: &mut impl FnMut(&Response) -> Result<T, String>,
+) -> (Outcome, Result<T, OtpError>) {
+    match answer {
+        Ok(resp) if resp.status.is_server_error() => (
+            Outcome::Failure,
+            Err(OtpError::Status {
+                status: resp.status.as_u16(),
+                retry_after: retry_after(&resp.headers),
+            }),
+        ),
+        Ok(resp) if resp.status == StatusCode::TOO_MANY_REQUESTS => (
+            Outcome::Neutral,
+            Err(OtpError::Status {
+                status: 429,
+                retry_after: retry_after(&resp.headers),
+            }),
+        ),
+        Ok(resp) if resp.status.is_client_error() => {
+            (Outcome::Neutral, parse(&resp).map_err(OtpError::Malformed))
+        }
+        Ok(resp) => match parse(&resp) {
+            Ok(value) => (Outcome::Success, Ok(value)),
+            Err(why) => (Outcome::Failure, Err(OtpError::Malformed(why))),
+        },
+        Err(e) if stale => (Outcome::Neutral, Err(e)),
+        Err(e) => (Outcome::Failure, Err(e)),
     }
 }
 
