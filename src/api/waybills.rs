@@ -745,6 +745,24 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
         }
         Status::Cancelled | Status::Issued => {}
     }
+    // Whatever the move, the readings the waybill ends up with (the update keeps a stored
+    // value the request leaves out) must agree: the database refuses an odometer_end
+    // below odometer_start (a CHECK), which would otherwise surface as a 500, and an end
+    // before the start is as wrong for times.
+    let odometer_start = change.odometer_start.or(current.odometer_start);
+    let odometer_end = change.odometer_end.or(current.odometer_end);
+    if let (Some(start), Some(end)) = (odometer_start, odometer_end)
+        && end < start
+    {
+        return unprocessable("odometer_end cannot be below odometer_start");
+    }
+    let actual_start = change.actual_start.or(current.actual_start);
+    let actual_end = change.actual_end.or(current.actual_end);
+    if let (Some(start), Some(end)) = (actual_start, actual_end)
+        && end < start
+    {
+        return unprocessable("actual_end cannot be before actual_start");
+    }
     Ok(change)
 }
 
