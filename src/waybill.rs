@@ -64,7 +64,7 @@ pub struct NewWaybill {
     )]
     pub route_id: String,
     /// GTFS trip_ids of the route, running that date, not overlapping in time; each
-    /// 1 to 255 characters, no control character, not only blanks.
+    /// 1 to 255 characters, no control character, not only blanks; no trip twice.
     #[schema(schema_with = trip_ids_schema)]
     pub trip_ids: Vec<String>,
     /// The operator's own waybill number; unique.
@@ -92,9 +92,11 @@ fn trip_ids_schema() -> utoipa::openapi::schema::Array {
         )
         .min_items(Some(1))
         .max_items(Some(limits::TRIPS))
+        // A trip runs once per waybill: a list naming one twice is refused (422).
+        .unique_items(true)
         .description(Some(
             "GTFS trip_ids of the route, running that date, not overlapping in time; each \
-             1 to 255 characters, no control character, not only blanks.",
+             1 to 255 characters, no control character, not only blanks; no trip twice.",
         ))
         .build()
 }
@@ -152,8 +154,15 @@ impl NewWaybill {
                 limits::TRIPS
             )));
         }
+        let mut seen = std::collections::HashSet::with_capacity(self.trip_ids.len());
         for (i, trip) in self.trip_ids.iter().enumerate() {
             check_id(&format!("trip_ids[{i}]"), trip, limits::GTFS_ID)?;
+            // The document's uniqueItems, before the feed is looked up.
+            if !seen.insert(trip.as_str()) {
+                return Err(Invalid(format!(
+                    "trip {trip:?} is listed twice (trip_ids[{i}])"
+                )));
+            }
         }
         if let Some(notes) = &self.notes {
             check_notes("notes", notes)?;

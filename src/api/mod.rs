@@ -95,13 +95,19 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API with its layers, and `GET /openapi.json` documenting it.
 pub fn router(state: AppState) -> Router {
     let openapi_json = openapi::OpenApiJson::default();
-    let (router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router(state.clone()))
         .merge(feeds::router())
         .merge(routes::router())
         .merge(waybills::router())
         .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
         .split_for_parts();
+    // Security as this instance's tokens make it (see the function).
+    openapi::require_configured_tokens(
+        &mut doc,
+        state.config.api_token.is_some(),
+        state.config.ops_token.is_some(),
+    );
     openapi_json.publish(doc);
     let router = router
         .fallback(|| async { ApiError::not_found("no such endpoint") })

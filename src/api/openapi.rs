@@ -9,6 +9,11 @@
 //! - [`Problem`]: the `application/problem+json` body of every error;
 //! - [`add_common_headers`]: `x-request-id` and `Server-Timing`, which the layers in
 //!   [`super::router`] put on every response, added to every documented response;
+//! - [`require_configured_tokens`]: the token-guarded operations' `security` as this
+//!   instance's configuration makes it (a write needs `api_token` when it is set);
+//! - [`add_links`]: OpenAPI links from a waybill's creation to reading and changing it,
+//!   and from lists to their items, for clients and for stateful testing
+//!   (scripts/schemathesis.sh);
 //! - [`openapi_json`]: the handler of `GET /openapi.json`, answering with the document
 //!   serialized once, when the router is built.
 
@@ -164,16 +169,191 @@ pub fn add_common_headers(doc: &mut openapi::OpenApi) {
     }
 }
 
+/// Makes the `security` of the token-guarded operations say what this instance needs.
+///
+/// The handlers document every case (`[{}, {"api_token": []}]`: no credentials, or the
+/// token); an operation that lists `api_token` is refused to every client without a
+/// token once one of its schemes' tokens is configured (writes, a manual refresh: see
+/// [`super::auth`]). Then the document drops the no-credentials alternative, and the
+/// alternatives whose token is not configured (no client could send it). The ops
+/// endpoints (which list only `ops_token`) keep `{}`: loopback clients need no token.
+pub fn require_configured_tokens(doc: &mut openapi::OpenApi, api_token: bool, ops_token: bool) {
+    let configured = |scheme: &str| match scheme {
+        "api_token" => api_token,
+        "ops_token" => ops_token,
+        _ => false,
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let Some(security) = &mut operation.security else {
+                continue;
+            };
+            // The alternatives as JSON ({} or {"scheme": []}): SecurityRequirement keeps its
+            // map private.
+            let alternatives: Vec<serde_json::Value> = security
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .collect();
+            let schemes = |r: &serde_json::Value| -> Vec<String> {
+                r.as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let lists_api_token = alternatives
+                .iter()
+                .any(|r| schemes(r).iter().any(|s| s == "api_token"));
+            let guarded = alternatives
+                .iter()
+                .any(|r| schemes(r).iter().any(|s| configured(s)));
+            if !(lists_api_token && guarded) {
+                continue;
+            }
+            security.retain(|r| {
+                let r = serde_json::to_value(r).unwrap_or_default();
+                let names = schemes(&r);
+                !names.is_empty() && names.iter().all(|s| configured(s))
+            });
+        }
+    }
+}
+
+/// Links between operations (OpenAPI 3.1, 4.8.20), by operationId: where a value in one
+/// answer is a parameter of another call. Stateful testers follow them; a client reads
+/// them as "what to call next".
+///
+/// Added to the serialized document, not through utoipa: utoipa 5.5's `Link` serializes
+/// its fields in snake_case (`operation_id`), which no OpenAPI reader understands.
+pub fn add_links(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let change = |id: &str| json!({"id": id, "header.If-Match": "$response.header.ETag"});
+    let in_route = |route: &str| json!({"gtfs_id": "$request.path.gtfs_id", "route_id": route});
+    // (path, method, status) of the answer; link name, target operationId, parameters.
+    let links = [
+        (
+            "/waybills",
+            "post",
+            "201",
+            "ReadWaybill",
+            "read",
+            json!({"id": "$response.body#/id"}),
+        ),
+        (
+            "/waybills",
+            "post",
+            "201",
+            "ChangeWaybill",
+            "change",
+            change("$response.body#/id"),
+        ),
+        (
+            "/waybills/{id}",
+            "get",
+            "200",
+            "ChangeWaybill",
+            "change",
+            change("$response.body#/id"),
+        ),
+        (
+            "/waybills/{id}",
+            "patch",
+            "200",
+            "ReadWaybill",
+            "read",
+            json!({"id": "$response.body#/id"}),
+        ),
+        (
+            "/waybills/{id}",
+            "patch",
+            "200",
+            "ChangeWaybill",
+            "change",
+            change("$response.body#/id"),
+        ),
+        (
+            "/waybills",
+            "get",
+            "200",
+            "ReadWaybill",
+            "read",
+            json!({"id": "$response.body#/waybills/0/id"}),
+        ),
+        (
+            "/feeds",
+            "get",
+            "200",
+            "ListRoutes",
+            "list_routes",
+            json!({"gtfs_id": "$response.body#/feeds/0/gtfs_id"}),
+        ),
+        (
+            "/feeds",
+            "get",
+            "200",
+            "ListFetches",
+            "list_fetches",
+            json!({"gtfs_id": "$response.body#/feeds/0/gtfs_id"}),
+        ),
+        (
+            "/feeds/{gtfs_id}/routes",
+            "get",
+            "200",
+            "RouteDetail",
+            "route_detail",
+            in_route("$response.body#/routes/0/route_id"),
+        ),
+        (
+            "/feeds/{gtfs_id}/routes",
+            "get",
+            "200",
+            "RouteTrips",
+            "route_trips",
+            in_route("$response.body#/routes/0/route_id"),
+        ),
+        (
+            "/feeds/{gtfs_id}/routes/{route_id}",
+            "get",
+            "200",
+            "RouteTrips",
+            "route_trips",
+            in_route("$request.path.route_id"),
+        ),
+    ];
+    for (path, method, status, name, target, parameters) in links {
+        // A response the document lacks has no link to carry (the test of the document
+        // checks that every link is there and names a real operation).
+        if let Some(response) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}/responses/{status}",
+                path.replace('/', "~1")
+            ))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            let links = response.entry("links").or_insert_with(|| json!({}));
+            links[name] = json!({"operationId": target, "parameters": parameters});
+        }
+    }
+}
+
 /// The serialized document, set once when the router is built.
 #[derive(Clone, Default)]
 pub struct OpenApiJson(Arc<OnceLock<Bytes>>);
 
 impl OpenApiJson {
-    /// Completes `doc` ([`add_common_headers`]), serializes it and keeps the bytes.
+    /// Completes `doc` ([`add_common_headers`], [`add_links`]), serializes it and keeps
+    /// the bytes.
     pub fn publish(&self, mut doc: openapi::OpenApi) {
         add_common_headers(&mut doc);
         // A document made of strings, numbers and string-keyed maps always serializes.
-        let json = doc.to_json().expect("the OpenAPI document serializes");
+        let mut json = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
+        add_links(&mut json);
+        let json = serde_json::to_vec(&json).expect("a JSON value serializes");
         let _ = self.0.set(Bytes::from(json));
     }
 }

@@ -234,7 +234,8 @@ fn log_timing(
     tag = "waybills",
     request_body = NewWaybill,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 characters."),
+        ("Idempotency-Key" = Option<String>, Header, pattern = r#"^("[!#-~]{1,255}"|[!#-~]{1,255})$"#,
+            description = "Makes retries safe: 1 to 255 visible ASCII characters other than `\"`, optionally in double quotes (the IETF draft's form; `\"k\"` and `k` are the same key)."),
     ),
     security((), ("api_token" = [])),
     responses(
@@ -260,22 +261,7 @@ async fn create(
     let JsonBody(req, raw) = body;
     req.check_fields()
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .ok()
-                .map(|k| k.trim().trim_matches('"'))
-                .filter(|k| !k.is_empty() && k.len() <= 255);
-            Some(
-                k.ok_or_else(|| {
-                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
-                })?
-                .to_owned(),
-            )
-        }
-    };
+    let key = idempotency_key(&headers)?;
     let fingerprint = hex::encode(Sha256::digest(
         [b"POST /waybills\n".as_slice(), &canonical_json(&raw)].concat(),
     ));
@@ -290,6 +276,36 @@ async fn create(
             }
             Err(Attempt::Retry(e)) => return Err(e.into()),
         }
+    }
+}
+
+/// What `Idempotency-Key` may be, as the OpenAPI document states it: 1 to 255 visible
+/// ASCII characters other than `"`, bare or in double quotes (draft-ietf-httpapi-
+/// idempotency-key-header sends a structured-field string, `"k"`; both are the key `k`).
+/// No blanks: HTTP trims them at the ends, so a key made of them would arrive empty.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = r#"^("[!#-~]{1,255}"|[!#-~]{1,255})$"#;
+
+/// The idempotency key of a request, unquoted; exactly the forms of
+/// [`IDEMPOTENCY_KEY_PATTERN`], anything else a 400.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    let key = match bytes {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => bytes,
+    };
+    if (1..=255).contains(&key.len())
+        && key.iter().all(|&b| (b'!'..=b'~').contains(&b) && b != b'"')
+    {
+        // Visible ASCII only: always valid UTF-8.
+        Ok(Some(String::from_utf8_lossy(key).into_owned()))
+    } else {
+        Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters other than \", \
+             optionally in double quotes",
+        ))
     }
 }
 
@@ -684,8 +700,14 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     }
 }
 
+/// What `If-Match` may be, as the OpenAPI document states it: `*`, or the waybill's ETag
+/// (`"3"`), also weakened by a proxy (`W/"3"`), or the bare version (`3`, DESIGN.md's
+/// `If-Match: <version>`). Lists of tags are not taken: a waybill has one version. Nine
+/// digits at most, so a version always fits an i32.
+pub const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[0-9]{1,9}"|[0-9]{1,9})$"#;
+
 /// The version `If-Match` names; `None` for `*`, which matches any current version (RFC
-/// 9110, 13.1.1).
+/// 9110, 13.1.1). Exactly the forms of [`IF_MATCH_PATTERN`]; anything else is a 400.
 fn if_match(headers: &HeaderMap) -> ApiResult<Option<i32>> {
     let value = headers.get(header::IF_MATCH).ok_or_else(|| {
         ApiError::new(
@@ -693,16 +715,24 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<i32>> {
             "send If-Match with the waybill's ETag (its version)",
         )
     })?;
-    let text = value.to_str().ok().map(str::trim);
-    if text == Some("*") {
+    let malformed =
+        || ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\", or *");
+    let text = value.to_str().map_err(|_| malformed())?.trim();
+    if text == "*" {
         return Ok(None);
     }
-    text.map(|v| v.trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\", or *")
-        })
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let digits = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"').ok_or_else(malformed)?,
+        // A bare version, but not the rest of a weak tag (`W/3`).
+        None if tag.len() == text.len() => tag,
+        None => return Err(malformed()),
+    };
+    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    // At most nine ASCII digits: always an i32.
+    digits.parse().map(Some).map_err(|_| malformed())
 }
 
 /// Checks a status move against the current waybill and says what to write.
@@ -757,6 +787,24 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
         }
         Status::Cancelled | Status::Issued => {}
     }
+    // Whatever the move, the readings the waybill ends up with (the update keeps a stored
+    // value the request leaves out) must agree: the database refuses an odometer_end
+    // below odometer_start (a CHECK), which would otherwise surface as a 500, and an end
+    // before the start is as wrong for times.
+    let odometer_start = change.odometer_start.or(current.odometer_start);
+    let odometer_end = change.odometer_end.or(current.odometer_end);
+    if let (Some(start), Some(end)) = (odometer_start, odometer_end)
+        && end < start
+    {
+        return unprocessable("odometer_end cannot be below odometer_start");
+    }
+    let actual_start = change.actual_start.or(current.actual_start);
+    let actual_end = change.actual_end.or(current.actual_end);
+    if let (Some(start), Some(end)) = (actual_start, actual_end)
+        && end < start
+    {
+        return unprocessable("actual_end cannot be before actual_start");
+    }
     Ok(change)
 }
 
@@ -772,7 +820,8 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
     request_body = StatusChange,
     params(
         ("id" = String, Path, format = Uuid, description = "The waybill's id (a UUID)."),
-        ("If-Match" = String, Header, description = "The waybill's current ETag (its version), or `*` for whatever version is current."),
+        ("If-Match" = String, Header, pattern = r#"^(\*|(W/)?"[0-9]{1,9}"|[0-9]{1,9})$"#,
+            description = "The waybill's current ETag (`\"3\"`, also weak: `W/\"3\"`), its bare version (`3`), or `*` for whatever version is current. One tag, not a list."),
     ),
     security((), ("api_token" = [])),
     responses(
@@ -910,6 +959,55 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_key_forms() {
+        let h = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("idempotency-key", HeaderValue::from_str(v).unwrap());
+            h
+        };
+        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
+        let long = "k".repeat(255);
+        for (given, key) in [
+            ("7f0c-2026-12-01-bus-117", "7f0c-2026-12-01-bus-117"),
+            ("\"7f0c\"", "7f0c"),
+            ("!#~", "!#~"),
+            (long.as_str(), long.as_str()),
+        ] {
+            assert_eq!(idempotency_key(&h(given)).unwrap().as_deref(), Some(key));
+        }
+        // Everything IDEMPOTENCY_KEY_PATTERN refuses is a 400.
+        let too_long = "k".repeat(256);
+        for bad in [
+            "",
+            "\"\"",
+            "\"",
+            "a b",
+            "a\"b",
+            "\"a",
+            "\"\"a\"\"",
+            "\té",
+            too_long.as_str(),
+        ] {
+            let Ok(value) = HeaderValue::from_str(bad) else {
+                continue;
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", value);
+            assert_eq!(
+                idempotency_key(&headers).unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{bad:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        assert!(idempotency_key(&headers).is_err());
+    }
+
+    #[test]
     fn if_match_forms() {
         let h = |v: &'static str| {
             let mut h = HeaderMap::new();
@@ -924,9 +1022,28 @@ mod tests {
             if_match(&HeaderMap::new()).unwrap_err().status(),
             StatusCode::PRECONDITION_REQUIRED
         );
-        assert_eq!(
-            if_match(&h("\"x\"")).unwrap_err().status(),
-            StatusCode::BAD_REQUEST
-        );
+        // Exactly the documented forms (IF_MATCH_PATTERN): anything else is a 400,
+        // including what a lenient parser would read as a number.
+        for bad in [
+            "\"x\"",
+            "W/\"!+$`3\"",
+            "\"3",
+            "3\"",
+            "\"\"3\"\"",
+            "W/3",
+            "W/W/\"3\"",
+            "+3",
+            "-3",
+            "\"\"",
+            "\"1234567890\"",
+            "\"1\", \"2\"",
+        ] {
+            assert_eq!(
+                if_match(&h(bad)).unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+        assert_eq!(if_match(&h("\"999999999\"")).unwrap(), Some(999_999_999));
     }
 }

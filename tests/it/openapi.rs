@@ -22,7 +22,7 @@ use gtfs_fetch::config::Config;
 use serde_json::{Value, json};
 
 use crate::support::otp_sim::OtpSim;
-use crate::support::{TestApp, fresh_database, spawn_app, spawn_config};
+use crate::support::{TestApp, fresh_database, spawn_app, spawn_app_with, spawn_config};
 
 /// Every endpoint of the service. Add a line here with the route and its docs.
 const ENDPOINTS: &[(&str, &str)] = &[
@@ -127,10 +127,26 @@ async fn the_document_is_openapi_3_1_and_lists_exactly_the_endpoints() {
     let app = spawn_app().await;
     let doc = document(&app).await;
 
-    // It is an OpenAPI document utoipa itself reads back, unchanged.
+    // It is an OpenAPI document utoipa itself reads back, unchanged, but for the links:
+    // utoipa 5.5 reads and writes a link's fields in snake_case (`operation_id`), so the
+    // service adds them to the JSON (openapi::add_links) and utoipa drops them on reading.
     let parsed: utoipa::openapi::OpenApi =
         serde_json::from_value(doc.clone()).expect("an OpenAPI document");
-    assert_eq!(serde_json::to_value(&parsed).unwrap(), doc, "round trip");
+    let strip_links = |mut doc: Value| {
+        for item in doc["paths"].as_object_mut().unwrap().values_mut() {
+            for op in item.as_object_mut().unwrap().values_mut() {
+                for response in op["responses"].as_object_mut().unwrap().values_mut() {
+                    response.as_object_mut().unwrap().remove("links");
+                }
+            }
+        }
+        doc
+    };
+    assert_eq!(
+        strip_links(serde_json::to_value(&parsed).unwrap()),
+        strip_links(doc.clone()),
+        "round trip"
+    );
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["info"]["title"], "gtfs-fetch");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
@@ -903,6 +919,247 @@ async fn schemas_describe_real_answers() {
         never_seen.is_empty(),
         "documented but in no answer (a mirror struct out of date?): {never_seen:?}"
     );
+    app.stop().await.unwrap();
+}
+
+/// Every link (OpenAPI 3.1, 4.8.20) names an operation of the document by its
+/// operationId, with parameters that operation has, from answers that carry the value:
+/// schemathesis's stateful phase follows them (scripts/schemathesis.sh).
+#[tokio::test]
+async fn links_lead_to_real_operations_and_their_parameters() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let mut by_id = BTreeMap::new();
+    for (method, path) in ENDPOINTS {
+        let op = operation(&doc, method, path);
+        by_id.insert(op["operationId"].as_str().unwrap().to_owned(), op.clone());
+    }
+    let mut links = Vec::new();
+    for (method, path) in ENDPOINTS {
+        let op = operation(&doc, method, path);
+        for (status, response) in op["responses"].as_object().unwrap() {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let what = format!("{method} {path} {status} {name}");
+                let target = link["operationId"].as_str().unwrap_or_else(|| {
+                    panic!("{what}: no operationId (utoipa's snake_case?): {link}")
+                });
+                let target = by_id
+                    .get(target)
+                    .unwrap_or_else(|| panic!("{what}: no operation {target}"));
+                for (parameter, expression) in link["parameters"].as_object().unwrap() {
+                    let (location, parameter) = parameter
+                        .split_once('.')
+                        .unwrap_or(("path", parameter.as_str()));
+                    assert!(
+                        target["parameters"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|p| { p["name"] == parameter && p["in"] == location }),
+                        "{what}: the target has no {location} parameter {parameter}"
+                    );
+                    assert!(
+                        expression.as_str().unwrap().starts_with('$'),
+                        "{what}: {expression}"
+                    );
+                }
+                links.push(what);
+            }
+        }
+    }
+    // The waybill's life: created, then read and changed, changed again.
+    for expected in [
+        "POST /waybills 201 ReadWaybill",
+        "POST /waybills 201 ChangeWaybill",
+        "GET /waybills/{id} 200 ChangeWaybill",
+        "PATCH /waybills/{id} 200 ChangeWaybill",
+        "GET /feeds 200 ListRoutes",
+        "GET /feeds/{gtfs_id}/routes 200 RouteDetail",
+    ] {
+        assert!(links.iter().any(|l| l == expected), "{expected}: {links:?}");
+    }
+    app.stop().await.unwrap();
+}
+
+/// With tokens configured the document says they are needed where they are: a write
+/// needs `api_token`, a manual refresh one of the configured tokens, and neither lists
+/// "no credentials" any more (schemathesis's `ignored_auth` check then verifies that the
+/// service refuses a request without them). Ops endpoints keep `{}`: loopback clients
+/// need no token.
+#[tokio::test]
+async fn security_says_which_configured_token_an_operation_needs() {
+    let both = [("GTFS_API_TOKEN", "a"), ("GTFS_OPS_TOKEN", "o")];
+    let ops_only = [("GTFS_OPS_TOKEN", "o")];
+    let api_only = [("GTFS_API_TOKEN", "a")];
+    let open = json!([{}, {"api_token": []}]);
+    let write = json!([{"api_token": []}]);
+    let ops = json!([{}, {"ops_token": []}]);
+    for (vars, writes, refresh) in [
+        (
+            &both[..],
+            &write,
+            json!([{"ops_token": []}, {"api_token": []}]),
+        ),
+        (&ops_only[..], &open, json!([{"ops_token": []}])),
+        (&api_only[..], &write, json!([{"api_token": []}])),
+    ] {
+        let app = spawn_app_with(vars, Router::new()).await;
+        let doc = document(&app).await;
+        for (method, path) in WRITES {
+            assert_eq!(
+                &operation(&doc, method, path)["security"],
+                writes,
+                "{vars:?} {path}"
+            );
+        }
+        let op = operation(&doc, "POST", "/instances/{name}/refresh");
+        assert_eq!(op["security"], refresh, "{vars:?}");
+        for path in GUARDED {
+            assert_eq!(
+                operation(&doc, "GET", path)["security"],
+                ops,
+                "{vars:?} {path}"
+            );
+        }
+        // And the service does refuse a write without the token when the document says so.
+        let res = app
+            .client
+            .post(app.url("/waybills"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let expected = if *writes == write { 401 } else { 422 };
+        assert_eq!(res.status().as_u16(), expected, "{vars:?}");
+        app.stop().await.unwrap();
+    }
+}
+
+/// Found by schemathesis: `Idempotency-Key` and `If-Match` were documented as any string
+/// while the service refused some (an empty key, `W/"!+$`3"`), and `trip_ids` without
+/// `uniqueItems` while a trip listed twice is refused. Now each has a pattern in the
+/// document, and the service takes exactly the values the pattern matches (checked with
+/// the document's own pattern, compiled).
+#[tokio::test]
+async fn request_headers_and_lists_are_refused_exactly_as_documented() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let header_pattern = |method: &str, path: &str, name: &str| {
+        let op = operation(&doc, method, path);
+        let p = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name && p["in"] == "header")
+            .unwrap_or_else(|| panic!("{method} {path}: header {name}"));
+        let pattern = p["schema"]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: header {name} has no pattern: {p}"));
+        regex::Regex::new(pattern).unwrap()
+    };
+    let key_rule = header_pattern("POST", "/waybills", "Idempotency-Key");
+    assert_eq!(
+        key_rule.as_str(),
+        gtfs_fetch::api::waybills::IDEMPOTENCY_KEY_PATTERN
+    );
+    let if_match_rule = header_pattern("PATCH", "/waybills/{id}", "If-Match");
+    assert_eq!(
+        if_match_rule.as_str(),
+        gtfs_fetch::api::waybills::IF_MATCH_PATTERN
+    );
+
+    // A well-formed body for a feed this service lacks: 422 once the key is taken, 400
+    // when the key is refused.
+    let body = json!({"service_date": "2024-01-01", "vehicle_id": "v", "driver_id": "d",
+                      "gtfs_id": "nope", "route_id": "r", "trip_ids": ["t"]});
+    let long = "k".repeat(255);
+    let too_long = "k".repeat(256);
+    let keys = [
+        "7f0c-2026-12-01-bus-117",
+        "\"quoted\"",
+        "!#$%&'()*+,-./:;<=>?@[]^_`{|}~",
+        long.as_str(),
+        too_long.as_str(),
+        "\"\"",
+        "\"",
+        "a\"b",
+        "\"a",
+        "two words",
+    ];
+    for key in keys {
+        let res = app
+            .client
+            .post(app.url("/waybills"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let expected = if key_rule.is_match(key) { 422 } else { 400 };
+        assert_eq!(res.status().as_u16(), expected, "Idempotency-Key {key:?}");
+    }
+    // The empty key, which an HTTP client sends as an empty header.
+    let res = app
+        .client
+        .post(app.url("/waybills"))
+        .header("idempotency-key", "")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(!key_rule.is_match(""));
+    assert_eq!(res.status().as_u16(), 400, "an empty Idempotency-Key");
+
+    // If-Match on a waybill that does not exist: 404 once the header is taken, 400 when
+    // it is refused.
+    let ghost = format!("/waybills/{}", uuid::Uuid::new_v4());
+    for tag in [
+        "*",
+        "\"3\"",
+        "W/\"3\"",
+        "3",
+        "\"123456789\"",
+        "W/\"!+$`3\"",
+        "\"x\"",
+        "\"3",
+        "W/3",
+        "+3",
+        "\"1234567890\"",
+        "\"1\", \"2\"",
+    ] {
+        let res = app
+            .client
+            .patch(app.url(&ghost))
+            .header("if-match", tag)
+            .json(&json!({"status": "cancelled"}))
+            .send()
+            .await
+            .unwrap();
+        let expected = if if_match_rule.is_match(tag) {
+            404
+        } else {
+            400
+        };
+        assert_eq!(res.status().as_u16(), expected, "If-Match {tag}");
+    }
+
+    // trip_ids: unique items, refused before the feed is looked up.
+    let trips = &doc["components"]["schemas"]["NewWaybill"]["properties"]["trip_ids"];
+    assert_eq!(trips["uniqueItems"], true, "{trips}");
+    let mut twice = body.clone();
+    twice["trip_ids"] = json!(["t1", "t2", "t1"]);
+    let res = app
+        .client
+        .post(app.url("/waybills"))
+        .json(&twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let problem: Value = res.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("\"t1\" is listed twice"), "{detail}");
     app.stop().await.unwrap();
 }
 
