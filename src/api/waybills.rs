@@ -262,9 +262,13 @@ async fn create(
     req.check_fields()
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let key = idempotency_key(&headers)?;
-    let fingerprint = hex::encode(Sha256::digest(
-        [b"POST /waybills\n".as_slice(), &canonical_json(&raw)].concat(),
-    ));
+    // Only a request with a key is compared with an earlier one.
+    let fingerprint = match key {
+        Some(_) => hex::encode(Sha256::digest(
+            [b"POST /waybills\n".as_slice(), &canonical_json(&raw)].concat(),
+        )),
+        None => String::new(),
+    };
     let mut attempt = 1;
     loop {
         match create_once(&state, &req, key.as_deref(), &fingerprint, started).await {
