@@ -125,8 +125,7 @@ pub fn run() -> ExitCode {
         // `println!` would panic on it).
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        return match writeln!(out, "{:#}", config.to_redacted_json()).and_then(|()| out.flush())
-        {
+        return match writeln!(out, "{:#}", config.to_redacted_json()).and_then(|()| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 eprintln!("gtfs-fetch: cannot write the configuration: {e}");
                 ExitCode::FAILURE

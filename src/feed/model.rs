@@ -32,6 +32,25 @@ pub struct RouteSummary {
     pub sort_order: Option<u32>,
 }
 
+impl RouteSummary {
+    /// Where the route stands in every route list: by `sort_order`, routes without one
+    /// last, then by `route_id`. Snapshots and OTP route indexes are kept in this order and
+    /// the list API's cursor holds this key, so paging is right only because all of them
+    /// use this one function.
+    pub fn order_key(&self) -> (u64, &str) {
+        (
+            self.sort_order.map_or(u64::MAX, u64::from),
+            self.route_id.as_str(),
+        )
+    }
+}
+
+/// Puts routes in list order ([`RouteSummary::order_key`]); stable, so rows with the same
+/// key keep their order.
+pub fn sort_routes(routes: &mut [RouteSummary]) {
+    routes.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+}
+
 /// A stop on a pattern.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StopRef {

@@ -42,7 +42,9 @@ use jiff::civil::Date;
 use serde::{Serialize, Serializer};
 
 use super::calendar::ServiceCalendar;
-use super::model::{AgencyInfo, Pattern, RouteDetail, RouteSummary, StopRef, mode_of_route_type};
+use super::model::{
+    AgencyInfo, Pattern, RouteDetail, RouteSummary, StopRef, mode_of_route_type, sort_routes,
+};
 
 /// A copy of the zip with every CSV row shorter than its header padded with empty
 /// fields, and how many rows were padded; `None` when no row is short (or the zip cannot be
@@ -707,13 +709,7 @@ impl<'a> Builder<'a> {
                 rows - routes.len()
             ));
         }
-        routes.sort_by(|a, b| {
-            (a.sort_order.is_none(), a.sort_order, &a.route_id).cmp(&(
-                b.sort_order.is_none(),
-                b.sort_order,
-                &b.route_id,
-            ))
-        });
+        sort_routes(&mut routes);
         let route_index: HashMap<String, usize> = routes
             .iter()
             .enumerate()
