@@ -475,7 +475,7 @@ struct TripList<'a> {
     #[schema(format = Date, example = "2024-03-15")]
     date: String,
     /// Sorted by `start_time`.
-    trips: Vec<&'a crate::feed::snapshot::TripInfo>,
+    trips: Vec<&'a crate::feed::model::TripInfo>,
 }
 
 /// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips` (documentation;

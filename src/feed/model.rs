@@ -5,7 +5,7 @@
 //! Ids are the GTFS ids *inside* a feed (`route_id`, `stop_id`, `trip_id`), never OTP's
 //! `feedId:localId` form; adapters split OTP ids on the first `:`.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 /// One route, as listed by `GET /feeds/{gtfs_id}/routes`.
@@ -91,6 +91,64 @@ pub struct RouteDetail {
     pub trip_count: usize,
 }
 
+/// A `frequencies.txt` window of a trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FrequencyWindow {
+    /// After the service day's start: seconds in memory, `HH:MM:SS` in the API (hours may
+    /// exceed 23).
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "06:00:00")]
+    pub start_time: u32,
+    /// `HH:MM:SS`, as `start_time`.
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
+    pub end_time: u32,
+    pub headway_secs: u32,
+    /// `exact_times` = 1: schedule-based, vehicles leave exactly every `headway_secs`.
+    pub exact_times: bool,
+}
+
+/// A trip, without its stop_times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TripInfo {
+    pub trip_id: String,
+    pub route_id: String,
+    pub service_id: String,
+    pub headsign: Option<String>,
+    /// GTFS `direction_id` (0 or 1).
+    #[schema(maximum = 1)]
+    pub direction_id: Option<u8>,
+    pub block_id: Option<String>,
+    /// First departure (or arrival) after the service day's start: seconds in memory (may
+    /// exceed 86400), `HH:MM:SS` in the API (hours past 23 for trips running past midnight,
+    /// `25:10:00`). For a frequency-based trip, the times of its template run (see
+    /// `frequencies`).
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "07:15:00")]
+    pub start_time: u32,
+    /// Last arrival (or departure); `HH:MM:SS` in the API, as `start_time`.
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
+    pub end_time: u32,
+    /// The trip's `frequencies.txt` windows; absent when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frequencies: Vec<FrequencyWindow>,
+}
+
+/// `HH:MM:SS` for seconds after the service day's start; hours go past 23 (`25:10:00`).
+pub fn format_gtfs_time(secs: u32) -> String {
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn serialize_gtfs_time<S: Serializer>(secs: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_gtfs_time(*secs))
+}
+
 /// A feed as an OTP instance lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedInfo {
@@ -170,4 +228,17 @@ pub fn parse_iso_date(text: &str) -> Option<jiff::civil::Date> {
         return None;
     }
     text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtfs_times_format_past_midnight() {
+        assert_eq!(format_gtfs_time(0), "00:00:00");
+        assert_eq!(format_gtfs_time(8 * 3600 + 5 * 60 + 9), "08:05:09");
+        assert_eq!(format_gtfs_time(86_400 + 15 * 60), "24:15:00");
+        assert_eq!(format_gtfs_time(100 * 3600), "100:00:00");
+    }
 }
