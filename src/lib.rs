@@ -31,8 +31,13 @@
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
 //!   refresh status, whose methods ask either API.
-//! - [`feed`]: the feed [`feed::model`], snapshots built from GTFS zips, service calendars,
-//!   and the [`feed::store::FeedStore`] that holds each feed's current version.
+//! - [`feed`]: the feed [`feed::model`] (with the one route order,
+//!   [`feed::model::RouteSummary::order_key`]), snapshots built from GTFS zips, service
+//!   calendars, and the [`feed::store::FeedStore`] that holds each feed's current version.
+//!   A snapshot is made in three steps, a module each: [`feed::read`] (the zip's bytes to
+//!   the tables used, with the repairs and [`feed::read::FeedError`]), [`feed::network`]
+//!   (those tables to routes, patterns and trips) and [`feed::snapshot`] (the immutable
+//!   [`feed::snapshot::FeedSnapshot`] and its queries).
 //! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) with
 //!   single-flight misses, stale-while-revalidate and stale-if-error.
 //! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.

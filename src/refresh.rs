@@ -29,7 +29,7 @@ use url::Url;
 
 use crate::config::{Api, FeedSource};
 use crate::db::fetches::{self, FeedOutcome, Outcome};
-use crate::feed::model::{FeedInfo, RouteSummary};
+use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
@@ -490,12 +490,4 @@ async fn load_index(
         }),
     });
     Ok((Outcome::Updated, version))
-}
-
-/// Sort order (missing last), then route id: the order of snapshots and route lists.
-fn sort_routes(routes: &mut [RouteSummary]) {
-    routes.sort_by(|a, b| {
-        let key = |r: &RouteSummary| (r.sort_order.map_or(u64::MAX, u64::from), r.route_id.clone());
-        key(a).cmp(&key(b))
-    });
 }

@@ -24,7 +24,7 @@ use super::openapi::Problem;
 use super::{ApiError, ApiResult, cursor};
 use crate::config::Api as InstanceApi;
 use crate::db::fetches::{self, FeedOutcome};
-use crate::feed::snapshot::FeedCounts;
+use crate::feed::network::FeedCounts;
 use crate::otp::client::ClientReport as HttpClientReport;
 use crate::state::AppState;
 

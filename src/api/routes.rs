@@ -104,14 +104,6 @@ fn fold(text: &str) -> String {
     deunicode::deunicode(text).to_lowercase()
 }
 
-/// The order of the route list: sort_order (missing last), then route_id.
-fn order_key(r: &RouteSummary) -> (u64, &str) {
-    (
-        r.sort_order.map_or(u64::MAX, u64::from),
-        r.route_id.as_str(),
-    )
-}
-
 /// A page position: after the route with this sort key, for the query with these filters.
 struct Cursor {
     filters: String,
@@ -291,7 +283,7 @@ async fn list_routes(
     let start = after.as_ref().map(|c| (c.sort, c.route_id.as_str()));
     let mut page: Vec<&RouteSummary> = Vec::with_capacity(limit.min(256));
     for route in matching.by_ref() {
-        if start.is_some_and(|s| order_key(route) <= s) {
+        if start.is_some_and(|s| route.order_key() <= s) {
             continue;
         }
         page.push(route);
@@ -301,7 +293,7 @@ async fn list_routes(
     }
     let next_cursor = match (page.last(), matching.next()) {
         (Some(last), Some(_)) => {
-            let (sort, route_id) = order_key(last);
+            let (sort, route_id) = last.order_key();
             Some(
                 Cursor {
                     filters,
@@ -483,7 +475,7 @@ struct TripList<'a> {
     #[schema(format = Date, example = "2024-03-15")]
     date: String,
     /// Sorted by `start_time`.
-    trips: Vec<&'a crate::feed::snapshot::TripInfo>,
+    trips: Vec<&'a crate::feed::model::TripInfo>,
 }
 
 /// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips` (documentation;

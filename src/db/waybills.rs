@@ -125,7 +125,7 @@ async fn with_trips(
         let id: Uuid = row.try_get("waybill_id")?;
         let secs = |name: &str| {
             row.try_get::<i32, _>(name)
-                .map(|s| crate::feed::snapshot::format_gtfs_time(s.max(0) as u32))
+                .map(|s| crate::feed::model::format_gtfs_time(s.max(0) as u32))
         };
         let trip = WaybillTrip {
             sequence: row.try_get("sequence")?,
@@ -199,8 +199,8 @@ pub async fn insert(
         .map(|t| WaybillTrip {
             sequence: t.sequence,
             trip_id: t.trip_id.clone(),
-            start_time: crate::feed::snapshot::format_gtfs_time(t.start_seconds),
-            end_time: crate::feed::snapshot::format_gtfs_time(t.end_seconds),
+            start_time: crate::feed::model::format_gtfs_time(t.start_seconds),
+            end_time: crate::feed::model::format_gtfs_time(t.end_seconds),
             planned_start: t.planned_start,
             planned_end: t.planned_end,
         })

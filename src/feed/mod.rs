@@ -1,11 +1,22 @@
 //! Feed data: the common [`model`], and snapshots built from GTFS zips.
 //!
-//! - [`model`]: the shapes every source is turned into (and the route API answers with).
+//! - [`model`]: the shapes every source is turned into (and the route API answers with),
+//!   the route list's order, and GTFS times.
 //! - [`calendar`]: GTFS service dates (calendar.txt weekdays plus calendar_dates.txt exceptions).
 //! - [`store`]: every known feed with its current version, swapped in atomically.
-//! - [`snapshot`]: an immutable in-memory [`snapshot::FeedSnapshot`] built from a GTFS zip's bytes.
+//! - [`snapshot`]: an immutable in-memory [`snapshot::FeedSnapshot`] built from a GTFS zip's
+//!   bytes, and its queries. It is built in two steps, one module each:
+//!   - [`read`]: the zip's bytes to the tables used, with the repairs and the
+//!     [`read::FeedError`] that says what is wrong with a feed;
+//!   - [`network`]: those tables to routes, patterns and trips, in named steps.
+//!
+//! Imports run one way: `snapshot` → `network` → `read`, all three → `model`.
 
 pub mod calendar;
 pub mod model;
+pub mod network;
+pub mod read;
 pub mod snapshot;
 pub mod store;
+#[cfg(test)]
+mod testkit;

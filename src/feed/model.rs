@@ -5,7 +5,7 @@
 //! Ids are the GTFS ids *inside* a feed (`route_id`, `stop_id`, `trip_id`), never OTP's
 //! `feedId:localId` form; adapters split OTP ids on the first `:`.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 /// One route, as listed by `GET /feeds/{gtfs_id}/routes`.
@@ -30,6 +30,25 @@ pub struct RouteSummary {
     pub text_color: Option<String>,
     /// GTFS `route_sort_order`; the list is sorted by it (missing last), then `route_id`.
     pub sort_order: Option<u32>,
+}
+
+impl RouteSummary {
+    /// Where the route stands in every route list: by `sort_order`, routes without one
+    /// last, then by `route_id`. Snapshots and OTP route indexes are kept in this order and
+    /// the list API's cursor holds this key, so paging is right only because all of them
+    /// use this one function.
+    pub fn order_key(&self) -> (u64, &str) {
+        (
+            self.sort_order.map_or(u64::MAX, u64::from),
+            self.route_id.as_str(),
+        )
+    }
+}
+
+/// Puts routes in list order ([`RouteSummary::order_key`]); stable, so rows with the same
+/// key keep their order.
+pub fn sort_routes(routes: &mut [RouteSummary]) {
+    routes.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
 }
 
 /// A stop on a pattern.
@@ -70,6 +89,64 @@ pub struct RouteDetail {
     pub patterns: Vec<Pattern>,
     /// Trips of the route, over all patterns.
     pub trip_count: usize,
+}
+
+/// A `frequencies.txt` window of a trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FrequencyWindow {
+    /// After the service day's start: seconds in memory, `HH:MM:SS` in the API (hours may
+    /// exceed 23).
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "06:00:00")]
+    pub start_time: u32,
+    /// `HH:MM:SS`, as `start_time`.
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
+    pub end_time: u32,
+    pub headway_secs: u32,
+    /// `exact_times` = 1: schedule-based, vehicles leave exactly every `headway_secs`.
+    pub exact_times: bool,
+}
+
+/// A trip, without its stop_times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct TripInfo {
+    pub trip_id: String,
+    pub route_id: String,
+    pub service_id: String,
+    pub headsign: Option<String>,
+    /// GTFS `direction_id` (0 or 1).
+    #[schema(maximum = 1)]
+    pub direction_id: Option<u8>,
+    pub block_id: Option<String>,
+    /// First departure (or arrival) after the service day's start: seconds in memory (may
+    /// exceed 86400), `HH:MM:SS` in the API (hours past 23 for trips running past midnight,
+    /// `25:10:00`). For a frequency-based trip, the times of its template run (see
+    /// `frequencies`).
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "07:15:00")]
+    pub start_time: u32,
+    /// Last arrival (or departure); `HH:MM:SS` in the API, as `start_time`.
+    #[serde(serialize_with = "serialize_gtfs_time")]
+    #[schema(value_type = String, pattern = r"^[0-9]{2,}:[0-5][0-9]:[0-5][0-9]$", example = "25:10:00")]
+    pub end_time: u32,
+    /// The trip's `frequencies.txt` windows; absent when it has none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frequencies: Vec<FrequencyWindow>,
+}
+
+/// `HH:MM:SS` for seconds after the service day's start; hours go past 23 (`25:10:00`).
+pub fn format_gtfs_time(secs: u32) -> String {
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn serialize_gtfs_time<S: Serializer>(secs: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_gtfs_time(*secs))
 }
 
 /// A feed as an OTP instance lists it.
@@ -229,5 +306,13 @@ mod tests {
             let mode = mode_of_route_type(route_type);
             assert_eq!(route_type_of_mode(mode), route_type, "{mode}");
         }
+    }
+
+    #[test]
+    fn gtfs_times_format_past_midnight() {
+        assert_eq!(format_gtfs_time(0), "00:00:00");
+        assert_eq!(format_gtfs_time(8 * 3600 + 5 * 60 + 9), "08:05:09");
+        assert_eq!(format_gtfs_time(86_400 + 15 * 60), "24:15:00");
+        assert_eq!(format_gtfs_time(100 * 3600), "100:00:00");
     }
 }

@@ -100,7 +100,7 @@ fn check<T>(
 ) {
     match catch_unwind(AssertUnwindSafe(parse)) {
         Err(payload) => {
-            let why = crate::feed::snapshot::panic_message(&*payload);
+            let why = crate::feed::read::panic_message(&*payload);
             panic!("{parser} panicked ({why}) on {case}: {}", show(body));
         }
         Ok(Ok(_)) => {
