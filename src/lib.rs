@@ -11,7 +11,10 @@
 //!   running service) and exit codes. `main.rs` only calls [`cli::run`]. [`build`]: the
 //!   git commit and build date `build.rs` recorded.
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
-//!   by a pure function, with one error naming the key at fault.
+//!   by a pure function, with one error naming the key at fault. Its `mod.rs` holds the
+//!   table of flat keys and the environment check; `instance` reads `[[instances]]`,
+//!   `value` reads and checks one value, `keys` refuses unknown keys (suggesting the one
+//!   meant) and `types` holds what they share ([`config::ConfigError`], the secrets).
 //! - [`app`]: start and stop. [`app::App::start`] turns a config into a running
 //!   application: database, scheduler, background tasks.
 //! - [`state`]: [`state::AppState`], the one cheap-to-clone handle every handler and task
