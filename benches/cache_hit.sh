@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# Route cache hit path vs nginx serving the same bytes as a static file: same wrk,
-# same connections, threads and duration, one run, loopback only. Issue 5's bar:
-# >= 0.7x nginx's requests/s, p99 < 2 ms.
+# Route cache hits vs nginx serving the same bytes as static files (`gzip_static on`), in
+# one run, loopback only, as real clients ask (issue 13):
+#   identity            no Accept-Encoding
+#   gzip                Accept-Encoding: gzip              (nginx sends the .gz file)
+#   gzip, deflate, br   what browsers and OkHttp send       (nginx: .gz, it has no brotli;
+#                                                           the service: br)
+#   304                 Accept-Encoding: gzip + If-None-Match with each server's ETag
+# on the largest route answer of two fixture feeds (bart and wmata by default). For each
+# feed and case: a warm-up of both, then nginx, service, nginx, service; the ratio is
+# service / nginx requests/s of each round, p50 and p99 side by side.
 #
-#   bash benches/cache_hit.sh            # needs: wrk, nginx (apt-get install wrk nginx-light)
+#   bash benches/cache_hit.sh               # needs wrk, nginx, curl, jq, python3
+#   BIN=/tmp/gtfs-fetch-before bash benches/cache_hit.sh   # another build, same run shape
 #
-# Env: DURATION (default 10s), CONNECTIONS (default 50), THREADS (default 2),
-#      FEED (default bart), ROUTE (default 01).
+# Env: BIN (default: target/release/gtfs-fetch, built here), FEEDS (default "bart wmata"),
+#      DURATION (default 5s), CONNECTIONS (default 50), THREADS (default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
-FEED=${FEED:-bart}
-ROUTE=${ROUTE:-01}
-SVC_PORT=18000
-NGINX_PORT=18080
+FEEDS=${FEEDS:-bart wmata}
+SVC_PORT=${SVC_PORT:-18000}
+NGINX_PORT=${NGINX_PORT:-18080}
 
-for tool in wrk nginx curl; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx-light curl" >&2; exit 2; }
+for tool in wrk nginx curl jq python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install wrk nginx-light curl jq" >&2; exit 2; }
 done
-cargo build --release --quiet
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet
+    BIN=./target/release/gtfs-fetch
+fi
 tmp=$(mktemp -d /tmp/gtfs-bench.XXXXXX)
 chmod 755 "$tmp"
 cleanup() {
@@ -30,31 +40,66 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$tmp/bench.toml" <<TOML
-[[instances]]
-name = "bench"
-url = "http://127.0.0.1:9"
-api = "gtfs"
-[[instances.feeds]]
-gtfs_id = "$FEED"
-zip_url = "$PWD/../shared/fixtures/gtfs/$FEED.zip"
-TOML
-sed -i "s|zip_url = \"/|zip_url = \"file:///|" "$tmp/bench.toml"
+{
+    echo '[[instances]]'
+    echo 'name = "bench"'
+    echo 'url = "http://127.0.0.1:9"'
+    echo 'api = "gtfs"'
+    for feed in $FEEDS; do
+        echo '[[instances.feeds]]'
+        echo "gtfs_id = \"$feed\""
+        echo "zip_url = \"file://$PWD/../shared/fixtures/gtfs/$feed.zip\""
+    done
+} >"$tmp/bench.toml"
 
 GTFS_LISTEN=127.0.0.1:$SVC_PORT GTFS_DATA_DIR=$tmp/data RUST_LOG=warn \
-    ./target/release/gtfs-fetch --config "$tmp/bench.toml" serve >"$tmp/service.log" 2>&1 &
+    "$BIN" --config "$tmp/bench.toml" serve >"$tmp/service.log" 2>&1 &
 svc=$!
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null && break
     sleep 0.2
 done
-url="http://127.0.0.1:$SVC_PORT/feeds/$FEED/routes/$ROUTE"
-mkdir -p "$tmp/www"
-curl -sf "$url" -o "$tmp/www/route.json"
-curl -sf "$url" -o /dev/null   # now cached
-bytes=$(stat -c %s "$tmp/www/route.json")
+curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null || { cat "$tmp/service.log" >&2; exit 1; }
+svc_url="http://127.0.0.1:$SVC_PORT"
 
-cat > "$tmp/nginx.conf" <<NGINX
+# The largest route answer of a feed: every route's detail, by size.
+largest_route() {
+    local feed=$1 cursor="" ids=()
+    while :; do
+        local page
+        page=$(curl -sf "$svc_url/feeds/$feed/routes?limit=1000&cursor=$cursor")
+        mapfile -t -O "${#ids[@]}" ids < <(jq -r '.routes[].route_id | @uri' <<<"$page")
+        cursor=$(jq -r '.next_cursor // empty' <<<"$page")
+        [ -n "$cursor" ] || break
+    done
+    local best="" best_size=0 size
+    for id in "${ids[@]}"; do
+        size=$(curl -sf "$svc_url/feeds/$feed/routes/$id" -o /dev/null -w '%{size_download}')
+        if [ "$size" -gt "$best_size" ]; then best=$id; best_size=$size; fi
+    done
+    echo "$best"
+}
+
+mkdir -p "$tmp/www"
+declare -A route
+for feed in $FEEDS; do
+    route[$feed]=$(largest_route "$feed")
+    path="/feeds/$feed/routes/${route[$feed]}"
+    # nginx gets the service's own bytes: identity, and its gzip form for gzip_static.
+    curl -sf "$svc_url$path" -o "$tmp/www/$feed.json"
+    curl -sf -H 'Accept-Encoding: gzip' "$svc_url$path" -o "$tmp/www/$feed.json.gz"
+    python3 - "$tmp/www/$feed.json" "$tmp/www/$feed.json.gz" <<'PY'
+import gzip, sys
+plain, coded = (open(p, "rb").read() for p in sys.argv[1:3])
+if coded[:2] != b"\x1f\x8b":   # a build that does not compress: gzip it here
+    coded = gzip.compress(plain, 9)
+    open(sys.argv[2], "wb").write(coded)
+assert gzip.decompress(coded) == plain, "the gzip form decodes to the identity bytes"
+PY
+    touch -r "$tmp/www/$feed.json" "$tmp/www/$feed.json.gz"
+done
+
+cat >"$tmp/nginx.conf" <<NGINX
 worker_processes $THREADS;
 pid $tmp/nginx.pid;
 error_log $tmp/nginx.err warn;
@@ -63,8 +108,10 @@ http {
     access_log off;
     sendfile on;
     tcp_nodelay on;
-    keepalive_requests 100000;
+    keepalive_requests 1000000;
     default_type application/json;
+    gzip_static on;
+    gzip_vary on;
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $tmp/www;
@@ -73,29 +120,65 @@ http {
 NGINX
 nginx -c "$tmp/nginx.conf"
 sleep 0.5
-curl -sf "http://127.0.0.1:$NGINX_PORT/route.json" | cmp - "$tmp/www/route.json"
+ngx_url="http://127.0.0.1:$NGINX_PORT"
 
-run() { wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$1"; }
-# Warm up both, then measure nginx, the service, nginx again (the machine is shared).
-run "http://127.0.0.1:$NGINX_PORT/route.json" >/dev/null
-run "$url" >/dev/null
-n1=$(run "http://127.0.0.1:$NGINX_PORT/route.json")
-s1=$(run "$url")
-n2=$(run "http://127.0.0.1:$NGINX_PORT/route.json")
-s2=$(run "$url")
-
+etag_of() { curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "$1" | tr -d '\r' | awk 'tolower($1) == "etag:" {print $2}'; }
 rps() { awk '/^Requests\/sec/ {print $2}' <<<"$1"; }
 pct() { awk -v p="$2" '$1 == p {print $2}' <<<"$1"; }
-echo "## Cache hit vs nginx: $bytes-byte route answer ($FEED/$ROUTE), wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+run() {
+    local url=$1 duration=$2
+    shift 2
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --latency "$@" "$url"
+}
+# The status `url` answers with these headers must be `want`.
+expect() {
+    local want=$1 url=$2 got
+    shift 2
+    got=$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")
+    [ "$got" = "$want" ] || { echo "$url answered $got, wanted $want ($*)" >&2; exit 1; }
+}
+# One case: warm both, then nginx, service, nginx, service.
+measure() {
+    local feed=$1 case=$2 nurl=$3 surl=$4
+    shift 4
+    local -a nh=() sh=()
+    case $case in
+        identity) ;;
+        gzip) nh=(-H 'Accept-Encoding: gzip'); sh=("${nh[@]}") ;;
+        "gzip, deflate, br") nh=(-H 'Accept-Encoding: gzip, deflate, br'); sh=("${nh[@]}") ;;
+        304)
+            nh=(-H 'Accept-Encoding: gzip' -H "If-None-Match: $(etag_of "$nurl")")
+            sh=(-H 'Accept-Encoding: gzip' -H "If-None-Match: $(etag_of "$surl")")
+            ;;
+    esac
+    # Each server answers as the case expects before it is timed.
+    local want=200
+    [ "$case" = 304 ] && want=304
+    expect "$want" "$nurl" "${nh[@]}"
+    expect "$want" "$surl" "${sh[@]}"
+    run "$nurl" 2s "${nh[@]}" >/dev/null
+    run "$surl" 2s "${sh[@]}" >/dev/null
+    local r n s
+    for r in 1 2; do
+        n=$(run "$nurl" "$DURATION" "${nh[@]}")
+        s=$(run "$surl" "$DURATION" "${sh[@]}")
+        awk -v f="$feed" -v c="$case" -v r="$r" -v nr="$(rps "$n")" -v sr="$(rps "$s")" \
+            -v n50="$(pct "$n" 50%)" -v n99="$(pct "$n" 99%)" \
+            -v s50="$(pct "$s" 50%)" -v s99="$(pct "$s" 99%)" \
+            'BEGIN { printf "| %s | %s | %s | %.0f | %.0f | **%.2fx** | %s / %s | %s / %s |\n", f, c, r, nr, sr, sr / nr, n50, s50, n99, s99 }'
+    done
+}
+
+echo "## Cache hits vs nginx gzip_static ($(date -u +%F), $BIN, wrk -t$THREADS -c$CONNECTIONS -d$DURATION)"
 echo
-echo "| round | server | requests/s | p50 | p90 | p99 |"
-echo "|---|---|---|---|---|---|"
-for r in 1 2; do
-    n=n$r; s=s$r
-    echo "| $r | nginx | $(rps "${!n}") | $(pct "${!n}" 50%) | $(pct "${!n}" 90%) | $(pct "${!n}" 99%) |"
-    echo "| $r | gtfs-fetch | $(rps "${!s}") | $(pct "${!s}" 50%) | $(pct "${!s}" 90%) | $(pct "${!s}" 99%) |"
+for feed in $FEEDS; do
+    echo "- $feed: route ${route[$feed]}, $(stat -c %s "$tmp/www/$feed.json") bytes, gzip $(stat -c %s "$tmp/www/$feed.json.gz") bytes"
 done
-for r in 1 2; do
-    n=n$r; s=s$r
-    awk -v a="$(rps "${!s}")" -v b="$(rps "${!n}")" -v r="$r" 'BEGIN { printf "round %s: gtfs-fetch / nginx requests/s = %.2fx\n", r, a / b }'
+echo
+echo "| feed | case | round | nginx req/s | service req/s | service / nginx | p50 nginx / service | p99 nginx / service |"
+echo "|---|---|---|---:|---:|---:|---|---|"
+for feed in $FEEDS; do
+    for case in identity gzip "gzip, deflate, br" 304; do
+        measure "$feed" "$case" "$ngx_url/$feed.json" "$svc_url/feeds/$feed/routes/${route[$feed]}"
+    done
 done

@@ -9,6 +9,10 @@
 //!   while one background refresh runs, and stays served (with `Age`) for as long as the
 //!   refresh fails (OTP down, breaker open). Entries built from a feed snapshot are fresh
 //!   for the life of their version; read-through entries for `cache_ttl`.
+//! - Each entry keeps its gzip and brotli forms ([`encoded`]), made once by the first
+//!   request that can take one ([`RouteCache::encodings`]) and counted in its weight.
+
+pub mod encoded;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -23,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::otp::client::OtpError;
+use encoded::Encoded;
 
 /// `route:{gtfs_id}:{route_id}` at one feed version.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -56,9 +61,10 @@ impl std::fmt::Display for RouteKey {
 #[derive(Debug)]
 pub struct CachedRoute {
     pub body: Bytes,
-    /// Weak ETag (`W/"..."`): the same for the identity, gzip and brotli encodings of the
-    /// answer, which the compression layer produces from these bytes.
+    /// Weak ETag (`W/"..."`): the same for the identity, gzip and brotli forms.
     pub etag: String,
+    /// The gzip and brotli forms, made once on demand ([`RouteCache::encodings`]).
+    encoded: tokio::sync::OnceCell<Encoded>,
     pub fetched_at: Instant,
     /// `None`: fresh for the life of its key (built from a versioned snapshot).
     pub fresh_until: Option<Instant>,
@@ -74,6 +80,7 @@ impl CachedRoute {
         Self {
             etag: etag_of(&body),
             body,
+            encoded: tokio::sync::OnceCell::new(),
             fetched_at: now,
             fresh_until: ttl.map(|t| now + t),
             load_time,
@@ -89,10 +96,15 @@ impl CachedRoute {
     pub fn age(&self) -> u64 {
         self.fetched_at.elapsed().as_secs()
     }
+
+    /// Its compressed forms, if they have been made.
+    pub fn encoded(&self) -> Option<&Encoded> {
+        self.encoded.get()
+    }
 }
 
-/// The weak ETag of an answer (96 bits of its sha256): weak because the compression
-/// layer serves the same bytes gzip- or brotli-encoded too, and all encodings share it.
+/// The weak ETag of an answer (96 bits of its sha256): weak because the same answer is
+/// also served gzip- or brotli-encoded, and all its forms share it.
 pub fn etag_of(body: &[u8]) -> String {
     format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
 }
@@ -176,9 +188,11 @@ impl std::fmt::Debug for RouteCache {
     }
 }
 
-/// What an entry weighs: its bytes plus its key and bookkeeping.
+/// What an entry weighs: its bytes and their compressed forms, plus its key and
+/// bookkeeping.
 fn weigh(key: &RouteKey, value: &Arc<CachedRoute>) -> u32 {
     let size = value.body.len()
+        + value.encoded().map_or(0, Encoded::len)
         + value.etag.len()
         + key.gtfs_id.len()
         + key.route_id.len()
@@ -268,6 +282,45 @@ impl RouteCache {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
         });
+    }
+
+    /// `entry`'s gzip and brotli forms, made now (on the blocking pool, once however many
+    /// requests ask at the same time) unless they exist. The entry is then put back under
+    /// `key`, unless something newer replaced it meanwhile, so that its weight counts them.
+    pub async fn encodings<'a>(&self, key: &RouteKey, entry: &'a Arc<CachedRoute>) -> &'a Encoded {
+        if let Some(done) = entry.encoded.get() {
+            return done;
+        }
+        let mut made = false;
+        let flag = &mut made;
+        let encoded = entry
+            .encoded
+            .get_or_init(|| async move {
+                *flag = true;
+                let body = entry.body.clone();
+                // A panic there would only cost the encodings: serve identity.
+                tokio::task::spawn_blocking(move || encoded::encode(&body))
+                    .await
+                    .unwrap_or_default()
+            })
+            .await;
+        if made {
+            let (cache, key, entry) = (self.cache.clone(), key.clone(), entry.clone());
+            tokio::spawn(async move {
+                cache
+                    .entry(key)
+                    .and_compute_with(|current| async move {
+                        match current {
+                            Some(now) if Arc::ptr_eq(now.value(), &entry) => {
+                                moka::ops::compute::Op::Put(entry)
+                            }
+                            _ => moka::ops::compute::Op::Nop,
+                        }
+                    })
+                    .await;
+            });
+        }
+        encoded
     }
 
     /// Drops every entry: the next lookup of anything is a miss (benchmarks of the miss

@@ -5,6 +5,12 @@
 //! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
 //! and status, and the `Server-Timing` header.
 //!
+//! Compression: cached answers (route details) keep their gzip and brotli forms, made
+//! once per entry, and pick one per request in [`negotiate`]. Everything else (lists,
+//! trips, waybills, ops, the OpenAPI document) goes through [`compression`], which
+//! compresses per request, only above [`COMPRESS_ABOVE`] bytes, and never an answer that
+//! already has a `Content-Encoding`.
+//!
 //! # Adding an area (or an endpoint) with its documentation
 //!
 //! Routes are registered with utoipa-axum, never with a bare `.route(...)`, so that an
@@ -63,6 +69,7 @@ pub mod auth;
 pub mod cursor;
 pub mod error;
 pub mod feeds;
+pub mod negotiate;
 pub mod openapi;
 pub mod ops;
 pub mod routes;
@@ -77,6 +84,8 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -98,9 +107,11 @@ pub fn router(state: AppState) -> Router {
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ops::router(state.clone()))
         .merge(feeds::router())
-        .merge(routes::router())
         .merge(waybills::router())
         .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
+        .layer(compression())
+        // Its own: cached answers bring their compressed forms (module docs).
+        .merge(routes::router())
         .split_for_parts();
     // Security as this instance's tokens make it (see the function).
     openapi::require_configured_tokens(
@@ -121,6 +132,20 @@ pub fn router(state: AppState) -> Router {
     with_layers(router, state)
 }
 
+/// Answers at most this long are sent as they are by [`compression`]: the bytes saved
+/// would not pay for the time.
+pub const COMPRESS_ABOVE: u64 = 1024;
+
+/// Per-request compression (gzip, brotli) for answers that are not cached, above
+/// [`COMPRESS_ABOVE`] bytes; it leaves alone an answer that has a `Content-Encoding`
+/// already, and images, event streams and gRPC.
+pub(crate) fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)))
+}
+
 /// The layers every response goes through (module docs), around `router`.
 ///
 /// Logging: each response is one INFO line (status, latency) from the trace layer. An
@@ -131,7 +156,6 @@ pub fn router(state: AppState) -> Router {
 /// error log.
 pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
     router
-        .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true))
         .layer(middleware::from_fn_with_state(state, observe))
         .layer(
             TraceLayer::new_for_http()

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -28,22 +28,28 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::openapi::Problem;
-use super::{ApiError, ApiResult, ServerTiming};
+use super::{ApiError, ApiResult, ServerTiming, negotiate};
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
 use crate::state::AppState;
 
-const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60");
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
+/// Route details are served from the cache with their compressed forms made once (see
+/// [`negotiate`]); lists and trips are built per request, so the compression layer
+/// compresses them.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
-        .routes(routes!(list_routes))
         .routes(routes!(route_detail))
-        .routes(routes!(route_trips))
+        .merge(
+            OpenApiRouter::default()
+                .routes(routes!(list_routes))
+                .routes(routes!(route_trips))
+                .layer(super::compression()),
+        )
 }
 
 /// The feed's current data, or 404/503.
@@ -65,32 +71,11 @@ fn current_feed(
     Ok((entry, loaded))
 }
 
-/// `body` as a cacheable JSON answer: ETag from the bytes, 304 when the client has them.
+/// `body` as a cacheable JSON answer with no compressed forms kept (those that are
+/// computed per request: the compression layer may compress them): see
+/// [`negotiate::answer`].
 fn cacheable(request: &HeaderMap, body: Bytes, etag: &str) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        headers.insert(header::ETAG, v);
-    }
-    if if_none_match(request, etag) {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    (headers, body).into_response()
-}
-
-/// Whether `If-None-Match` lists `etag` (or `*`); weak comparison, as RFC 9110 asks for GET.
-fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
-    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == "*" || bare(t) == bare(etag))
+    negotiate::answer(request, &body, etag, None)
 }
 
 fn json_bytes<T: Serialize>(value: &T) -> ApiResult<Bytes> {
@@ -183,7 +168,7 @@ struct RouteListQuery {
     cursor: Option<String>,
 }
 
-/// The request header of a conditional GET (documentation; read by [`if_none_match`]).
+/// The request header of a conditional GET (documentation; read by [`negotiate::if_none_match`]).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
@@ -365,23 +350,27 @@ async fn route_detail(
     let (entry, loaded) = current_feed(&state, &gtfs_id)?;
     let key = RouteKey::new(&gtfs_id, &route_id, &loaded.version);
     let loader = || route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id);
-    let lookup = state.cache.get(key, loader).await.map_err(|e| match e {
-        LoadError::NotFound => {
-            ApiError::not_found(format!("no route {route_id:?} in feed {gtfs_id:?}"))
-        }
-        LoadError::Upstream(OtpError::BreakerOpen(_)) => ApiError::unavailable(
-            format!(
-                "OTP instance {} is failing; nothing cached for this route",
-                entry.instance
+    let lookup = state
+        .cache
+        .get(key.clone(), loader)
+        .await
+        .map_err(|e| match e {
+            LoadError::NotFound => {
+                ApiError::not_found(format!("no route {route_id:?} in feed {gtfs_id:?}"))
+            }
+            LoadError::Upstream(OtpError::BreakerOpen(_)) => ApiError::unavailable(
+                format!(
+                    "OTP instance {} is failing; nothing cached for this route",
+                    entry.instance
+                ),
+                30,
             ),
-            30,
-        ),
-        LoadError::Upstream(e) => ApiError::unavailable(
-            format!("OTP could not answer and nothing is cached: {e}"),
-            10,
-        ),
-        LoadError::Internal(e) => ApiError::internal(anyhow::anyhow!(e)),
-    })?;
+            LoadError::Upstream(e) => ApiError::unavailable(
+                format!("OTP could not answer and nothing is cached: {e}"),
+                10,
+            ),
+            LoadError::Internal(e) => ApiError::internal(anyhow::anyhow!(e)),
+        })?;
     let cached = lookup.entry();
     let mut timing = ServerTiming::default();
     if let Lookup::Miss(_) = lookup {
@@ -391,7 +380,14 @@ async fn route_detail(
         );
     }
     timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
-    let mut response = cacheable(&headers, cached.body.clone(), &cached.etag);
+    // Only a request that can take a compressed form waits for them to be made (once per
+    // entry); the others get the identity bytes at once.
+    let encoded = if negotiate::wants_coding(&headers) {
+        Some(state.cache.encodings(&key, cached).await)
+    } else {
+        cached.encoded()
+    };
+    let mut response = negotiate::answer(&headers, &cached.body, &cached.etag, encoded);
     let h = response.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(lookup.label()));
     h.insert(header::AGE, HeaderValue::from(cached.age()));
@@ -605,17 +601,5 @@ mod tests {
     fn matching_folds_case_and_accents() {
         assert_eq!(fold("Metrobús Línea 1"), "metrobus linea 1");
         assert!(fold("METROBÚS").contains(&fold("metrobus")));
-    }
-
-    #[test]
-    fn if_none_match_lists() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("\"a\", W/\"b\""),
-        );
-        assert!(if_none_match(&h, "\"b\""));
-        assert!(if_none_match(&h, "\"a\""));
-        assert!(!if_none_match(&h, "\"c\""));
     }
 }

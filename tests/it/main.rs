@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod encoding;
 mod fetch;
 mod lifecycle;
 mod openapi;
