@@ -14,7 +14,8 @@
 //! two services in one test process do not mix their counts), rendered by `GET /metrics`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -120,12 +121,48 @@ pub fn init_logging_to(
     installed.ok().map(|()| guard)
 }
 
+/// The labels of one answered request. `&'static str`s, so that counting a request
+/// allocates nothing: see [`method_label`] and [`route_label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The route template (`/feeds/{gtfs_id}/routes`), never the raw path.
-    pub route: String,
+    pub route: &'static str,
     pub status: u16,
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER`, so that a
+/// client inventing methods cannot grow the label set.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+/// A route template as a label. Templates come from the router, a fixed set, so each is
+/// copied once for the life of the process and then found by a read-locked lookup.
+pub fn route_label(template: &str) -> &'static str {
+    static SEEN: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(RwLock::default);
+    if let Some(&known) = SEEN.read().unwrap_or_else(|e| e.into_inner()).get(template) {
+        return known;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = seen.get(template) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(template.into());
+    seen.insert(kept);
+    kept
 }
 
 /// The service's metrics.

@@ -95,7 +95,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 
 use crate::state::AppState;
-use crate::telemetry::HttpLabels;
+use crate::telemetry::{self, HttpLabels};
 pub use error::{ApiError, ApiResult};
 pub use timing::ServerTiming;
 
@@ -204,16 +204,16 @@ pub(crate) fn check_params<V: AsRef<str>>(
 /// reported, plus `total`).
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = telemetry::method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", |p| telemetry::route_label(p.as_str()));
     let mut response = next.run(req).await;
     let elapsed = start.elapsed();
     // Waybill writes, whatever answered them (the handler, or an extractor refusing the
     // token or the body first).
-    let write = match (method.as_str(), route.as_str()) {
+    let write = match (method, route) {
         ("POST", "/waybills") => Some("create"),
         ("PATCH", "/waybills/{id}") => Some("change"),
         _ => None,
