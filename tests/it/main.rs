@@ -8,6 +8,7 @@ mod fetch;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod otp_robustness;
 mod otp_sim_selftest;
 mod real_otp;
 mod routes;
