@@ -21,6 +21,7 @@ use axum::Router;
 use gtfs_fetch::config::Config;
 use serde_json::{Value, json};
 
+use crate::support::http::Answer;
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, fresh_database, spawn_app, spawn_app_with, spawn_config};
 
@@ -363,13 +364,6 @@ fn routes_are_registered_only_with_their_documentation() {
 // Real answers against the document
 // ---------------------------------------------------------------------------------------
 
-/// One answer, as received.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: bytes::Bytes,
-}
-
 async fn call(app: &TestApp, method: &str, path: &str) -> Answer {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app.client.request(method.clone(), app.url(path));
@@ -384,12 +378,7 @@ async fn call(app: &TestApp, method: &str, path: &str) -> Answer {
             .header("if-match", "\"1\"")
             .body(r#"{"status":"cancelled"}"#);
     }
-    let res = request.send().await.expect("request");
-    Answer {
-        status: res.status().as_u16(),
-        headers: res.headers().clone(),
-        body: res.bytes().await.unwrap(),
-    }
+    Answer::send(request).await
 }
 
 /// Checks answers against the document's schemas, strictly (see the module doc), and
@@ -888,18 +877,8 @@ async fn schemas_describe_real_answers() {
         (trips, "/feeds/sample-feed/routes/AB/trips?date=2008-06-02"),
     ] {
         let etag = call(&app, "GET", real).await.headers["etag"].clone();
-        let res = app
-            .client
-            .get(app.url(real))
-            .header("if-none-match", etag)
-            .send()
-            .await
-            .unwrap();
-        let answer = Answer {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body: res.bytes().await.unwrap(),
-        };
+        let answer =
+            Answer::send(app.client.get(app.url(real)).header("if-none-match", etag)).await;
         assert_eq!(answer.status, 304, "{real}");
         e.extend(c.answer("GET", template, &answer));
     }
@@ -1211,11 +1190,7 @@ fn answers_that_stray_from_the_schema_are_reported() {
         if etag {
             headers.insert("etag", "\"1\"".parse().unwrap());
         }
-        Answer {
-            status: 200,
-            headers,
-            body: serde_json::to_vec(&body).unwrap().into(),
-        }
+        Answer::made(200, headers, serde_json::to_vec(&body).unwrap())
     };
     let mut checker = Checker::new(&doc);
     let good = json!({"id": 1, "state": "on", "note": null, "at": "2024-01-01T00:00:00Z"});

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use jiff::civil::Date;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::support::fixtures::fixture_table;
 use crate::support::fixtures::{format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
+use crate::support::http::{Answer, route_path, routes_path, trips_path, with_query};
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, sim_config, spawn_loaded, zip_feeds};
 
@@ -68,126 +68,10 @@ impl Harness {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------
 
-/// An answer, read whole.
-struct Answer {
-    what: String,
-    status: u16,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    /// The JSON body of a 200 answer.
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, 200, "{}: {}", self.what, self.text());
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "{}: content-type {ct}",
-            self.what
-        );
-        self.json()
-    }
-
-    /// Checks an RFC 9457 problem with `status`.
-    fn problem(&self, status: u16) {
-        assert_eq!(self.status, status, "{}: {}", self.what, self.text());
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/problem+json"),
-            "{}: content-type {ct:?}",
-            self.what
-        );
-        let body = self.json();
-        assert_eq!(body["status"], status, "{}: {body}", self.what);
-        for key in ["title", "detail"] {
-            assert!(
-                body[key].as_str().is_some_and(|s| !s.is_empty()),
-                "{}: problem without {key}: {body}",
-                self.what
-            );
-        }
-    }
-}
-
 /// GETs `path` with extra request headers. Every response must carry `Server-Timing` with
 /// a `total` phase.
 async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = app.client.get(app.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.bytes().await.expect("body");
-    let answer = Answer {
-        what: format!("GET {path}"),
-        status,
-        headers,
-        body,
-    };
-    let timing = answer.header("server-timing").unwrap_or_else(|| {
-        panic!(
-            "{}: no Server-Timing (status {status}, headers {:?})",
-            answer.what, answer.headers
-        )
-    });
-    assert!(
-        timing.split(',').any(|p| p.trim().starts_with("total")),
-        "{}: Server-Timing without total: {timing}",
-        answer.what
-    );
-    answer
-}
-
-/// `path?k=v&...`, form-encoded (so `+`, `/`, `=` and accents survive).
-fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
-    if pairs.is_empty() {
-        return path.to_owned();
-    }
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    format!("{path}?{query}")
-}
-
-/// A path segment, percent-encoded.
-fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-fn routes_path(feed: &str) -> String {
-    format!("/feeds/{}/routes", seg(feed))
-}
-
-fn route_path(feed: &str, route: &str) -> String {
-    format!("/feeds/{}/routes/{}", seg(feed), seg(route))
-}
-
-fn trips_path(feed: &str, route: &str, date: &str) -> String {
-    with_query(
-        &format!("{}/trips", route_path(feed, route)),
-        &[("date", date)],
-    )
+    app.get_with(path, headers).await.assert_timed()
 }
 
 /// One page of the route list, its shape checked.
@@ -875,7 +759,7 @@ pub(crate) async fn check_route_details(
     for route in &csv.routes {
         let id = route.route_id.as_str();
         let ctx = format!("{feed}/{id}");
-        let body = get(app, &route_path(feed, id), &[]).await.ok();
+        let body = app.get_route(feed, id).await.ok();
         check_summary_from(&body, route, &ctx, derives_text_color);
         let summary = list.iter().find(|r| r["route_id"] == id).unwrap();
         for (key, value) in summary.as_object().unwrap() {
@@ -1278,7 +1162,7 @@ async fn bad_parameters_are_problems() {
     let app = &h.app;
     let route = "Bu-130";
     // Sanity: the good forms answer.
-    get(app, &route_path("caltrain", route), &[]).await.ok();
+    app.get_route("caltrain", route).await.ok();
     get(app, &trips_path("caltrain", route, "2018-06-20"), &[])
         .await
         .ok();
@@ -1302,12 +1186,12 @@ async fn bad_parameters_are_problems() {
         // A route of another feed.
         route_path("caltrain", "01"),
     ] {
-        get(app, &path, &[]).await.problem(404);
+        get(app, &path, &[]).await.problem(&[404]);
     }
 
     // Missing or malformed date: 400.
     let trips = format!("{}/trips", route_path("caltrain", route));
-    get(app, &trips, &[]).await.problem(400);
+    get(app, &trips, &[]).await.problem(&[400]);
     for date in [
         "2024-13-01",
         "20240101",
@@ -1319,7 +1203,7 @@ async fn bad_parameters_are_problems() {
     ] {
         get(app, &with_query(&trips, &[("date", date)]), &[])
             .await
-            .problem(400);
+            .problem(&[400]);
     }
 
     // Limits and types.
@@ -1335,7 +1219,7 @@ async fn bad_parameters_are_problems() {
     ] {
         get(app, &with_query(&list, &[(key, value)]), &[])
             .await
-            .problem(400);
+            .problem(&[400]);
     }
 
     // Cursors the service did not issue for this query.
@@ -1398,7 +1282,7 @@ async fn bad_parameters_are_problems() {
             "{what} ({cursor:?}) accepted: {}",
             answer.text()
         );
-        answer.problem(400);
+        answer.problem(&[400]);
     }
     // Issued, but for other filters or another feed.
     for (what, filters, cursor) in [
@@ -1425,7 +1309,7 @@ async fn bad_parameters_are_problems() {
         query.push(("cursor", cursor.as_str()));
         let answer = get(app, &with_query(&list, &query), &[]).await;
         assert_eq!(answer.status, 400, "{what} accepted: {}", answer.text());
-        answer.problem(400);
+        answer.problem(&[400]);
     }
     let answer = get(
         app,
@@ -1439,7 +1323,7 @@ async fn bad_parameters_are_problems() {
         "bart's cursor accepted on caltrain: {}",
         answer.text()
     );
-    answer.problem(400);
+    answer.problem(&[400]);
     h.stop().await;
 }
 
@@ -1520,8 +1404,8 @@ async fn answers_carry_cache_headers_and_compress_when_asked() {
         check_conditional(app, &path, &etag, &first.body).await;
     }
     // Different routes, different ETags.
-    let a = assert_etag(&get(app, &route_path("cdmx", "ROUTE_14243"), &[]).await);
-    let b = assert_etag(&get(app, &route_path("cdmx", "ROUTE_14244"), &[]).await);
+    let a = assert_etag(&app.get_route("cdmx", "ROUTE_14243").await);
+    let b = assert_etag(&app.get_route("cdmx", "ROUTE_14244").await);
     assert_ne!(a, b, "two routes share an ETag");
 
     // Route list: same query, same ETag, 304.
@@ -1591,7 +1475,7 @@ async fn answers_carry_cache_headers_and_compress_when_asked() {
     // Errors and ops answers carry Server-Timing too (checked in `get`).
     get(app, &route_path("cdmx", "NOPE"), &[])
         .await
-        .problem(404);
+        .problem(&[404]);
     get(app, "/healthz", &[]).await;
     h.stop().await;
 }

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 use crate::support::fixtures::{fixture_table, format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
+use crate::support::http::Answer;
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, fixture_csv, fresh_database, spawn_config};
 
@@ -393,7 +394,7 @@ impl Harness {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        Answer::read(what, res).await
+        Answer::read(what, res).await.assert_timed()
     }
 
     /// POST /waybills with these bytes; `Content-Type: application/json` unless `headers`
@@ -564,172 +565,6 @@ fn page(a: &Answer) -> (Vec<Value>, Option<String>) {
         other => panic!("{}: next_cursor {other}", a.what),
     };
     (rows, next)
-}
-
-// ---------------------------------------------------------------------------------------
-// Answers
-// ---------------------------------------------------------------------------------------
-
-/// An answer, read whole.
-struct Answer {
-    what: String,
-    status: u16,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    /// Reads `res`; every answer must carry `Server-Timing` with `total`.
-    async fn read(what: String, res: reqwest::Response) -> Answer {
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let body = res
-            .bytes()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: body: {e}"));
-        let a = Answer {
-            what,
-            status,
-            headers,
-            body,
-        };
-        assert!(
-            a.phases().iter().any(|p| p == "total"),
-            "{}: no Server-Timing total (status {status}, headers {:?})",
-            a.what,
-            a.headers
-        );
-        a
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    /// The phase names of `Server-Timing`.
-    fn phases(&self) -> Vec<String> {
-        self.headers
-            .get_all("server-timing")
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-            .map(|p| p.split(';').next().unwrap_or_default().trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect()
-    }
-
-    fn assert_phases(&self, names: &[&str]) {
-        let phases = self.phases();
-        for n in names {
-            assert!(
-                phases.iter().any(|p| p == n),
-                "{}: Server-Timing without {n}: {:?}",
-                self.what,
-                self.header("server-timing")
-            );
-        }
-    }
-
-    fn assert_json_type(&self) {
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "{}: content-type {ct:?}: {}",
-            self.what,
-            self.text()
-        );
-    }
-
-    /// The JSON body of a 200 answer.
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, 200, "{}: {}", self.what, self.text());
-        self.assert_json_type();
-        self.json()
-    }
-
-    /// A 201 from POST /waybills: the waybill, with `Location`, `ETag: "1"` and the
-    /// `validate`, `db` and `total` phases.
-    fn created(&self) -> Value {
-        assert_eq!(self.status, 201, "{}: {}", self.what, self.text());
-        self.assert_json_type();
-        let w = self.json();
-        let id = w["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{}: no id: {w}", self.what));
-        assert_eq!(
-            self.header("location"),
-            Some(format!("/waybills/{id}").as_str()),
-            "{}: Location",
-            self.what
-        );
-        assert_eq!(self.header("etag"), Some("\"1\""), "{}: ETag", self.what);
-        self.assert_phases(&["validate", "db", "total"]);
-        w
-    }
-
-    /// An RFC 9457 problem with one of `statuses`: its body.
-    fn problem(&self, statuses: &[u16]) -> Value {
-        self.check_problem(statuses)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// [`Answer::problem`], reporting instead of panicking.
-    fn check_problem(&self, statuses: &[u16]) -> Result<Value, String> {
-        let fail = |why: String| Err(format!("{}: {why}: {}", self.what, self.text()));
-        if !statuses.contains(&self.status) {
-            return fail(format!(
-                "status {} (expected one of {statuses:?})",
-                self.status
-            ));
-        }
-        let ct = self.header("content-type").unwrap_or_default();
-        if !ct.starts_with("application/problem+json") {
-            return fail(format!("content-type {ct:?}"));
-        }
-        let Ok(body) = serde_json::from_slice::<Value>(&self.body) else {
-            return fail("not JSON".into());
-        };
-        if body["status"] != self.status {
-            return fail("problem status differs from the HTTP status".into());
-        }
-        for key in ["title", "detail"] {
-            if body[key].as_str().is_none_or(|s| s.is_empty()) {
-                return fail(format!("problem without {key}"));
-            }
-        }
-        Ok(body)
-    }
-
-    /// A problem whose `detail` names `culprit`.
-    fn problem_naming(&self, status: u16, culprit: &str) -> Value {
-        let body = self.problem(&[status]);
-        let detail = body["detail"].as_str().unwrap();
-        assert!(
-            detail.contains(culprit),
-            "{}: detail should name {culprit:?}: {detail:?}",
-            self.what
-        );
-        body
-    }
-
-    /// A 503 problem with `Retry-After`.
-    fn unavailable(&self) {
-        self.problem(&[503]);
-        let ra = self.header("retry-after").unwrap_or_else(|| {
-            panic!("{}: 503 without Retry-After: {:?}", self.what, self.headers)
-        });
-        assert!(!ra.trim().is_empty(), "{}: empty Retry-After", self.what);
-    }
 }
 
 // ---------------------------------------------------------------------------------------
