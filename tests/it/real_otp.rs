@@ -3,7 +3,7 @@
 //! prepares both and runs these tests with `--ignored`, once per OTP version; without it
 //! they are ignored, and run by hand without its variables they fail saying so).
 //!
-//! Expected values come from the feeds' CSV files (`routes::FeedCsv`), never from OTP or
+//! Expected values come from the feeds' CSV files (`support::gtfs::FeedCsv`), never from OTP or
 //! the service; connections are counted on the wire (tcpdump, `support::wire`), beside the
 //! service's own counters. Each test starts an OTP process of its own, so the fault tests
 //! can kill and pause theirs.
@@ -18,9 +18,8 @@ use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
 use gtfs_fetch::otp::{otp1, otp2};
 use serde_json::Value;
 
-use crate::routes::{
-    FeedCsv, check_route_details, check_summary_from, check_trips_on_dates, list_all,
-};
+use crate::routes::{check_route_details, check_summary_from, check_trips_on_dates, list_all};
+use crate::support::gtfs::FeedCsv;
 use crate::support::real_otp::RealOtp;
 use crate::support::wire::SynCounter;
 use crate::support::{TestApp, sim_config, spawn_loaded};

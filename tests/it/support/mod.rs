@@ -9,6 +9,7 @@
 
 pub mod binary;
 pub mod fixtures;
+pub mod gtfs;
 pub mod http;
 pub mod otp_sim;
 pub mod real_otp;

@@ -1,8 +1,8 @@
 //! Waybills (issue 6) end to end, on real feeds: caltrain and bart loaded from their zips
 //! through the OTP simulator (`api = "gtfs"`), a real PostgreSQL, real sockets.
 //!
-//! Every expected value is computed here from the feeds' CSV files (see
-//! `support::fixtures`), independently of the service: which trips run on a date
+//! Every expected value is computed here from the feeds' CSV files (the oracle
+//! `support::gtfs`), independently of the service: which trips run on a date
 //! (calendar.txt weekdays and range, plus calendar_dates.txt additions, minus its
 //! removals), each trip's first departure and last arrival (stop_times.txt), and the
 //! planned timestamps: GTFS times count from "noon minus 12 h" of the service date in the
@@ -28,7 +28,8 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::support::fixtures::{fixture_table, format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
+use crate::support::fixtures::format_gtfs_time;
+use crate::support::gtfs::FeedCsv;
 use crate::support::http::Answer;
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, fixture_csv, fresh_database, spawn_config};
@@ -44,7 +45,7 @@ mod state_changes;
 mod stored;
 
 // ---------------------------------------------------------------------------------------
-// The feeds, read from their CSV files
+// The feeds, read from their CSV files (the shared oracle, `support::gtfs`)
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug)]
@@ -62,10 +63,8 @@ struct Feed {
     tz: TimeZone,
     trips: Vec<Trip>,
     by_id: HashMap<String, usize>,
-    /// service_id → (Monday-first weekdays, first date, last date).
-    weekly: HashMap<String, ([bool; 7], Date, Date)>,
-    added: HashSet<(String, Date)>,
-    removed: HashSet<(String, Date)>,
+    /// What the CSV files say, service days included.
+    csv: FeedCsv,
 }
 
 static CALTRAIN: LazyLock<Feed> = LazyLock::new(|| Feed::load("caltrain"));
@@ -79,102 +78,35 @@ impl Feed {
     fn load(name: &'static str) -> Feed {
         let tz_name = fixture_csv(name, "agency.txt")[0]["agency_timezone"].clone();
         let tz = TimeZone::get(&tz_name).unwrap_or_else(|e| panic!("{tz_name}: {e}"));
-
-        // (stop_sequence, arrival, departure) by trip.
-        type Event = (u32, Option<u32>, Option<u32>);
-        let mut events: HashMap<String, Vec<Event>> = HashMap::new();
-        for r in fixture_table(
-            name,
-            "stop_times.txt",
-            &["trip_id", "stop_sequence", "arrival_time", "departure_time"],
-        ) {
-            events.entry(r[0].clone()).or_default().push((
-                r[1].parse().unwrap(),
-                parse_gtfs_time(&r[2]),
-                parse_gtfs_time(&r[3]),
-            ));
-        }
-        let trips: Vec<Trip> =
-            fixture_table(name, "trips.txt", &["trip_id", "route_id", "service_id"])
-                .into_iter()
-                .map(|r| {
-                    let mut ev = events.remove(&r[0]).unwrap_or_default();
-                    ev.sort_by_key(|e| e.0);
-                    let start = ev.iter().find_map(|e| e.2.or(e.1));
-                    let end = ev.iter().rev().find_map(|e| e.1.or(e.2));
-                    Trip {
-                        id: r[0].clone(),
-                        route: r[1].clone(),
-                        service: r[2].clone(),
-                        start: start.unwrap_or_else(|| panic!("{name} trip {}: times", r[0])),
-                        end: end.unwrap_or_else(|| panic!("{name} trip {}: times", r[0])),
-                    }
-                })
-                .collect();
+        let csv = FeedCsv::load(name);
+        let trips: Vec<Trip> = csv
+            .trips
+            .iter()
+            .map(|t| Trip {
+                id: t.trip_id.clone(),
+                route: t.route_id.clone(),
+                service: t.service_id.clone(),
+                start: t.start,
+                end: t.end,
+            })
+            .collect();
         let by_id = trips
             .iter()
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
-
-        let days = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
-        let weekly = fixture_csv(name, "calendar.txt")
-            .into_iter()
-            .map(|r| {
-                let mut on = [false; 7];
-                for (i, d) in days.iter().enumerate() {
-                    on[i] = r[*d] == "1";
-                }
-                (
-                    r["service_id"].clone(),
-                    (
-                        on,
-                        parse_gtfs_date(&r["start_date"]),
-                        parse_gtfs_date(&r["end_date"]),
-                    ),
-                )
-            })
-            .collect();
-        let mut added = HashSet::new();
-        let mut removed = HashSet::new();
-        for r in fixture_csv(name, "calendar_dates.txt") {
-            let key = (r["service_id"].clone(), parse_gtfs_date(&r["date"]));
-            match r["exception_type"].as_str() {
-                "1" => added.insert(key),
-                "2" => removed.insert(key),
-                other => panic!("{name}: exception_type {other}"),
-            };
-        }
         Feed {
             name,
             tz,
             trips,
             by_id,
-            weekly,
-            added,
-            removed,
+            csv,
         }
     }
 
+    /// Whether `service` runs on `date` (calendar.txt and calendar_dates.txt).
     fn runs(&self, service: &str, date: Date) -> bool {
-        let key = (service.to_owned(), date);
-        if self.removed.contains(&key) {
-            return false;
-        }
-        if self.added.contains(&key) {
-            return true;
-        }
-        self.weekly.get(service).is_some_and(|(on, from, to)| {
-            *from <= date && date <= *to && on[date.weekday().to_monday_zero_offset() as usize]
-        })
+        self.csv.active(service, date)
     }
 
     fn trip(&self, id: &str) -> &Trip {
