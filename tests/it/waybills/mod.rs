@@ -255,7 +255,7 @@ impl Harness {
     async fn spawn(sim: &OtpSim, db_url: &str, env: &[(String, String)]) -> TestApp {
         let app = spawn_config(config(&sim.url(), db_url, env), Router::new()).await;
         app.wait_ready_status(200, Duration::from_secs(120)).await;
-        let body: Value = app.get("/feeds").await.json().await.unwrap();
+        let body: Value = app.get("/feeds").await.json();
         for name in FEEDS {
             let f = body["feeds"]
                 .as_array()
@@ -294,7 +294,7 @@ impl Harness {
 
     /// `/feeds`' version of `feed`.
     async fn feed_version(&self, feed: &str) -> String {
-        let body: Value = self.app.get("/feeds").await.json().await.unwrap();
+        let body: Value = self.app.get("/feeds").await.json();
         body["feeds"]
             .as_array()
             .unwrap()
