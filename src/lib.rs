@@ -12,7 +12,8 @@
 //!   git commit and build date `build.rs` recorded.
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
 //!   by a pure function, with one error naming the key at fault. Its `mod.rs` holds the
-//!   table of flat keys and the environment check; `instance` reads `[[instances]]`,
+//!   table of flat keys and the environment check; `shown` is the typed
+//!   [`config::EffectiveConfig`] that `GET /config` answers; `instance` reads `[[instances]]`,
 //!   `value` reads and checks one value, `keys` refuses unknown keys (suggesting the one
 //!   meant) and `types` holds what they share ([`config::ConfigError`], the secrets).
 //! - [`app`]: start and stop. [`app::App::start`] turns a config into a running

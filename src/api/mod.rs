@@ -17,9 +17,11 @@
 //!    `body = Problem, content_type = "application/problem+json"`, and the headers that
 //!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to
 //!    every response by [`openapi::add_common_headers`]; do not list them.
-//! 2. Bodies: `#[derive(utoipa::ToSchema)]` on the type that is serialized. For a body
-//!    built with `json!()`, write a `#[derive(ToSchema)]` struct in the area mirroring it
-//!    field for field (`#[allow(dead_code)]`, it is never built).
+//! 2. Bodies: `#[derive(serde::Serialize, utoipa::ToSchema)]` on the type the handler
+//!    answers with (`Json<T>`), where it is defined (a report next to what it reports on,
+//!    a page in the area); never a `json!()` body, which the document cannot describe.
+//!    Keep the JSON shape with serde attributes and the schema's name with
+//!    `#[schema(as = ...)]` when the Rust name differs.
 //! 3. `pub fn router() -> OpenApiRouter<AppState>` with `.routes(routes!(handler))`, one
 //!    `routes!` per path (methods of one path together: `routes!(get_x, patch_x)`).
 //!    Guards go on as `.route_layer(...)`; say so in the docs (`security(...)`, 403).

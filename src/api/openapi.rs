@@ -96,25 +96,36 @@ impl Modify for OpsTokenScheme {
 }
 
 /// An error (RFC 9457), as `application/problem+json`.
-#[derive(ToSchema)]
+#[derive(serde::Serialize, ToSchema)]
 #[schema(example = json!({
     "type": "about:blank",
     "title": "Not Found",
     "status": 404,
     "detail": "no feed \"nope\""
 }))]
-#[allow(dead_code)] // documentation of ApiError's body
 pub struct Problem {
     /// Always `about:blank`: the status code is the problem type.
     #[schema(example = "about:blank")]
-    r#type: String,
+    r#type: &'static str,
     /// The status code's reason phrase.
-    title: String,
+    title: &'static str,
     /// The HTTP status code.
     #[schema(minimum = 400, maximum = 599)]
     status: u16,
     /// What went wrong, for a human; for internal errors only a pointer to the request id.
     detail: String,
+}
+
+impl Problem {
+    /// The problem of `status`, with its reason phrase as the title.
+    pub fn new(status: axum::http::StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The headers every response carries, whatever the endpoint and status.

@@ -47,8 +47,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `GET /waybills`' answer.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct WaybillList {
     waybills: Vec<Waybill>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -652,9 +651,10 @@ async fn list(
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
     state.metrics.observe_db("list", started.elapsed());
-    let body = serde_json::to_vec(
-        &serde_json::json!({ "waybills": waybills, "next_cursor": next_cursor }),
-    )
+    let body = serde_json::to_vec(&WaybillList {
+        waybills,
+        next_cursor,
+    })
     .map_err(|e| ApiError::internal(e.into()))?;
     let mut response = (
         StatusCode::OK,
