@@ -30,7 +30,8 @@
 //!     themselves are in [`waybill`].
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
 //!   - the stack under the areas: [`api::auth`] (bearer tokens), [`api::cursor`] (paging),
-//!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::openapi`].
+//!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::openapi`] and
+//!     [`api::problems`] (the error answers each endpoint documents).
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and

@@ -20,7 +20,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::RefreshAccess;
-use super::openapi::Problem;
+use super::problems::{
+    BadFetchesQuery, DatabaseUnavailable, NoSuchFeed, NoSuchInstance, RefreshForbidden,
+    RefreshTooSoon, RefreshUnauthorized,
+};
 use super::{ApiError, ApiResult, cursor};
 use crate::db::fetches::{self, FeedOutcome};
 use crate::feed::store::FeedReport;
@@ -85,13 +88,9 @@ struct FetchesParams {
     ),
     responses(
         (status = 200, description = "A page of fetches, newest first.", body = FetchList),
-        (status = 400, description = "A bad limit or cursor, or an unknown parameter.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No feed of that id.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
+        BadFetchesQuery,
+        NoSuchFeed,
+        DatabaseUnavailable,
     ),
 )]
 async fn list_fetches(
@@ -178,16 +177,10 @@ struct InstanceList {
     responses(
         (status = 202, description = "A refresh was started, or one is already running.",
             body = RefreshAccepted),
-        (status = 401, description = "A token is configured and the bearer token is missing or wrong.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "No token is configured and the client is not on loopback.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No instance of that name.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The last manual refresh of this instance was less than \
-            `refresh_min_spacing` ago.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
+        RefreshUnauthorized,
+        RefreshForbidden,
+        NoSuchInstance,
+        RefreshTooSoon,
     ),
 )]
 async fn refresh(

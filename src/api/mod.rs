@@ -13,10 +13,11 @@
 //! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
 //!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
 //!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
-//!    `responses(...)` listing every status the handler can answer, errors with
-//!    `body = Problem, content_type = "application/problem+json"`, and the headers that
-//!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to
-//!    every response by [`openapi::add_common_headers`]; do not list them.
+//!    `responses(...)` listing every status the handler can answer, with the headers that
+//!    matter (`ETag`, `Retry-After`...); errors by their [`problems`] type (`NoSuchFeed`,
+//!    `Internal`...), adding one there for a new kind of error. `x-request-id` and
+//!    `Server-Timing` are added to every response by [`openapi::add_common_headers`]; do
+//!    not list them.
 //! 2. Bodies: `#[derive(serde::Serialize, utoipa::ToSchema)]` on the type the handler
 //!    answers with (`Json<T>`), where it is defined (a report next to what it reports on,
 //!    a page in the area); never a `json!()` body, which the document cannot describe.
@@ -33,7 +34,7 @@
 //!
 //! ```ignore
 //! use utoipa_axum::{router::OpenApiRouter, routes};
-//! use super::openapi::Problem;
+//! use super::problems::{NotJson, WaybillUnfit};
 //!
 //! pub fn router() -> OpenApiRouter<AppState> {
 //!     OpenApiRouter::default()
@@ -52,8 +53,8 @@
 //!     responses(
 //!         (status = 201, description = "Stored.", body = Waybill,
 //!             headers(("Location" = String), ("ETag" = String))),
-//!         (status = 422, description = "...", body = Problem,
-//!             content_type = "application/problem+json"),
+//!         NotJson,
+//!         WaybillUnfit,
 //!     ),
 //! )]
 //! async fn create(/* ... */) -> ApiResult<Response> { /* ... */ }
@@ -67,6 +68,7 @@ pub mod error;
 pub mod feeds;
 pub mod openapi;
 pub mod ops;
+pub mod problems;
 pub mod routes;
 pub mod timing;
 pub mod waybills;

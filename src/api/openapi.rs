@@ -6,7 +6,8 @@
 //! what the areas share:
 //!
 //! - [`ApiDoc`]: the document's info, tags and the `ops_token` bearer scheme;
-//! - [`Problem`]: the `application/problem+json` body of every error;
+//! - [`Problem`]: the `application/problem+json` body of every error (the error answers
+//!   themselves are documented in [`super::problems`]);
 //! - [`add_common_headers`]: `x-request-id` and `Server-Timing`, which the layers in
 //!   [`super::router`] put on every response, added to every documented response;
 //! - [`require_configured_tokens`]: the token-guarded operations' `security` as this

@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 use super::ApiError;
 use super::error::PROBLEM_JSON;
 use super::openapi::Problem;
+use super::problems::OpsForbidden;
 use crate::cache::CacheStats;
 use crate::config::EffectiveConfig;
 use crate::db::PoolStats;
@@ -103,8 +104,7 @@ async fn healthz() -> Json<Health> {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
         (status = 503, description = "Not ready: `detail` lists the failing checks, \
             `checks` has every check's state.",
             body = ReadinessProblem, content_type = "application/problem+json",
@@ -164,8 +164,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "The effective configuration.", body = EffectiveConfig),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
 async fn config(State(state): State<AppState>) -> Json<EffectiveConfig> {
@@ -180,8 +179,7 @@ async fn config(State(state): State<AppState>) -> Json<EffectiveConfig> {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "Memory and pool figures.", body = MemoryStats),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
 async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
@@ -242,8 +240,7 @@ async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
                 (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 (String = "text/plain; version=0.0.4; charset=utf-8"),
             )),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
 async fn metrics(State(state): State<AppState>, request: HeaderMap) -> impl IntoResponse {
