@@ -13,13 +13,16 @@
 //! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
 //!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
 //!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
-//!    `responses(...)` listing every status the handler can answer, errors with
-//!    `body = Problem, content_type = "application/problem+json"`, and the headers that
-//!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to
-//!    every response by [`openapi::add_common_headers`]; do not list them.
-//! 2. Bodies: `#[derive(utoipa::ToSchema)]` on the type that is serialized. For a body
-//!    built with `json!()`, write a `#[derive(ToSchema)]` struct in the area mirroring it
-//!    field for field (`#[allow(dead_code)]`, it is never built).
+//!    `responses(...)` listing every status the handler can answer, with the headers that
+//!    matter (`ETag`, `Retry-After`...); errors by their [`problems`] type (`NoSuchFeed`,
+//!    `Internal`...), adding one there for a new kind of error. `x-request-id` and
+//!    `Server-Timing` are added to every response by [`openapi::add_common_headers`]; do
+//!    not list them.
+//! 2. Bodies: `#[derive(serde::Serialize, utoipa::ToSchema)]` on the type the handler
+//!    answers with (`Json<T>`), where it is defined (a report next to what it reports on,
+//!    a page in the area); never a `json!()` body, which the document cannot describe.
+//!    Keep the JSON shape with serde attributes and the schema's name with
+//!    `#[schema(as = ...)]` when the Rust name differs.
 //! 3. `pub fn router() -> OpenApiRouter<AppState>` with `.routes(routes!(handler))`, one
 //!    `routes!` per path (methods of one path together: `routes!(get_x, patch_x)`).
 //!    Guards go on as `.route_layer(...)`; say so in the docs (`security(...)`, 403).
@@ -31,7 +34,7 @@
 //!
 //! ```ignore
 //! use utoipa_axum::{router::OpenApiRouter, routes};
-//! use super::openapi::Problem;
+//! use super::problems::{NotJson, WaybillUnfit};
 //!
 //! pub fn router() -> OpenApiRouter<AppState> {
 //!     OpenApiRouter::default()
@@ -50,8 +53,8 @@
 //!     responses(
 //!         (status = 201, description = "Stored.", body = Waybill,
 //!             headers(("Location" = String), ("ETag" = String))),
-//!         (status = 422, description = "...", body = Problem,
-//!             content_type = "application/problem+json"),
+//!         NotJson,
+//!         WaybillUnfit,
 //!     ),
 //! )]
 //! async fn create(/* ... */) -> ApiResult<Response> { /* ... */ }
@@ -65,6 +68,7 @@ pub mod error;
 pub mod feeds;
 pub mod openapi;
 pub mod ops;
+pub mod problems;
 pub mod routes;
 pub mod timing;
 pub mod waybills;

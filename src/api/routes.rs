@@ -27,7 +27,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::Problem;
+use super::problems::{
+    BadRouteQuery, BadTripsQuery, FeedNotLoaded, Internal, NoSuchFeed, NoSuchRoute,
+    RouteUnavailable, TripsNotKnown,
+};
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
@@ -217,16 +220,10 @@ struct Conditional {
                 ("ETag" = String, description = "Strong ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
-        (status = 400, description = "An unknown parameter, a `type` or `limit` that is not \
-            a number in range, or a cursor of other filters or not issued by this service.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such feed.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet (first load not done or failed).",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        BadRouteQuery,
+        NoSuchFeed,
+        FeedNotLoaded,
+        Internal,
     ),
 )]
 async fn list_routes(
@@ -346,14 +343,9 @@ async fn list_routes(
                 ("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`."),
                 ("Age" = u64, description = "Seconds since the answer was built."),
             )),
-        (status = 404, description = "No such feed, or no such route in it.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet, or OTP cannot answer (breaker \
-            open, timeout, error) and nothing is cached for this route.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        NoSuchRoute,
+        RouteUnavailable,
+        Internal,
     ),
 )]
 async fn route_detail(
@@ -517,19 +509,11 @@ struct TripsQuery {
                 ("ETag" = String, description = "Strong ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
-        (status = 400, description = "`date` missing or not a real `YYYY-MM-DD` date, or an \
-            unknown parameter.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such feed, or no such route in it.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 501, description = "The feed was not loaded from a GTFS zip, so its trips \
-            are not known (configure `[[instances.feeds]]`).",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        BadTripsQuery,
+        NoSuchRoute,
+        TripsNotKnown,
+        FeedNotLoaded,
+        Internal,
     ),
 )]
 async fn route_trips(

@@ -27,7 +27,11 @@ use uuid::Uuid;
 
 use super::auth::WriteAccess;
 use super::cursor;
-use super::openapi::Problem;
+use super::problems::{
+    BadChange, BadCreate, BadReadings, BadWaybillQuery, BodyTooLarge, ChangeUnavailable,
+    CreateConflict, CreateUnavailable, DatabaseUnavailable, IfMatchMissing, MoveNotAllowed,
+    NoSuchWaybill, NotJson, VersionChanged, WaybillUnfit, WriteUnauthorized,
+};
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
 use crate::state::AppState;
@@ -47,8 +51,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `GET /waybills`' answer.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct WaybillList {
     waybills: Vec<Waybill>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -241,14 +244,13 @@ fn log_timing(
     responses(
         (status = 201, description = "Stored (or, for a repeated Idempotency-Key, the stored answer).", body = Waybill,
             headers(("Location" = String, description = "/waybills/{id}"), ("ETag" = String, description = "The version, quoted."))),
-        (status = 400, description = "Not JSON, or a bad Idempotency-Key.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Vehicle or driver already booked for overlapping times, number taken, or the key's first request still in flight.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong shape, or does not fit the feed (the detail names the route or trip), or the key was used for another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, the feed not loaded yet, or the write kept colliding with concurrent ones.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
+        BadCreate,
+        WriteUnauthorized,
+        CreateConflict,
+        BodyTooLarge,
+        NotJson,
+        WaybillUnfit,
+        CreateUnavailable,
     ),
 )]
 async fn create(
@@ -532,8 +534,8 @@ fn parse_id(text: &str) -> ApiResult<Uuid> {
     params(("id" = String, Path, format = Uuid, description = "The waybill's id (a UUID).")),
     responses(
         (status = 200, description = "The waybill.", body = Waybill, headers(("ETag" = String, description = "The version, quoted."))),
-        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        NoSuchWaybill,
+        DatabaseUnavailable,
     ),
 )]
 async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -575,8 +577,8 @@ fn decode_cursor(text: &str) -> ApiResult<Uuid> {
     params(ListParams),
     responses(
         (status = 200, description = "A page of waybills.", body = WaybillList),
-        (status = 400, description = "A bad filter, limit or cursor.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        BadWaybillQuery,
+        DatabaseUnavailable,
     ),
 )]
 async fn list(
@@ -652,9 +654,10 @@ async fn list(
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
     state.metrics.observe_db("list", started.elapsed());
-    let body = serde_json::to_vec(
-        &serde_json::json!({ "waybills": waybills, "next_cursor": next_cursor }),
-    )
+    let body = serde_json::to_vec(&WaybillList {
+        waybills,
+        next_cursor,
+    })
     .map_err(|e| ApiError::internal(e.into()))?;
     let mut response = (
         StatusCode::OK,
@@ -830,16 +833,16 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
     security((), ("api_token" = [])),
     responses(
         (status = 200, description = "Moved; the version is one higher.", body = Waybill, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON, or a malformed If-Match.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "That move is not allowed from the current status.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version: read the waybill again.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong shape, or readings missing or inconsistent.", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "If-Match is missing.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or the write collided with concurrent ones.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        BadChange,
+        WriteUnauthorized,
+        NoSuchWaybill,
+        MoveNotAllowed,
+        VersionChanged,
+        BodyTooLarge,
+        NotJson,
+        BadReadings,
+        IfMatchMissing,
+        ChangeUnavailable,
     ),
 )]
 async fn change(
