@@ -62,7 +62,9 @@
 pub mod auth;
 pub mod cursor;
 pub mod error;
+pub mod extract;
 pub mod feeds;
+pub mod idempotency;
 pub mod openapi;
 pub mod ops;
 pub mod routes;
@@ -153,27 +155,6 @@ pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Refuses query parameters other than `allowed` with a 400 naming the stray one, and
-/// values holding a NUL character (`%00`), which no id or text here may contain (and
-/// PostgreSQL refuses in text).
-pub(crate) fn check_params<V: AsRef<str>>(
-    query: &std::collections::BTreeMap<String, V>,
-    allowed: &[&str],
-) -> ApiResult<()> {
-    if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; allowed: {}",
-            allowed.join(", ")
-        )));
-    }
-    match query.iter().find(|(_, v)| v.as_ref().contains('\0')) {
-        Some((name, _)) => Err(ApiError::bad_request(format!(
-            "query parameter {name:?} holds a NUL character"
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Records the request in the metrics and writes `Server-Timing` (the phases handlers
