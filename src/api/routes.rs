@@ -17,8 +17,6 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
@@ -105,6 +103,8 @@ fn fold(text: &str) -> String {
 }
 
 /// A page position: after the route with this sort key, for the query with these filters.
+/// Encoded with the one cursor codec ([`cursor`]); the filters are part of the position,
+/// so a cursor of other filters is told apart from one this service never issued.
 struct Cursor {
     filters: String,
     sort: u64,
@@ -112,13 +112,12 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn checksum(body: &str) -> String {
-        hex::encode(&Sha256::digest(format!("gtfs-fetch cursor v1\n{body}"))[..8])
-    }
+    /// The list's name in the codec's checksum.
+    const LIST: &str = "routes";
 
     fn encode(&self) -> String {
-        let body = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
-        URL_SAFE_NO_PAD.encode(format!("{body}\n{}", Self::checksum(&body)))
+        let position = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
+        cursor::encode(Self::LIST, &position)
     }
 
     fn decode(text: &str, filters: &str) -> ApiResult<Cursor> {
@@ -127,13 +126,8 @@ impl Cursor {
                 "cursor is not one this service issued for this query; start again without it",
             )
         };
-        let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?;
-        let raw = String::from_utf8(raw).map_err(|_| forged())?;
-        let (body, sum) = raw.rsplit_once('\n').ok_or_else(forged)?;
-        if Self::checksum(body) != sum {
-            return Err(forged());
-        }
-        let mut parts = body.splitn(3, '\n');
+        let position = cursor::decode(Self::LIST, text).map_err(|_| forged())?;
+        let mut parts = position.splitn(3, '\n');
         let (Some(f), Some(sort), Some(route_id)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(forged());
@@ -549,6 +543,9 @@ async fn route_trips(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]
