@@ -155,7 +155,7 @@ pub fn ops_access(
 }
 
 /// The guard of the ops endpoints ([`ops_access`]), as a route layer: 403 when refused.
-pub(crate) async fn require_ops_access(
+pub async fn require_ops_access(
     State(state): State<AppState>,
     req: Request,
     next: Next,

@@ -1,6 +1,22 @@
 //! The HTTP API: one `router()` per area, merged here, wrapped in the layers every
 //! response goes through, and its OpenAPI document (`GET /openapi.json`).
 //!
+//! An area file (`feeds.rs`, `ops.rs`, `routes.rs`, `waybills.rs`) holds its handlers and
+//! their documentation; what they share is a stack below them:
+//!
+//! - [`extract`]: [`extract::JsonBody`] (a JSON body, every way it can be wrong answered
+//!   as problem+json), [`extract::Query`] (query parameters into a
+//!   `#[derive(Deserialize, IntoParams)]` struct, a parameter it does not name refused with
+//!   400) and [`extract::if_match`].
+//! - [`auth`]: [`auth::WriteAccess`] (the API token), [`auth::RefreshAccess`] and
+//!   [`auth::require_ops_access`], the ops endpoints' route layer.
+//! - [`idempotency`]: `Idempotency-Key` and the canonical JSON of a body.
+//! - [`cursor`]: the one signed cursor codec of every paged list, and the `limit` rule.
+//! - [`error`]: [`ApiError`], problem+json; `From<sqlx::Error>`, so handlers use `?`.
+//! - [`timing`]: `Server-Timing`; [`openapi`]: the document's frame.
+//!
+//! Domain rules (a waybill's trips, status moves, odometers) are in [`crate::waybill`].
+//!
 //! Layers, outermost first: request id (set, or kept from the client's `x-request-id`, and
 //! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
 //! and status, and the `Server-Timing` header.
@@ -12,7 +28,8 @@
 //!
 //! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
 //!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
-//!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
+//!    `#[derive(Deserialize, IntoParams)]` struct with limits and defaults, which the
+//!    handler takes as [`extract::Query`]), `request_body = T`, and
 //!    `responses(...)` listing every status the handler can answer, errors with
 //!    `body = Problem, content_type = "application/problem+json"`, and the headers that
 //!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to

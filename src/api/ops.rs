@@ -3,7 +3,8 @@
 //! `/healthz` is open to all (load balancers probe it). The others answer loopback clients;
 //! other clients need `Authorization: Bearer <ops_token>` when `ops_token` is set and are
 //! refused (403) when it is not. A reverse proxy on the same host makes every client look
-//! like loopback: set `ops_token` and keep ops paths off the proxy in that case.
+//! like loopback: set `ops_token` and keep ops paths off the proxy in that case. The rule
+//! and its route layer are [`super::auth::ops_access`] and [`super::auth::require_ops_access`].
 
 use std::collections::BTreeMap;
 
