@@ -10,9 +10,7 @@
 //!   202 too, saying so: there is never more than one refresh of an instance at a time.
 
 use axum::Json;
-use std::collections::BTreeMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -20,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::RefreshAccess;
+use super::extract::Query;
 use super::problems::{
     BadFetchesQuery, DatabaseUnavailable, NoSuchFeed, NoSuchInstance, RefreshForbidden,
     RefreshTooSoon, RefreshUnauthorized,
@@ -60,14 +59,13 @@ struct FeedList {
 const FETCHES_DEFAULT_LIMIT: i64 = 50;
 const FETCHES_MAX_LIMIT: i64 = 500;
 
-/// Query parameters of `GET /feeds/{gtfs_id}/fetches`.
-#[derive(utoipa::IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/fetches`. Any other parameter is a 400.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct FetchesParams {
     /// Page size, 1 to 500; default 50.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
     /// Opaque: the `next_cursor` of the previous page. Empty: the first page.
     #[param(max_length = 400)]
     cursor: Option<String>,
@@ -96,21 +94,16 @@ struct FetchesParams {
 async fn list_fetches(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Query(q): Query<FetchesParams>,
 ) -> ApiResult<Json<FetchList>> {
-    super::check_params(&q, &["limit", "cursor"])?;
     if state.feeds.get(&gtfs_id).is_none() {
         return Err(ApiError::not_found(format!("no feed {gtfs_id:?}")));
     }
     let list = format!("fetches {gtfs_id}");
-    let limit = cursor::limit(
-        q.get("limit").map(String::as_str),
-        FETCHES_DEFAULT_LIMIT,
-        FETCHES_MAX_LIMIT,
-    )?;
+    let limit = cursor::limit(q.limit.as_deref(), FETCHES_DEFAULT_LIMIT, FETCHES_MAX_LIMIT)?;
     let forged =
         || ApiError::bad_request("cursor is not one this service issued; start again without it");
-    let before = match q.get("cursor").filter(|c| !c.is_empty()) {
+    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(
             cursor::decode(&list, c)?

@@ -1,6 +1,22 @@
 //! The HTTP API: one `router()` per area, merged here, wrapped in the layers every
 //! response goes through, and its OpenAPI document (`GET /openapi.json`).
 //!
+//! An area file (`feeds.rs`, `ops.rs`, `routes.rs`, `waybills.rs`) holds its handlers and
+//! their documentation; what they share is a stack below them:
+//!
+//! - [`extract`]: [`extract::JsonBody`] (a JSON body, every way it can be wrong answered
+//!   as problem+json), [`extract::Query`] (query parameters into a
+//!   `#[derive(Deserialize, IntoParams)]` struct, a parameter it does not name refused with
+//!   400) and [`extract::if_match`].
+//! - [`auth`]: [`auth::WriteAccess`] (the API token), [`auth::RefreshAccess`] and
+//!   [`auth::require_ops_access`], the ops endpoints' route layer.
+//! - [`idempotency`]: `Idempotency-Key` and the canonical JSON of a body.
+//! - [`cursor`]: the one signed cursor codec of every paged list, and the `limit` rule.
+//! - [`error`]: [`ApiError`], problem+json; `From<sqlx::Error>`, so handlers use `?`.
+//! - [`timing`]: `Server-Timing`; [`openapi`]: the document's frame.
+//!
+//! Domain rules (a waybill's trips, status moves, odometers) are in [`crate::waybill`].
+//!
 //! Layers, outermost first: request id (set, or kept from the client's `x-request-id`, and
 //! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
 //! and status, and the `Server-Timing` header.
@@ -12,7 +28,8 @@
 //!
 //! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
 //!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
-//!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
+//!    `#[derive(Deserialize, IntoParams)]` struct with limits and defaults, which the
+//!    handler takes as [`extract::Query`]), `request_body = T`, and
 //!    `responses(...)` listing every status the handler can answer, with the headers that
 //!    matter (`ETag`, `Retry-After`...); errors by their [`problems`] type (`NoSuchFeed`,
 //!    `Internal`...), adding one there for a new kind of error. `x-request-id` and
@@ -65,7 +82,9 @@
 pub mod auth;
 pub mod cursor;
 pub mod error;
+pub mod extract;
 pub mod feeds;
+pub mod idempotency;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -157,27 +176,6 @@ pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Refuses query parameters other than `allowed` with a 400 naming the stray one, and
-/// values holding a NUL character (`%00`), which no id or text here may contain (and
-/// PostgreSQL refuses in text).
-pub(crate) fn check_params<V: AsRef<str>>(
-    query: &std::collections::BTreeMap<String, V>,
-    allowed: &[&str],
-) -> ApiResult<()> {
-    if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; allowed: {}",
-            allowed.join(", ")
-        )));
-    }
-    match query.iter().find(|(_, v)| v.as_ref().contains('\0')) {
-        Some((name, _)) => Err(ApiError::bad_request(format!(
-            "query parameter {name:?} holds a NUL character"
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Records the request in the metrics and writes `Server-Timing` (the phases handlers

@@ -3,22 +3,22 @@
 //! `/healthz` is open to all (load balancers probe it). The others answer loopback clients;
 //! other clients need `Authorization: Bearer <ops_token>` when `ops_token` is set and are
 //! refused (403) when it is not. A reverse proxy on the same host makes every client look
-//! like loopback: set `ops_token` and keep ops paths off the proxy in that case.
+//! like loopback: set `ops_token` and keep ops paths off the proxy in that case. The rule
+//! and its route layer are [`super::auth::ops_access`] and [`super::auth::require_ops_access`].
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiError;
+use super::auth;
 use super::error::PROBLEM_JSON;
 use super::openapi::Problem;
 use super::problems::OpsForbidden;
@@ -36,45 +36,13 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(config))
         .routes(routes!(memory_stats))
         .routes(routes!(metrics))
-        .route_layer(middleware::from_fn_with_state(state, require_ops_access));
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            auth::require_ops_access,
+        ));
     OpenApiRouter::default()
         .routes(routes!(healthz))
         .merge(guarded)
-}
-
-/// Whether a client may call the ops endpoints. Pure, so it is tested on its own.
-pub fn ops_access(
-    peer: Option<IpAddr>,
-    authorization: Option<&str>,
-    ops_token: Option<&str>,
-) -> Result<(), &'static str> {
-    if peer.is_some_and(|ip| ip.to_canonical().is_loopback()) {
-        return Ok(());
-    }
-    let Some(token) = ops_token else {
-        return Err("ops endpoints answer loopback clients only (set ops_token to allow others)");
-    };
-    if super::auth::bearer_matches(authorization, token) {
-        Ok(())
-    } else {
-        Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients")
-    }
-}
-
-async fn require_ops_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = state.config.ops_token.as_ref().map(|t| t.expose());
-    match ops_access(peer, authorization, token) {
-        Ok(()) => next.run(req).await,
-        Err(why) => ApiError::forbidden(why).into_response(),
-    }
 }
 
 /// Liveness: 200 while the process runs.
@@ -381,33 +349,4 @@ struct FeedMemory {
 struct InstanceHttp {
     name: String,
     http: ClientReport,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LOOPBACK: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    const REMOTE: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)));
-
-    #[test]
-    fn loopback_needs_no_token() {
-        assert!(ops_access(LOOPBACK, None, None).is_ok());
-        assert!(ops_access(LOOPBACK, None, Some("s3cret")).is_ok());
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(ops_access(Some(mapped), None, None).is_ok());
-        assert!(ops_access(Some("::1".parse().unwrap()), None, None).is_ok());
-    }
-
-    #[test]
-    fn remote_clients_need_the_token() {
-        assert!(ops_access(REMOTE, None, None).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer s3cret"), None).is_err());
-        assert!(ops_access(REMOTE, None, Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer wrong"), Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("s3cret"), Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert!(ops_access(None, Some("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert!(ops_access(None, None, Some("s3cret")).is_err());
-    }
 }

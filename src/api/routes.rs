@@ -11,27 +11,25 @@
 //! Cacheable answers carry a strong `ETag` (304 on `If-None-Match`) and `Cache-Control`;
 //! route details also `X-Cache` (HIT, MISS, STALE) and `Age`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::extract::{self, Query};
 use super::problems::{
     BadRouteQuery, BadTripsQuery, FeedNotLoaded, Internal, NoSuchFeed, NoSuchRoute,
     RouteUnavailable, TripsNotKnown,
 };
-use super::{ApiError, ApiResult, ServerTiming};
+use super::{ApiError, ApiResult, ServerTiming, cursor};
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
@@ -108,6 +106,8 @@ fn fold(text: &str) -> String {
 }
 
 /// A page position: after the route with this sort key, for the query with these filters.
+/// Encoded with the one cursor codec ([`cursor`]); the filters are part of the position,
+/// so a cursor of other filters is told apart from one this service never issued.
 struct Cursor {
     filters: String,
     sort: u64,
@@ -115,13 +115,12 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn checksum(body: &str) -> String {
-        hex::encode(&Sha256::digest(format!("gtfs-fetch cursor v1\n{body}"))[..8])
-    }
+    /// The list's name in the codec's checksum.
+    const LIST: &str = "routes";
 
     fn encode(&self) -> String {
-        let body = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
-        URL_SAFE_NO_PAD.encode(format!("{body}\n{}", Self::checksum(&body)))
+        let position = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
+        cursor::encode(Self::LIST, &position)
     }
 
     fn decode(text: &str, filters: &str) -> ApiResult<Cursor> {
@@ -130,13 +129,8 @@ impl Cursor {
                 "cursor is not one this service issued for this query; start again without it",
             )
         };
-        let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?;
-        let raw = String::from_utf8(raw).map_err(|_| forged())?;
-        let (body, sum) = raw.rsplit_once('\n').ok_or_else(forged)?;
-        if Self::checksum(body) != sum {
-            return Err(forged());
-        }
-        let mut parts = body.splitn(3, '\n');
+        let position = cursor::decode(Self::LIST, text).map_err(|_| forged())?;
+        let mut parts = position.splitn(3, '\n');
         let (Some(f), Some(sort), Some(route_id)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(forged());
@@ -165,25 +159,30 @@ struct RouteList<'a> {
     next_cursor: Option<String>,
 }
 
-/// Query parameters of `GET /feeds/{gtfs_id}/routes` (read by hand in [`list_routes`];
-/// this is their documentation). Any other parameter is a 400.
-#[derive(IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/routes`. Any other parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct RouteListQuery {
     /// Only routes of this GTFS `route_type` (0 tram, 1 subway, 2 rail, 3 bus, ... and
     /// extended types such as 700).
+    #[serde(default, deserialize_with = "route_type")]
     r#type: Option<i32>,
     /// Only routes of this `agency_id`.
     agency: Option<String>,
     /// Only routes whose short or long name contains this text, ignoring case and accents.
     q: Option<String>,
     /// Page size.
-    #[param(minimum = 1, maximum = 1000, default = 100)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
     /// `next_cursor` of the previous page, for the same filters; opaque. A cursor of other
     /// filters, or not issued by this service, is a 400; an empty one is the first page.
     cursor: Option<String>,
+}
+
+fn route_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    extract::parse_value(d, "type", "is not a GTFS route_type number", |t| {
+        t.parse().ok()
+    })
 }
 
 /// The request header of a conditional GET (documentation; read by [`if_none_match`]).
@@ -229,39 +228,20 @@ struct Conditional {
 async fn list_routes(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
-    Query(raw): Query<BTreeMap<String, String>>,
+    Query(q): Query<RouteListQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    super::check_params(&raw, &["type", "agency", "q", "limit", "cursor"])?;
-    let q = raw;
-    let route_type = q
-        .get("type")
-        .map(|t| {
-            t.parse::<i32>().map_err(|_| {
-                ApiError::bad_request(format!("type={t:?} is not a GTFS route_type number"))
-            })
-        })
-        .transpose()?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit={l:?} must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    let agency = q.get("agency");
-    let needle = q.get("q").map(|s| fold(s.trim()));
+    let route_type = q.r#type;
+    let limit = cursor::limit(q.limit.as_deref(), DEFAULT_LIMIT as i64, MAX_LIMIT as i64)? as usize;
+    let agency = q.agency.as_ref();
+    let needle = q.q.as_ref().map(|s| fold(s.trim()));
     let filters = hex::encode(
         &Sha256::digest(format!("{gtfs_id}\n{route_type:?}\n{agency:?}\n{needle:?}"))[..6],
     );
     // An empty `cursor=` is the first page.
     let after = q
-        .get("cursor")
+        .cursor
+        .as_deref()
         .filter(|c| !c.is_empty())
         .map(|c| Cursor::decode(c, &filters))
         .transpose()?;
@@ -470,15 +450,14 @@ struct TripList<'a> {
     trips: Vec<&'a crate::feed::model::TripInfo>,
 }
 
-/// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips` (documentation;
-/// read by hand in [`route_trips`]). Any other parameter is a 400.
-#[derive(IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips`. Any other
+/// parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct TripsQuery {
     /// The service date, `YYYY-MM-DD`.
-    #[param(format = Date, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "2024-03-15")]
-    date: String,
+    #[param(value_type = String, required = true, format = Date, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "2024-03-15")]
+    date: Option<String>,
 }
 
 /// The trips of a route running on a service date.
@@ -519,12 +498,10 @@ struct TripsQuery {
 async fn route_trips(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
-    Query(raw): Query<BTreeMap<String, String>>,
+    Query(q): Query<TripsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    super::check_params(&raw, &["date"])?;
-    let q = raw;
-    let date = service_date(q.get("date"))?;
+    let date = service_date(q.date.as_ref())?;
     let (_, loaded) = current_feed(&state, &gtfs_id)?;
     let snapshot = loaded.snapshot().ok_or_else(|| {
         ApiError::new(
@@ -550,6 +527,9 @@ async fn route_trips(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]
