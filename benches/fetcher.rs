@@ -21,7 +21,7 @@
 //! It prints markdown tables on stdout, for BENCHMARKS.md. `-- reuse` runs only the reuse
 //! table, three times.
 
-#[path = "../tests/it/support/otp_sim.rs"]
+#[path = "../tests/it/support/otp_sim/mod.rs"]
 #[allow(dead_code)]
 mod otp_sim;
 

@@ -157,15 +157,19 @@ struct Counters {
     refresh_failures: AtomicU64,
 }
 
-/// Cache figures for `/memory-stats` and `/metrics`.
-#[derive(Debug, Clone, serde::Serialize)]
+/// The route cache's figures, for `/memory-stats` and `/metrics`.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = RouteCacheStats)]
 pub struct CacheStats {
     pub entries: u64,
+    /// Size of the entries as weighed against `max_bytes`.
     pub weighted_bytes: u64,
     pub max_bytes: u64,
     pub hits: u64,
     pub misses: u64,
+    /// Answers served stale while a refresh ran or failed.
     pub stale: u64,
+    /// (hits + stale) / lookups; 0 before any lookup.
     pub hit_ratio: f64,
     pub evictions: u64,
     pub refresh_failures: u64,

@@ -12,7 +12,8 @@
 //!   git commit and build date `build.rs` recorded.
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
 //!   by a pure function, with one error naming the key at fault. Its `mod.rs` holds the
-//!   table of flat keys and the environment check; `instance` reads `[[instances]]`,
+//!   table of flat keys and the environment check; `shown` is the typed
+//!   [`config::EffectiveConfig`] that `GET /config` answers; `instance` reads `[[instances]]`,
 //!   `value` reads and checks one value, `keys` refuses unknown keys (suggesting the one
 //!   meant) and `types` holds what they share ([`config::ConfigError`], the secrets).
 //! - [`app`]: start and stop. [`app::App::start`] turns a config into a running
@@ -25,11 +26,15 @@
 //!   - [`api::routes`]: the route query API, answered from the cache.
 //!   - [`api::feeds`]: `/feeds`, `/feeds/{gtfs_id}/fetches`, `/instances` and manual
 //!     refreshes.
-//!   - [`api::waybills`]: the waybill API (idempotency keys, `If-Match`); the rules
-//!     themselves are in [`waybill`].
+//!   - [`api::waybills`]: the waybill API (create with its retries, read, list, status
+//!     moves); the rules themselves (status moves, odometers) are in [`waybill`].
 //!   - [`api::ops`]: `/healthz`, `/readyz`, `/config`, `/memory-stats`, `/metrics`.
-//!   - the stack under the areas: [`api::auth`] (bearer tokens), [`api::cursor`] (paging),
-//!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::openapi`].
+//!   - the stack under the areas, which hold handlers only: [`api::extract`] (JSON
+//!     bodies, typed query parameters refusing unknown ones, `If-Match`), [`api::auth`]
+//!     (bearer tokens, the write token, the ops guard), [`api::idempotency`]
+//!     (`Idempotency-Key` and the canonical JSON of a body), [`api::cursor`] (paging),
+//!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::timing`],
+//!     [`api::openapi`] and [`api::problems`] (the error answers each endpoint documents).
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and

@@ -13,8 +13,8 @@
 //! Metrics are a `prometheus-client` registry owned by the application state (not a global:
 //! two services in one test process do not mix their counts), rendered by `GET /metrics`.
 
-use std::io::{IsTerminal, Write};
 use std::collections::HashSet;
+use std::io::{IsTerminal, Write};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 

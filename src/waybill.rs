@@ -2,8 +2,9 @@
 //!
 //! A waybill is a vehicle's duty on one route for one service date: the trips it runs,
 //! who drives, when it is planned to start and end, and what actually happened. This
-//! module checks a new waybill against the feed snapshot ([`plan`]) and decides which
-//! status moves are allowed ([`Status::can_move_to`]). Persistence is in
+//! module checks a new waybill against the feed snapshot ([`plan`]), decides which
+//! status moves are allowed ([`Status::can_move_to`]) and checks a move's readings and
+//! times against the waybill as stored ([`StatusChange::check`]). Persistence is in
 //! [`crate::db::waybills`]; the HTTP side in [`crate::api::waybills`].
 
 use jiff::civil::Date;
@@ -219,6 +220,125 @@ impl Status {
     }
 }
 
+/// `PATCH /waybills/{id}`' body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    pub status: Status,
+    #[serde(default)]
+    pub actual_start: Option<Timestamp>,
+    #[serde(default)]
+    pub actual_end: Option<Timestamp>,
+    /// Kilometres; an integer in JSON Schema's sense, so `4234.0` is one too.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub odometer_start: Option<i64>,
+    /// Kilometres, at least `odometer_start`; `4234.0` is an integer too.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub odometer_end: Option<i64>,
+    #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
+    pub notes: Option<String>,
+}
+
+/// An optional integer, taking JSON numbers with a zero fraction (`4234.0`) as JSON
+/// Schema's `integer` does; `4234.5` and out-of-range numbers are refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number"))),
+    }
+}
+
+/// What a status move is checked against: the waybill as it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub status: Status,
+    pub actual_start: Option<Timestamp>,
+    pub actual_end: Option<Timestamp>,
+    pub odometer_start: Option<i64>,
+    pub odometer_end: Option<i64>,
+}
+
+/// Why a status move is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The current status cannot move to the one asked for (a 409 for the client).
+    #[error("{0}")]
+    Move(String),
+    /// Readings or times missing or inconsistent (a 422).
+    #[error("{0}")]
+    Invalid(Invalid),
+}
+
+impl StatusChange {
+    /// Checks the move against the waybill as it is and says what to write: this change,
+    /// with `actual_start` (starting) or `actual_end` (completing) set to `now` when the
+    /// request leaves it out. Whatever the move, the readings and times the waybill ends
+    /// up with (a value the request leaves out keeps the stored one) must agree: the
+    /// database refuses an `odometer_end` below `odometer_start` (a CHECK), which would
+    /// otherwise surface as a 500, and an end before the start is as wrong for times.
+    pub fn check(&self, current: &Progress, now: Timestamp) -> Result<StatusChange, Refused> {
+        if !current.status.can_move_to(self.status) {
+            return Err(Refused::Move(format!(
+                "a waybill cannot move from {} to {}",
+                current.status.as_str(),
+                self.status.as_str()
+            )));
+        }
+        let invalid = |m: &str| Err(Refused::Invalid(Invalid(m.to_owned())));
+        if self.odometer_start.is_some_and(|o| o < 0) || self.odometer_end.is_some_and(|o| o < 0) {
+            return invalid("odometer readings cannot be negative");
+        }
+        let mut change = self.clone();
+        match self.status {
+            Status::InProgress => {
+                if self.odometer_start.is_none() {
+                    return invalid("starting a waybill needs odometer_start");
+                }
+                change.actual_start.get_or_insert(now);
+            }
+            Status::Completed => {
+                let Some(end) = self.odometer_end else {
+                    return invalid("completing a waybill needs odometer_end");
+                };
+                let start = self.odometer_start.or(current.odometer_start).unwrap_or(0);
+                if end < start {
+                    return invalid("odometer_end cannot be below odometer_start");
+                }
+                let actual_end = *change.actual_end.get_or_insert(now);
+                if current.actual_start.is_some_and(|s| actual_end < s) {
+                    return invalid("actual_end cannot be before actual_start");
+                }
+            }
+            Status::Cancelled | Status::Issued => {}
+        }
+        let odometer_start = change.odometer_start.or(current.odometer_start);
+        let odometer_end = change.odometer_end.or(current.odometer_end);
+        if let (Some(start), Some(end)) = (odometer_start, odometer_end)
+            && end < start
+        {
+            return invalid("odometer_end cannot be below odometer_start");
+        }
+        let actual_start = change.actual_start.or(current.actual_start);
+        let actual_end = change.actual_end.or(current.actual_end);
+        if let (Some(start), Some(end)) = (actual_start, actual_end)
+            && end < start
+        {
+            return invalid("actual_end cannot be before actual_start");
+        }
+        Ok(change)
+    }
+}
+
 /// One trip of a planned waybill.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTrip {
@@ -395,5 +515,66 @@ mod tests {
         let d = service_day_start(jiff::civil::date(2018, 3, 11), &la).unwrap();
         assert_eq!(d.to_string(), "2018-03-11T07:00:00Z");
         assert_eq!(d.to_zoned(la).hour(), 23);
+    }
+
+    #[test]
+    fn odometers_are_whole_numbers_with_or_without_a_zero_fraction() {
+        let parse = |v: &str| {
+            serde_json::from_str::<StatusChange>(&format!(
+                r#"{{"status":"completed","odometer_end":{v}}}"#
+            ))
+            .map(|c| c.odometer_end)
+        };
+        assert_eq!(parse("4234").unwrap(), Some(4234));
+        assert_eq!(parse("4234.0").unwrap(), Some(4234));
+        assert_eq!(parse("4.234e3").unwrap(), Some(4234));
+        assert_eq!(parse("null").unwrap(), None);
+        for bad in ["4234.5", "1e300", "\"4234\"", "18446744073709551615"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+    #[test]
+    fn status_changes_are_checked_against_the_waybill() {
+        let now: Timestamp = "2026-12-01T08:00:00Z".parse().unwrap();
+        let issued = Progress {
+            status: Status::Issued,
+            actual_start: None,
+            actual_end: None,
+            odometer_start: None,
+            odometer_end: None,
+        };
+        let change = |json: &str| serde_json::from_str::<StatusChange>(json).unwrap();
+        let started = change(r#"{"status":"in_progress","odometer_start":100}"#)
+            .check(&issued, now)
+            .unwrap();
+        assert_eq!(started.actual_start, Some(now), "defaults to now");
+        let refused =
+            |current: &Progress, json: &str| change(json).check(current, now).unwrap_err();
+        assert!(matches!(
+            refused(&issued, r#"{"status":"completed","odometer_end":5}"#),
+            Refused::Move(_)
+        ));
+        assert_eq!(
+            refused(&issued, r#"{"status":"in_progress"}"#).to_string(),
+            "starting a waybill needs odometer_start"
+        );
+        let running = Progress {
+            status: Status::InProgress,
+            odometer_start: Some(100),
+            actual_start: Some(now),
+            ..issued
+        };
+        assert_eq!(
+            refused(&running, r#"{"status":"completed","odometer_end":99}"#).to_string(),
+            "odometer_end cannot be below odometer_start"
+        );
+        assert_eq!(
+            refused(&running, r#"{"status":"cancelled","odometer_end":-1}"#).to_string(),
+            "odometer readings cannot be negative"
+        );
+        let done = change(r#"{"status":"completed","odometer_end":150}"#)
+            .check(&running, now)
+            .unwrap();
+        assert_eq!((done.odometer_end, done.actual_end), (Some(150), Some(now)));
     }
 }

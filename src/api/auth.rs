@@ -1,5 +1,6 @@
-//! Who may call what: the API token for writes, the ops rule for ops endpoints, either
-//! token for a manual refresh.
+//! Who may call what: the API token for writes, the ops rule for ops endpoints (loopback,
+//! or the ops token; [`require_ops_access`] is their route layer), either token for a
+//! manual refresh.
 //!
 //! Tokens travel as `Authorization: Bearer <token>`; the scheme is case-insensitive (RFC
 //! 9110, 11.1) and tokens are compared in constant time, lengths included.
@@ -7,11 +8,13 @@
 //! unauthenticated client before the body is read, so such a client learns nothing of
 //! the schema from validation errors.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
@@ -132,6 +135,46 @@ impl FromRequestParts<AppState> for RefreshAccess {
     }
 }
 
+/// Whether a client may call the ops endpoints. Pure, so it is tested on its own.
+pub fn ops_access(
+    peer: Option<IpAddr>,
+    authorization: Option<&str>,
+    ops_token: Option<&str>,
+) -> Result<(), &'static str> {
+    if peer.is_some_and(|ip| ip.to_canonical().is_loopback()) {
+        return Ok(());
+    }
+    let Some(token) = ops_token else {
+        return Err("ops endpoints answer loopback clients only (set ops_token to allow others)");
+    };
+    if bearer_matches(authorization, token) {
+        Ok(())
+    } else {
+        Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients")
+    }
+}
+
+/// The guard of the ops endpoints ([`ops_access`]), as a route layer: 403 when refused.
+pub async fn require_ops_access(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = state.config.ops_token.as_ref().map(|t| t.expose());
+    match ops_access(peer, authorization, token) {
+        Ok(()) => next.run(req).await,
+        Err(why) => ApiError::forbidden(why).into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +225,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    const LOOPBACK: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    const REMOTE: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)));
+
+    #[test]
+    fn loopback_needs_no_token() {
+        assert!(ops_access(LOOPBACK, None, None).is_ok());
+        assert!(ops_access(LOOPBACK, None, Some("s3cret")).is_ok());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(ops_access(Some(mapped), None, None).is_ok());
+        assert!(ops_access(Some("::1".parse().unwrap()), None, None).is_ok());
+    }
+
+    #[test]
+    fn remote_clients_need_the_token() {
+        assert!(ops_access(REMOTE, None, None).is_err());
+        assert!(ops_access(REMOTE, Some("Bearer s3cret"), None).is_err());
+        assert!(ops_access(REMOTE, None, Some("s3cret")).is_err());
+        assert!(ops_access(REMOTE, Some("Bearer wrong"), Some("s3cret")).is_err());
+        assert!(ops_access(REMOTE, Some("s3cret"), Some("s3cret")).is_err());
+        assert!(ops_access(REMOTE, Some("Bearer s3cret"), Some("s3cret")).is_ok());
+        assert!(ops_access(None, Some("Bearer s3cret"), Some("s3cret")).is_ok());
+        assert!(ops_access(None, None, Some("s3cret")).is_err());
     }
 }

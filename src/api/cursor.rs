@@ -1,6 +1,8 @@
-//! One cursor codec for every paged list (`GET /waybills`, `GET /feeds/{gtfs_id}/fetches`).
+//! One cursor codec for every paged list (`GET /waybills`, `GET /feeds/{gtfs_id}/fetches`,
+//! `GET /feeds/{gtfs_id}/routes`).
 //!
-//! A cursor is a list position (the last row id of a page), base64url-encoded with a
+//! A cursor is a list position (the last row id of a page; for routes, the last route's
+//! sort key with the query's filters), base64url-encoded with a
 //! checksum over the list's name and the position, so a cursor made up by hand, or one of
 //! another list, is refused with 400 instead of silently paging from somewhere else. It is
 //! not a secret: the checksum guards against mistakes, not against attackers, and every

@@ -6,7 +6,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, Value as Json};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -84,12 +84,9 @@ impl IntoResponse for ApiError {
         if let Some(source) = &self.source {
             tracing::error!(status = self.status.as_u16(), "internal error: {source:#}");
         }
-        let mut body = json!({
-            "type": "about:blank",
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
+        let problem = super::openapi::Problem::new(self.status, self.detail);
+        // Four strings and a number always serialize.
+        let mut body = serde_json::to_value(problem).unwrap_or_default();
         if let Json::Object(map) = &mut body {
             map.extend(self.extensions);
         }

@@ -10,22 +10,23 @@
 //!   202 too, saying so: there is never more than one refresh of an instance at a time.
 
 use axum::Json;
-use std::collections::BTreeMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use serde_json::{Value, json};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::RefreshAccess;
-use super::openapi::Problem;
+use super::extract::Query;
+use super::problems::{
+    BadFetchesQuery, DatabaseUnavailable, NoSuchFeed, NoSuchInstance, RefreshForbidden,
+    RefreshTooSoon, RefreshUnauthorized,
+};
 use super::{ApiError, ApiResult, cursor};
-use crate::config::Api as InstanceApi;
 use crate::db::fetches::{self, FeedOutcome};
-use crate::feed::network::FeedCounts;
-use crate::otp::client::ClientReport as HttpClientReport;
+use crate::feed::store::FeedReport;
+use crate::otp::instance::InstanceReport;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -43,23 +44,28 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "feeds",
     responses((status = 200, description = "Every feed known, by `gtfs_id`.", body = FeedList)),
 )]
-async fn list_feeds(State(state): State<AppState>) -> Json<Value> {
-    let feeds: Vec<Value> = state.feeds.all().iter().map(|f| f.report()).collect();
-    Json(json!({ "feeds": feeds }))
+async fn list_feeds(State(state): State<AppState>) -> Json<FeedList> {
+    let feeds = state.feeds.all().iter().map(|f| f.report()).collect();
+    Json(FeedList { feeds })
+}
+
+/// `GET /feeds`.
+#[derive(Serialize, ToSchema)]
+struct FeedList {
+    feeds: Vec<FeedReport>,
 }
 
 /// Page sizes of `GET /feeds/{gtfs_id}/fetches`.
 const FETCHES_DEFAULT_LIMIT: i64 = 50;
 const FETCHES_MAX_LIMIT: i64 = 500;
 
-/// Query parameters of `GET /feeds/{gtfs_id}/fetches`.
-#[derive(utoipa::IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/fetches`. Any other parameter is a 400.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct FetchesParams {
     /// Page size, 1 to 500; default 50.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    limit: Option<String>,
     /// Opaque: the `next_cursor` of the previous page. Empty: the first page.
     #[param(max_length = 400)]
     cursor: Option<String>,
@@ -80,33 +86,24 @@ struct FetchesParams {
     ),
     responses(
         (status = 200, description = "A page of fetches, newest first.", body = FetchList),
-        (status = 400, description = "A bad limit or cursor, or an unknown parameter.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No feed of that id.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
+        BadFetchesQuery,
+        NoSuchFeed,
+        DatabaseUnavailable,
     ),
 )]
 async fn list_fetches(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
-    Query(q): Query<BTreeMap<String, String>>,
+    Query(q): Query<FetchesParams>,
 ) -> ApiResult<Json<FetchList>> {
-    super::check_params(&q, &["limit", "cursor"])?;
     if state.feeds.get(&gtfs_id).is_none() {
         return Err(ApiError::not_found(format!("no feed {gtfs_id:?}")));
     }
     let list = format!("fetches {gtfs_id}");
-    let limit = cursor::limit(
-        q.get("limit").map(String::as_str),
-        FETCHES_DEFAULT_LIMIT,
-        FETCHES_MAX_LIMIT,
-    )?;
+    let limit = cursor::limit(q.limit.as_deref(), FETCHES_DEFAULT_LIMIT, FETCHES_MAX_LIMIT)?;
     let forged =
         || ApiError::bad_request("cursor is not one this service issued; start again without it");
-    let before = match q.get("cursor").filter(|c| !c.is_empty()) {
+    let before = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Some(
             cursor::decode(&list, c)?
@@ -130,7 +127,7 @@ async fn list_fetches(
 }
 
 /// `GET /feeds/{gtfs_id}/fetches`.
-#[derive(serde::Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 struct FetchList {
     /// Newest first.
     fetches: Vec<FeedOutcome>,
@@ -146,9 +143,15 @@ struct FetchList {
     responses((status = 200, description = "Every configured instance, in configuration order.",
         body = InstanceList)),
 )]
-async fn list_instances(State(state): State<AppState>) -> Json<Value> {
-    let instances: Vec<Value> = state.instances.iter().map(|i| i.report()).collect();
-    Json(json!({ "instances": instances }))
+async fn list_instances(State(state): State<AppState>) -> Json<InstanceList> {
+    let instances = state.instances.iter().map(|i| i.report()).collect();
+    Json(InstanceList { instances })
+}
+
+/// `GET /instances`.
+#[derive(Serialize, ToSchema)]
+struct InstanceList {
+    instances: Vec<InstanceReport>,
 }
 
 /// Starts a refresh of an instance now.
@@ -167,29 +170,23 @@ async fn list_instances(State(state): State<AppState>) -> Json<Value> {
     responses(
         (status = 202, description = "A refresh was started, or one is already running.",
             body = RefreshAccepted),
-        (status = 401, description = "A token is configured and the bearer token is missing or wrong.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "No token is configured and the client is not on loopback.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No instance of that name.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The last manual refresh of this instance was less than \
-            `refresh_min_spacing` ago.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
+        RefreshUnauthorized,
+        RefreshForbidden,
+        NoSuchInstance,
+        RefreshTooSoon,
     ),
 )]
 async fn refresh(
     State(state): State<AppState>,
     _access: RefreshAccess,
     Path(name): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RefreshAccepted>)> {
     let instance = state
         .instance(&name)
         .ok_or_else(|| ApiError::not_found(format!("no instance named {name:?}")))?;
-    let status = match instance.trigger_manual(state.config.refresh_min_spacing) {
-        Ok(true) => "started",
-        Ok(false) => "already_running",
+    let refresh = match instance.trigger_manual(state.config.refresh_min_spacing) {
+        Ok(true) => RefreshState::Started,
+        Ok(false) => RefreshState::AlreadyRunning,
         Err(wait) => {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             return Err(ApiError::new(
@@ -204,131 +201,23 @@ async fn refresh(
     };
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "instance": name, "refresh": status })),
+        Json(RefreshAccepted {
+            instance: name,
+            refresh,
+        }),
     ))
 }
 
-// Documentation of the bodies built with `json!()` (here, in `FeedEntry::report` and
-// `InstanceRuntime::report`) and of the serialized reports of other modules, field for
-// field (never built; tests/it/openapi.rs checks real answers against them).
-
-/// `GET /feeds`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct FeedList {
-    feeds: Vec<FeedReport>,
-}
-
-/// A feed (`FeedEntry::report`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct FeedReport {
-    /// OTP's feed id, which the route API calls `gtfs_id`.
-    gtfs_id: String,
-    /// The instance that serves it.
-    instance: String,
-    /// `otp2`, `otp1`, or the zip's URL or path.
-    source: String,
-    /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
-    /// first successful load.
-    version: Option<String>,
-    #[schema(format = DateTime)]
-    fetched_at: Option<String>,
-    /// Counts of the current version: of the zip's files for a GTFS zip, of the route index
-    /// for OTP feeds; `null` before the first successful load.
-    counts: Option<FeedCountsReport>,
-    #[schema(format = DateTime)]
-    last_success_at: Option<String>,
-    #[schema(format = DateTime)]
-    last_attempt_at: Option<String>,
-    /// The last refresh's error; `null` once a refresh succeeds.
-    last_error: Option<String>,
-    #[schema(format = DateTime)]
-    last_error_at: Option<String>,
-}
-
-/// Counts of a feed's current version.
-#[derive(ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum FeedCountsReport {
-    Zip(FeedCounts),
-    Index(IndexCounts),
-}
-
-/// Counts of a feed read from an OTP route index.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct IndexCounts {
-    routes: u64,
-    /// Routes whose detail has been crawled (all of them with `prefetch_routes`).
-    route_details: u64,
-    agencies: u64,
-}
-
-/// `GET /instances`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct InstanceList {
-    instances: Vec<InstanceReport>,
-}
-
-/// An OTP instance (`InstanceRuntime::report`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct InstanceReport {
-    name: String,
-    url: String,
-    api: InstanceApi,
-    /// otp2 only (null otherwise): `before_2_6` once the server has refused
-    /// `Route.sortOrder`, after which routes are asked for without it.
-    #[schema(inline)]
-    graphql_dialect: Option<GraphqlDialect>,
-    /// Seconds between scheduled refreshes (±10 % jitter).
-    refresh_interval: f64,
-    /// Whether a refresh is running now.
-    running: bool,
-    status: InstanceRefreshStatus,
-    http: HttpClientReport,
-}
-
-/// The GraphQL documents an otp2 instance is sent (`crate::otp::otp2::Dialect`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[schema(rename_all = "snake_case")]
-enum GraphqlDialect {
-    Current,
-    #[schema(rename = "before_2_6")]
-    Before2_6,
-}
-
-/// How an instance's refreshes went (`crate::refresh::InstanceStatus`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct InstanceRefreshStatus {
-    /// Refreshes finished since start-up.
-    refreshes: u64,
-    #[schema(format = DateTime)]
-    last_started_at: Option<String>,
-    #[schema(format = DateTime)]
-    last_finished_at: Option<String>,
-    #[schema(format = DateTime)]
-    last_success_at: Option<String>,
-    last_error: Option<String>,
-}
-
 /// `POST /instances/{name}/refresh`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct RefreshAccepted {
     instance: String,
     /// `started`, or `already_running` (that refresh's result is the one to wait for).
     refresh: RefreshState,
 }
 
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
 enum RefreshState {
     Started,
     AlreadyRunning,

@@ -1,6 +1,22 @@
 //! The HTTP API: one `router()` per area, merged here, wrapped in the layers every
 //! response goes through, and its OpenAPI document (`GET /openapi.json`).
 //!
+//! An area file (`feeds.rs`, `ops.rs`, `routes.rs`, `waybills.rs`) holds its handlers and
+//! their documentation; what they share is a stack below them:
+//!
+//! - [`extract`]: [`extract::JsonBody`] (a JSON body, every way it can be wrong answered
+//!   as problem+json), [`extract::Query`] (query parameters into a
+//!   `#[derive(Deserialize, IntoParams)]` struct, a parameter it does not name refused with
+//!   400) and [`extract::if_match`].
+//! - [`auth`]: [`auth::WriteAccess`] (the API token), [`auth::RefreshAccess`] and
+//!   [`auth::require_ops_access`], the ops endpoints' route layer.
+//! - [`idempotency`]: `Idempotency-Key` and the canonical JSON of a body.
+//! - [`cursor`]: the one signed cursor codec of every paged list, and the `limit` rule.
+//! - [`error`]: [`ApiError`], problem+json; `From<sqlx::Error>`, so handlers use `?`.
+//! - [`timing`]: `Server-Timing`; [`openapi`]: the document's frame.
+//!
+//! Domain rules (a waybill's trips, status moves, odometers) are in [`crate::waybill`].
+//!
 //! Layers, outermost first: request id (set, or kept from the client's `x-request-id`, and
 //! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
 //! and status, and the `Server-Timing` header.
@@ -18,14 +34,18 @@
 //!
 //! 1. In `src/api/<area>.rs`, put `#[utoipa::path(...)]` on each handler: method, `path`,
 //!    `tag`, `params(...)` (path parameters as tuples; query parameters as a
-//!    `#[derive(IntoParams)]` struct with limits and defaults), `request_body = T`, and
-//!    `responses(...)` listing every status the handler can answer, errors with
-//!    `body = Problem, content_type = "application/problem+json"`, and the headers that
-//!    matter (`ETag`, `Retry-After`...). `x-request-id` and `Server-Timing` are added to
-//!    every response by [`openapi::add_common_headers`]; do not list them.
-//! 2. Bodies: `#[derive(utoipa::ToSchema)]` on the type that is serialized. For a body
-//!    built with `json!()`, write a `#[derive(ToSchema)]` struct in the area mirroring it
-//!    field for field (`#[allow(dead_code)]`, it is never built).
+//!    `#[derive(Deserialize, IntoParams)]` struct with limits and defaults, which the
+//!    handler takes as [`extract::Query`]), `request_body = T`, and
+//!    `responses(...)` listing every status the handler can answer, with the headers that
+//!    matter (`ETag`, `Retry-After`...); errors by their [`problems`] type (`NoSuchFeed`,
+//!    `Internal`...), adding one there for a new kind of error. `x-request-id` and
+//!    `Server-Timing` are added to every response by [`openapi::add_common_headers`]; do
+//!    not list them.
+//! 2. Bodies: `#[derive(serde::Serialize, utoipa::ToSchema)]` on the type the handler
+//!    answers with (`Json<T>`), where it is defined (a report next to what it reports on,
+//!    a page in the area); never a `json!()` body, which the document cannot describe.
+//!    Keep the JSON shape with serde attributes and the schema's name with
+//!    `#[schema(as = ...)]` when the Rust name differs.
 //! 3. `pub fn router() -> OpenApiRouter<AppState>` with `.routes(routes!(handler))`, one
 //!    `routes!` per path (methods of one path together: `routes!(get_x, patch_x)`).
 //!    Guards go on as `.route_layer(...)`; say so in the docs (`security(...)`, 403).
@@ -37,7 +57,7 @@
 //!
 //! ```ignore
 //! use utoipa_axum::{router::OpenApiRouter, routes};
-//! use super::openapi::Problem;
+//! use super::problems::{NotJson, WaybillUnfit};
 //!
 //! pub fn router() -> OpenApiRouter<AppState> {
 //!     OpenApiRouter::default()
@@ -56,8 +76,8 @@
 //!     responses(
 //!         (status = 201, description = "Stored.", body = Waybill,
 //!             headers(("Location" = String), ("ETag" = String))),
-//!         (status = 422, description = "...", body = Problem,
-//!             content_type = "application/problem+json"),
+//!         NotJson,
+//!         WaybillUnfit,
 //!     ),
 //! )]
 //! async fn create(/* ... */) -> ApiResult<Response> { /* ... */ }
@@ -68,10 +88,13 @@
 pub mod auth;
 pub mod cursor;
 pub mod error;
+pub mod extract;
 pub mod feeds;
+pub mod idempotency;
 pub mod negotiate;
 pub mod openapi;
 pub mod ops;
+pub mod problems;
 pub mod routes;
 pub mod timing;
 pub mod waybills;
@@ -177,27 +200,6 @@ pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Refuses query parameters other than `allowed` with a 400 naming the stray one, and
-/// values holding a NUL character (`%00`), which no id or text here may contain (and
-/// PostgreSQL refuses in text).
-pub(crate) fn check_params<V: AsRef<str>>(
-    query: &std::collections::BTreeMap<String, V>,
-    allowed: &[&str],
-) -> ApiResult<()> {
-    if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter {unknown:?}; allowed: {}",
-            allowed.join(", ")
-        )));
-    }
-    match query.iter().find(|(_, v)| v.as_ref().contains('\0')) {
-        Some((name, _)) => Err(ApiError::bad_request(format!(
-            "query parameter {name:?} holds a NUL character"
-        ))),
-        None => Ok(()),
-    }
 }
 
 /// Records the request in the metrics and writes `Server-Timing` (the phases handlers

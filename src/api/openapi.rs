@@ -6,7 +6,8 @@
 //! what the areas share:
 //!
 //! - [`ApiDoc`]: the document's info, tags and the `ops_token` bearer scheme;
-//! - [`Problem`]: the `application/problem+json` body of every error;
+//! - [`Problem`]: the `application/problem+json` body of every error (the error answers
+//!   themselves are documented in [`super::problems`]);
 //! - [`add_common_headers`]: `x-request-id` and `Server-Timing`, which the layers in
 //!   [`super::router`] put on every response, added to every documented response;
 //! - [`require_configured_tokens`]: the token-guarded operations' `security` as this
@@ -96,25 +97,36 @@ impl Modify for OpsTokenScheme {
 }
 
 /// An error (RFC 9457), as `application/problem+json`.
-#[derive(ToSchema)]
+#[derive(serde::Serialize, ToSchema)]
 #[schema(example = json!({
     "type": "about:blank",
     "title": "Not Found",
     "status": 404,
     "detail": "no feed \"nope\""
 }))]
-#[allow(dead_code)] // documentation of ApiError's body
 pub struct Problem {
     /// Always `about:blank`: the status code is the problem type.
     #[schema(example = "about:blank")]
-    r#type: String,
+    r#type: &'static str,
     /// The status code's reason phrase.
-    title: String,
+    title: &'static str,
     /// The HTTP status code.
     #[schema(minimum = 400, maximum = 599)]
     status: u16,
     /// What went wrong, for a human; for internal errors only a pointer to the request id.
     detail: String,
+}
+
+impl Problem {
+    /// The problem of `status`, with its reason phrase as the title.
+    pub fn new(status: axum::http::StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            r#type: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The headers every response carries, whatever the endpoint and status.

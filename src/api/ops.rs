@@ -3,25 +3,29 @@
 //! `/healthz` is open to all (load balancers probe it). The others answer loopback clients;
 //! other clients need `Authorization: Bearer <ops_token>` when `ops_token` is set and are
 //! refused (403) when it is not. A reverse proxy on the same host makes every client look
-//! like loopback: set `ops_token` and keep ops paths off the proxy in that case.
+//! like loopback: set `ops_token` and keep ops paths off the proxy in that case. The rule
+//! and its route layer are [`super::auth::ops_access`] and [`super::auth::require_ops_access`].
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value as Json_, json};
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth;
+use super::error::PROBLEM_JSON;
 use super::openapi::Problem;
-use super::{ApiError, ApiResult};
-use crate::config::Api as InstanceApi;
-use crate::otp::client::ClientReport as HttpClientReport;
+use super::problems::OpsForbidden;
+use crate::cache::CacheStats;
+use crate::config::EffectiveConfig;
+use crate::db::PoolStats;
+use crate::otp::client::ClientReport;
 use crate::otp::instance::InstanceRuntime;
 use crate::state::AppState;
 use crate::telemetry::{Sample, memory_sample};
@@ -32,45 +36,13 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(config))
         .routes(routes!(memory_stats))
         .routes(routes!(metrics))
-        .route_layer(middleware::from_fn_with_state(state, require_ops_access));
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            auth::require_ops_access,
+        ));
     OpenApiRouter::default()
         .routes(routes!(healthz))
         .merge(guarded)
-}
-
-/// Whether a client may call the ops endpoints. Pure, so it is tested on its own.
-pub fn ops_access(
-    peer: Option<IpAddr>,
-    authorization: Option<&str>,
-    ops_token: Option<&str>,
-) -> Result<(), &'static str> {
-    if peer.is_some_and(|ip| ip.to_canonical().is_loopback()) {
-        return Ok(());
-    }
-    let Some(token) = ops_token else {
-        return Err("ops endpoints answer loopback clients only (set ops_token to allow others)");
-    };
-    if super::auth::bearer_matches(authorization, token) {
-        Ok(())
-    } else {
-        Err("ops endpoints need Authorization: Bearer <ops_token> from non-loopback clients")
-    }
-}
-
-async fn require_ops_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = state.config.ops_token.as_ref().map(|t| t.expose());
-    match ops_access(peer, authorization, token) {
-        Ok(()) => next.run(req).await,
-        Err(why) => ApiError::forbidden(why).into_response(),
-    }
 }
 
 /// Liveness: 200 while the process runs.
@@ -82,8 +54,10 @@ async fn require_ops_access(State(state): State<AppState>, req: Request, next: N
     tag = "ops",
     responses((status = 200, description = "The process runs.", body = Health)),
 )]
-async fn healthz() -> Json<Json_> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
 }
 
 /// Readiness: whether the service can do its work.
@@ -98,19 +72,18 @@ async fn healthz() -> Json<Json_> {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "Ready.", body = Readiness),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
         (status = 503, description = "Not ready: `detail` lists the failing checks, \
             `checks` has every check's state.",
             body = ReadinessProblem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds before asking again (5)."))),
     ),
 )]
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
-    let mut checks = serde_json::Map::new();
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut checks = BTreeMap::new();
     let mut failing = Vec::new();
     if state.is_shutting_down() {
-        checks.insert("shutdown".into(), json!("shutting down"));
+        checks.insert("shutdown".into(), "shutting down".to_owned());
         failing.push("shutting down".to_owned());
     }
     for instance in &state.instances {
@@ -118,23 +91,34 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
         if !ok {
             failing.push(format!("instance {}: {check}", instance.name()));
         }
-        checks.insert(format!("instance:{}", instance.name()), json!(check));
+        checks.insert(format!("instance:{}", instance.name()), check);
     }
     match state.db.check().await {
         Ok(()) => {
-            checks.insert("database".into(), json!("ok"));
+            checks.insert("database".into(), "ok".to_owned());
         }
         Err(why) => {
-            checks.insert("database".into(), json!(why));
             failing.push(format!("database: {why}"));
+            checks.insert("database".into(), why);
         }
     }
     if failing.is_empty() {
-        Ok(Json(json!({ "status": "ready", "checks": checks })))
-    } else {
-        Err(ApiError::unavailable(failing.join("; "), 5)
-            .with_extension("checks", Json_::Object(checks)))
+        return Json(Readiness {
+            status: ReadyStatus::Ready,
+            checks,
+        })
+        .into_response();
     }
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let body = ReadinessProblem {
+        problem: Problem::new(status, failing.join("; ")),
+        checks,
+    };
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)),
+        (header::RETRY_AFTER, HeaderValue::from(5)),
+    ];
+    (status, headers, Json(body)).into_response()
 }
 
 /// The effective configuration, secrets redacted.
@@ -148,12 +132,11 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Json_>> {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "The effective configuration.", body = EffectiveConfig),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
-async fn config(State(state): State<AppState>) -> Json<Json_> {
-    Json(state.config.to_redacted_json())
+async fn config(State(state): State<AppState>) -> Json<EffectiveConfig> {
+    Json(state.config.shown())
 }
 
 /// Memory and pools: process, allocator, database pool, route cache, feeds, HTTP clients.
@@ -164,35 +147,46 @@ async fn config(State(state): State<AppState>) -> Json<Json_> {
     security((), ("ops_token" = [])),
     responses(
         (status = 200, description = "Memory and pool figures.", body = MemoryStats),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
-async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
+async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
     let mem = memory_sample();
-    Json(json!({
-        "process": { "rss_bytes": mem.rss_bytes, "virtual_bytes": mem.virtual_bytes },
-        "allocator": {
-            "name": "jemalloc",
-            "allocated_bytes": mem.allocated_bytes,
-            "resident_bytes": mem.resident_bytes,
+    Json(MemoryStats {
+        process: ProcessMemory {
+            rss_bytes: mem.rss_bytes,
+            virtual_bytes: mem.virtual_bytes,
         },
-        "database_pool": state.db.stats(),
-        "route_cache": state.cache.stats().await,
-        "feeds": state.feeds.all().iter().map(|f| {
-            let current = f.current();
-            json!({
-                "gtfs_id": f.gtfs_id,
-                "version": current.as_ref().map(|c| c.version.clone()),
-                "approx_bytes": current.as_ref().map_or(0, |c| c.approx_bytes()),
+        allocator: AllocatorMemory {
+            name: "jemalloc",
+            allocated_bytes: mem.allocated_bytes,
+            resident_bytes: mem.resident_bytes,
+        },
+        database_pool: state.db.stats(),
+        route_cache: state.cache.stats().await,
+        feeds: state
+            .feeds
+            .all()
+            .iter()
+            .map(|f| {
+                let current = f.current();
+                FeedMemory {
+                    gtfs_id: f.gtfs_id.clone(),
+                    version: current.as_ref().map(|c| c.version.clone()),
+                    approx_bytes: current.as_ref().map_or(0, |c| c.approx_bytes() as u64),
+                }
             })
-        }).collect::<Vec<_>>(),
-        "instances": state.instances.iter().map(|i| json!({
-            "name": i.name(),
-            "http": i.client.report(),
-        })).collect::<Vec<_>>(),
-        "uptime_seconds": state.started_at.elapsed().as_secs_f64(),
-    }))
+            .collect(),
+        instances: state
+            .instances
+            .iter()
+            .map(|i| InstanceHttp {
+                name: i.name().to_owned(),
+                http: i.client.report(),
+            })
+            .collect(),
+        uptime_seconds: state.started_at.elapsed().as_secs_f64(),
+    })
 }
 
 /// Prometheus metrics.
@@ -214,8 +208,7 @@ async fn memory_stats(State(state): State<AppState>) -> Json<Json_> {
                 (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
                 (String = "text/plain; version=0.0.4; charset=utf-8"),
             )),
-        (status = 403, description = "Not a loopback client, and no valid ops token.",
-            body = Problem, content_type = "application/problem+json"),
+        OpsForbidden,
     ),
 )]
 async fn metrics(State(state): State<AppState>, request: HeaderMap) -> impl IntoResponse {
@@ -249,19 +242,14 @@ async fn metrics(State(state): State<AppState>, request: HeaderMap) -> impl Into
     (headers, body)
 }
 
-// Documentation of the bodies built with `json!()` above, field for field (never built;
-// tests/it/openapi.rs checks real answers against them).
-
 /// `GET /healthz`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Health {
     status: HealthStatus,
 }
 
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
 enum HealthStatus {
     Ok,
 }
@@ -294,8 +282,7 @@ fn instance_readiness(state: &AppState, instance: &InstanceRuntime) -> (String, 
 }
 
 /// `GET /readyz` when ready.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct Readiness {
     status: ReadyStatus,
     /// Every check with its state: `database` (`ok` or why not), `instance:{name}` for
@@ -305,16 +292,14 @@ struct Readiness {
     checks: BTreeMap<String, String>,
 }
 
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
 enum ReadyStatus {
     Ready,
 }
 
 /// `GET /readyz` when not ready: a problem with every check's state.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ReadinessProblem {
     #[serde(flatten)]
     problem: Problem,
@@ -325,139 +310,33 @@ struct ReadinessProblem {
     checks: BTreeMap<String, String>,
 }
 
-/// `GET /config`: every flat setting, then the instances. Durations are seconds.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct EffectiveConfig {
-    #[schema(example = "0.0.0.0:8000")]
-    listen: String,
-    connection_limit: u64,
-    http_pool_idle_timeout: f64,
-    http_tcp_keepalive: f64,
-    http_connect_timeout: f64,
-    http_request_timeout: f64,
-    read_deadline: f64,
-    retry_attempts: u32,
-    retry_delay: f64,
-    rate_limit_delay: f64,
-    breaker_failures: u32,
-    breaker_open: f64,
-    cache_max_bytes: u64,
-    cache_ttl: f64,
-    max_feed_bytes: u64,
-    data_dir: String,
-    /// `null`: the embedded PostgreSQL. The password is `***`.
-    #[schema(example = "postgres://app:***@db:5432/waybills")]
-    database_url: Option<String>,
-    db_max_connections: u32,
-    db_min_connections: u32,
-    db_acquire_timeout: f64,
-    db_idle_timeout: f64,
-    db_max_lifetime: f64,
-    /// `***` when set.
-    #[schema(example = "***")]
-    api_token: Option<String>,
-    /// `***` when set.
-    #[schema(example = "***")]
-    ops_token: Option<String>,
-    /// Seconds between two manual refreshes of one instance.
-    refresh_min_spacing: f64,
-    feed_fetch_retention_days: u32,
-    shutdown_drain: f64,
-    shutdown_timeout: f64,
-    instances: Vec<InstanceConfig>,
-}
-
-/// One `[[instances]]` table.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct InstanceConfig {
-    name: String,
-    url: String,
-    api: InstanceApi,
-    /// OTP 1 router id.
-    router: String,
-    graphql_path: String,
-    /// Seconds.
-    refresh_interval: f64,
-    /// Header names, each value `***`.
-    #[schema(example = json!({"X-Api-Key": "***"}))]
-    headers: BTreeMap<String, String>,
-    prefetch_routes: bool,
-    /// `/readyz` may say ready while this instance serves no feed.
-    allow_empty: bool,
-    feeds: Vec<ZipFeedConfig>,
-}
-
-/// One `[[instances.feeds]]` table.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct ZipFeedConfig {
-    gtfs_id: String,
-    /// As configured: an absolute URL, a path under the instance's URL, or a file.
-    zip_url: String,
-}
-
 /// `GET /memory-stats`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct MemoryStats {
     process: ProcessMemory,
     allocator: AllocatorMemory,
-    database_pool: DatabasePool,
-    route_cache: RouteCacheStats,
+    database_pool: PoolStats,
+    route_cache: CacheStats,
     feeds: Vec<FeedMemory>,
     instances: Vec<InstanceHttp>,
     uptime_seconds: f64,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct ProcessMemory {
     rss_bytes: u64,
     virtual_bytes: u64,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct AllocatorMemory {
     #[schema(example = "jemalloc")]
-    name: String,
+    name: &'static str,
     allocated_bytes: u64,
     resident_bytes: u64,
 }
 
-/// The database pool (`crate::db::PoolStats`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct DatabasePool {
-    /// Connections open.
-    size: u32,
-    idle: u64,
-    max: u32,
-    min: u32,
-}
-
-/// The route cache (`crate::cache::CacheStats`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-struct RouteCacheStats {
-    entries: u64,
-    /// Size of the entries as weighed against `max_bytes`.
-    weighted_bytes: u64,
-    max_bytes: u64,
-    hits: u64,
-    misses: u64,
-    /// Answers served stale while a refresh ran or failed.
-    stale: u64,
-    /// (hits + stale) / lookups; 0 before any lookup.
-    hit_ratio: f64,
-    evictions: u64,
-    refresh_failures: u64,
-}
-
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct FeedMemory {
     gtfs_id: String,
     /// `null` before the feed's first successful load.
@@ -466,38 +345,8 @@ struct FeedMemory {
     approx_bytes: u64,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
 struct InstanceHttp {
     name: String,
-    http: HttpClientReport,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LOOPBACK: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    const REMOTE: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)));
-
-    #[test]
-    fn loopback_needs_no_token() {
-        assert!(ops_access(LOOPBACK, None, None).is_ok());
-        assert!(ops_access(LOOPBACK, None, Some("s3cret")).is_ok());
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(ops_access(Some(mapped), None, None).is_ok());
-        assert!(ops_access(Some("::1".parse().unwrap()), None, None).is_ok());
-    }
-
-    #[test]
-    fn remote_clients_need_the_token() {
-        assert!(ops_access(REMOTE, None, None).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer s3cret"), None).is_err());
-        assert!(ops_access(REMOTE, None, Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer wrong"), Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("s3cret"), Some("s3cret")).is_err());
-        assert!(ops_access(REMOTE, Some("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert!(ops_access(None, Some("Bearer s3cret"), Some("s3cret")).is_ok());
-        assert!(ops_access(None, None, Some("s3cret")).is_err());
-    }
+    http: ClientReport,
 }

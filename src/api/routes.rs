@@ -8,27 +8,28 @@
 //! - `GET /feeds/{gtfs_id}/routes/{route_id}/trips?date=YYYY-MM-DD`: the trips running on
 //!   that service date (feeds loaded from a GTFS zip).
 //!
-//! Cacheable answers carry a strong `ETag` (304 on `If-None-Match`) and `Cache-Control`;
+//! Cacheable answers carry a weak `ETag` (304 on `If-None-Match`) and `Cache-Control`;
 //! route details also `X-Cache` (HIT, MISS, STALE) and `Age`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::openapi::Problem;
-use super::{ApiError, ApiResult, ServerTiming, negotiate};
+use super::extract::{self, Query};
+use super::problems::{
+    BadRouteQuery, BadTripsQuery, FeedNotLoaded, Internal, NoSuchFeed, NoSuchRoute, NotAcceptable,
+    RouteUnavailable, TripsNotKnown,
+};
+use super::{ApiError, ApiResult, ServerTiming, cursor, negotiate};
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
@@ -90,6 +91,8 @@ fn fold(text: &str) -> String {
 }
 
 /// A page position: after the route with this sort key, for the query with these filters.
+/// Encoded with the one cursor codec ([`cursor`]); the filters are part of the position,
+/// so a cursor of other filters is told apart from one this service never issued.
 struct Cursor {
     filters: String,
     sort: u64,
@@ -97,13 +100,12 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn checksum(body: &str) -> String {
-        hex::encode(&Sha256::digest(format!("gtfs-fetch cursor v1\n{body}"))[..8])
-    }
+    /// The list's name in the codec's checksum.
+    const LIST: &str = "routes";
 
     fn encode(&self) -> String {
-        let body = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
-        URL_SAFE_NO_PAD.encode(format!("{body}\n{}", Self::checksum(&body)))
+        let position = format!("{}\n{}\n{}", self.filters, self.sort, self.route_id);
+        cursor::encode(Self::LIST, &position)
     }
 
     fn decode(text: &str, filters: &str) -> ApiResult<Cursor> {
@@ -112,13 +114,8 @@ impl Cursor {
                 "cursor is not one this service issued for this query; start again without it",
             )
         };
-        let raw = URL_SAFE_NO_PAD.decode(text).map_err(|_| forged())?;
-        let raw = String::from_utf8(raw).map_err(|_| forged())?;
-        let (body, sum) = raw.rsplit_once('\n').ok_or_else(forged)?;
-        if Self::checksum(body) != sum {
-            return Err(forged());
-        }
-        let mut parts = body.splitn(3, '\n');
+        let position = cursor::decode(Self::LIST, text).map_err(|_| forged())?;
+        let mut parts = position.splitn(3, '\n');
         let (Some(f), Some(sort), Some(route_id)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(forged());
@@ -147,25 +144,30 @@ struct RouteList<'a> {
     next_cursor: Option<String>,
 }
 
-/// Query parameters of `GET /feeds/{gtfs_id}/routes` (read by hand in [`list_routes`];
-/// this is their documentation). Any other parameter is a 400.
-#[derive(IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/routes`. Any other parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct RouteListQuery {
     /// Only routes of this GTFS `route_type` (0 tram, 1 subway, 2 rail, 3 bus, ... and
     /// extended types such as 700).
+    #[serde(default, deserialize_with = "route_type")]
     r#type: Option<i32>,
     /// Only routes of this `agency_id`.
     agency: Option<String>,
     /// Only routes whose short or long name contains this text, ignoring case and accents.
     q: Option<String>,
     /// Page size.
-    #[param(minimum = 1, maximum = 1000, default = 100)]
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
     /// `next_cursor` of the previous page, for the same filters; opaque. A cursor of other
     /// filters, or not issued by this service, is a 400; an empty one is the first page.
     cursor: Option<String>,
+}
+
+fn route_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    extract::parse_value(d, "type", "is not a GTFS route_type number", |t| {
+        t.parse().ok()
+    })
 }
 
 /// The request header of a conditional GET (documentation; read by [`negotiate::if_none_match`]).
@@ -180,7 +182,7 @@ struct Conditional {
 
 /// Route summaries of a feed, filtered, in a stable order, cursor-paged.
 ///
-/// Order: `sort_order` (missing last), then `route_id`. The page carries a strong `ETag`;
+/// Order: `sort_order` (missing last), then `route_id`. The page carries a weak `ETag`;
 /// `If-None-Match` with it gives 304.
 #[utoipa::path(
     get,
@@ -194,62 +196,37 @@ struct Conditional {
     responses(
         (status = 200, description = "A page of routes.", body = RouteList,
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
         (status = 304, description = "`If-None-Match` matched the current ETag.",
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
-        (status = 400, description = "An unknown parameter, a `type` or `limit` that is not \
-            a number in range, or a cursor of other filters or not issued by this service.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such feed.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet (first load not done or failed).",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        BadRouteQuery,
+        NoSuchFeed,
+        FeedNotLoaded,
+        Internal,
     ),
 )]
 async fn list_routes(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
-    Query(raw): Query<BTreeMap<String, String>>,
+    Query(q): Query<RouteListQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    super::check_params(&raw, &["type", "agency", "q", "limit", "cursor"])?;
-    let q = raw;
-    let route_type = q
-        .get("type")
-        .map(|t| {
-            t.parse::<i32>().map_err(|_| {
-                ApiError::bad_request(format!("type={t:?} is not a GTFS route_type number"))
-            })
-        })
-        .transpose()?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "limit={l:?} must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    let agency = q.get("agency");
-    let needle = q.get("q").map(|s| fold(s.trim()));
+    let route_type = q.r#type;
+    let limit = cursor::limit(q.limit.as_deref(), DEFAULT_LIMIT as i64, MAX_LIMIT as i64)? as usize;
+    let agency = q.agency.as_ref();
+    let needle = q.q.as_ref().map(|s| fold(s.trim()));
     let filters = hex::encode(
         &Sha256::digest(format!("{gtfs_id}\n{route_type:?}\n{agency:?}\n{needle:?}"))[..6],
     );
     // An empty `cursor=` is the first page.
     let after = q
-        .get("cursor")
+        .cursor
+        .as_deref()
         .filter(|c| !c.is_empty())
         .map(|c| Cursor::decode(c, &filters))
         .transpose()?;
@@ -303,8 +280,9 @@ async fn list_routes(
 /// A route: its summary, patterns (ordered stops) and trip count.
 ///
 /// Served from the route cache: built from the feed's zip or prefetched index, or read
-/// through to OTP (then cached for `cache_ttl`; served stale while OTP fails). Strong
-/// `ETag`; `If-None-Match` with it gives 304.
+/// through to OTP (then cached for `cache_ttl`; served stale while OTP fails). Weak
+/// `ETag`; `If-None-Match` with it gives 304. Its gzip and brotli forms are made once per
+/// cache entry, not per request.
 #[utoipa::path(
     get,
     path = "/feeds/{gtfs_id}/routes/{route_id}",
@@ -316,9 +294,15 @@ async fn list_routes(
         Conditional,
     ),
     responses(
-        (status = 200, description = "The route.", body = RouteDetail,
+        (status = 200, description = "The route, as identity, gzip or brotli as \
+            `Accept-Encoding` asks (RFC 9110: q-values, `identity`, `*`).", body = RouteDetail,
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body, the same for every \
+                    coding."),
+                ("Vary" = String, description = "`accept-encoding`."),
+                ("Content-Encoding" = String, description = "`gzip` or `br` when the body \
+                    is sent compressed; absent for identity."),
+                ("Content-Length" = u64, description = "Length of the body as sent."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
                 ("X-Cache" = String, description = "`HIT`, `MISS` (built now) or `STALE` \
                     (past its freshness, being refreshed or OTP failing)."),
@@ -326,19 +310,17 @@ async fn list_routes(
             )),
         (status = 304, description = "`If-None-Match` matched the current ETag.",
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body, the same for every \
+                    coding."),
+                ("Vary" = String, description = "`accept-encoding`."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
                 ("X-Cache" = String, description = "`HIT`, `MISS` or `STALE`."),
                 ("Age" = u64, description = "Seconds since the answer was built."),
             )),
-        (status = 404, description = "No such feed, or no such route in it.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet, or OTP cannot answer (breaker \
-            open, timeout, error) and nothing is cached for this route.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        NoSuchRoute,
+        NotAcceptable,
+        RouteUnavailable,
+        Internal,
     ),
 )]
 async fn route_detail(
@@ -474,22 +456,21 @@ struct TripList<'a> {
     trips: Vec<&'a crate::feed::model::TripInfo>,
 }
 
-/// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips` (documentation;
-/// read by hand in [`route_trips`]). Any other parameter is a 400.
-#[derive(IntoParams)]
+/// Query parameters of `GET /feeds/{gtfs_id}/routes/{route_id}/trips`. Any other
+/// parameter is a 400.
+#[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct TripsQuery {
     /// The service date, `YYYY-MM-DD`.
-    #[param(format = Date, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "2024-03-15")]
-    date: String,
+    #[param(value_type = String, required = true, format = Date, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "2024-03-15")]
+    date: Option<String>,
 }
 
 /// The trips of a route running on a service date.
 ///
 /// The date's service comes from `calendar.txt` and its `calendar_dates.txt` exceptions;
 /// times past 24:00:00 belong to the date the trip starts from. Only for feeds loaded from
-/// a GTFS zip. Strong `ETag`; `If-None-Match` with it gives 304.
+/// a GTFS zip. Weak `ETag`; `If-None-Match` with it gives 304.
 #[utoipa::path(
     get,
     path = "/feeds/{gtfs_id}/routes/{route_id}/trips",
@@ -505,38 +486,28 @@ struct TripsQuery {
         (status = 200, description = "The trips running that date, by start time.",
             body = TripList,
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
         (status = 304, description = "`If-None-Match` matched the current ETag.",
             headers(
-                ("ETag" = String, description = "Strong ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
-        (status = 400, description = "`date` missing or not a real `YYYY-MM-DD` date, or an \
-            unknown parameter.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such feed, or no such route in it.",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 501, description = "The feed was not loaded from a GTFS zip, so its trips \
-            are not known (configure `[[instances.feeds]]`).",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The feed has no data yet.",
-            body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64, description = "Seconds before asking again."))),
-        (status = 500, description = "Internal error (logged with the request id).",
-            body = Problem, content_type = "application/problem+json"),
+        BadTripsQuery,
+        NoSuchRoute,
+        TripsNotKnown,
+        FeedNotLoaded,
+        Internal,
     ),
 )]
 async fn route_trips(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
-    Query(raw): Query<BTreeMap<String, String>>,
+    Query(q): Query<TripsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    super::check_params(&raw, &["date"])?;
-    let q = raw;
-    let date = service_date(q.get("date"))?;
+    let date = service_date(q.date.as_ref())?;
     let (_, loaded) = current_feed(&state, &gtfs_id)?;
     let snapshot = loaded.snapshot().ok_or_else(|| {
         ApiError::new(
@@ -562,6 +533,9 @@ async fn route_trips(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]

@@ -10,16 +10,13 @@
 //! 500. Every answer carries `Server-Timing` with `validate` and `db`; every write also
 //! logs one `waybill_timing` line (through the non-blocking log writer).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,15 +24,22 @@ use uuid::Uuid;
 
 use super::auth::WriteAccess;
 use super::cursor;
-use super::openapi::Problem;
+use super::extract::{self, JsonBody, MAX_BODY, Query, if_match};
+use super::idempotency::{canonical_json, idempotency_key};
+use super::problems::{
+    BadChange, BadCreate, BadReadings, BadWaybillQuery, BodyTooLarge, ChangeUnavailable,
+    CreateConflict, CreateUnavailable, DatabaseUnavailable, IfMatchMissing, MoveNotAllowed,
+    NoSuchWaybill, NotJson, VersionChanged, WaybillUnfit, WriteUnauthorized,
+};
 use super::{ApiError, ApiResult, ServerTiming};
 use crate::db::waybills::{self as store, Change, Filters, StoredAnswer, Waybill};
 use crate::state::AppState;
 use crate::telemetry::Metrics;
-use crate::waybill::{self, NewWaybill, Status};
+use crate::waybill::{self, NewWaybill, Progress, Refused, Status, StatusChange};
 
-/// Largest waybill request body.
-pub const MAX_BODY: usize = 256 * 1024;
+pub use super::extract::IF_MATCH_PATTERN;
+pub use super::idempotency::IDEMPOTENCY_KEY_PATTERN;
+
 const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
@@ -47,22 +51,21 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `GET /waybills`' answer.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct WaybillList {
     waybills: Vec<Waybill>,
     /// Pass as `cursor` for the next page; null on the last page.
     next_cursor: Option<String>,
 }
 
-/// `GET /waybills`' query.
-#[derive(utoipa::IntoParams)]
+/// `GET /waybills`' query. Any other parameter is a 400.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)]
 struct ListParams {
     /// `YYYY-MM-DD`.
+    #[serde(default, deserialize_with = "service_date")]
     #[param(value_type = Option<String>, format = Date)]
-    service_date: Option<String>,
+    service_date: Option<jiff::civil::Date>,
     /// At most 255 characters, as a waybill's `route_id`.
     #[param(max_length = 255)]
     route_id: Option<String>,
@@ -72,101 +75,31 @@ struct ListParams {
     /// At most 64 characters, as a waybill's `driver_id`.
     #[param(max_length = 64)]
     driver_id: Option<String>,
+    #[serde(default, deserialize_with = "status")]
     status: Option<Status>,
     /// Page size.
-    #[param(minimum = 1, maximum = 1000, default = 100)]
-    limit: Option<i64>,
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<String>,
     /// Opaque: the `next_cursor` of the previous page. Empty: the first page.
     cursor: Option<String>,
 }
 
-/// A JSON body, with every way it can be wrong answered as problem+json: 413 too large,
-/// 415 not JSON, 400 not parseable, 422 the wrong shape (types, missing or unknown fields).
-/// Keeps the raw bytes (the idempotency fingerprint is computed over them).
-pub struct JsonBody<T>(pub T, pub Bytes);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                let v = v.trim().to_ascii_lowercase();
-                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
-            });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the body as Content-Type: application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than {MAX_BODY} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("cannot read the body: {e}"))
-            }
-        })?;
-        if let Some(field) = nul_field(&bytes) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "invalid body: {field} holds a NUL character (\\u0000), which no field may"
-                ),
-            ));
-        }
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(JsonBody(value, bytes)),
-            Err(e) if e.is_data() => Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("invalid body: {e}"),
-            )),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "the body is not valid JSON: {e}"
-            ))),
-        }
-    }
+fn service_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<jiff::civil::Date>, D::Error> {
+    extract::parse_value(
+        d,
+        "service_date",
+        "is not a date of the form YYYY-MM-DD",
+        crate::feed::model::parse_iso_date,
+    )
 }
 
-/// The JSON path (`notes`, `trip_ids[2]`) of a string holding a NUL character, which
-/// PostgreSQL cannot store in text. Bodies without the escape `\u0000` (nearly all) are
-/// not parsed a second time.
-fn nul_field(body: &[u8]) -> Option<String> {
-    if !body.windows(6).any(|w| w == br"\u0000") {
-        return None;
-    }
-    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
-        use serde_json::Value as V;
-        match v {
-            V::String(s) if s.contains('\0') => Some(path.to_owned()),
-            V::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| walk(v, &format!("{path}[{i}]"))),
-            V::Object(map) => map.iter().find_map(|(k, v)| {
-                let here = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                if k.contains('\0') {
-                    Some(here.replace('\0', "\\u0000"))
-                } else {
-                    walk(v, &here)
-                }
-            }),
-            _ => None,
-        }
-    }
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    walk(&value, "")
+fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Status>, D::Error> {
+    extract::parse_value(
+        d,
+        "status",
+        "is not one of issued, in_progress, completed, cancelled",
+        Status::parse,
+    )
 }
 
 /// A waybill answer: JSON, its version as ETag, the timing phases.
@@ -241,14 +174,13 @@ fn log_timing(
     responses(
         (status = 201, description = "Stored (or, for a repeated Idempotency-Key, the stored answer).", body = Waybill,
             headers(("Location" = String, description = "/waybills/{id}"), ("ETag" = String, description = "The version, quoted."))),
-        (status = 400, description = "Not JSON, or a bad Idempotency-Key.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Vehicle or driver already booked for overlapping times, number taken, or the key's first request still in flight.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong shape, or does not fit the feed (the detail names the route or trip), or the key was used for another body.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, the feed not loaded yet, or the write kept colliding with concurrent ones.", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
+        BadCreate,
+        WriteUnauthorized,
+        CreateConflict,
+        BodyTooLarge,
+        NotJson,
+        WaybillUnfit,
+        CreateUnavailable,
     ),
 )]
 async fn create(
@@ -280,88 +212,6 @@ async fn create(
             }
             Err(Attempt::Retry(e)) => return Err(e.into()),
         }
-    }
-}
-
-/// What `Idempotency-Key` may be, as the OpenAPI document states it: 1 to 255 visible
-/// ASCII characters other than `"`, bare or in double quotes (draft-ietf-httpapi-
-/// idempotency-key-header sends a structured-field string, `"k"`; both are the key `k`).
-/// No blanks: HTTP trims them at the ends, so a key made of them would arrive empty.
-pub const IDEMPOTENCY_KEY_PATTERN: &str = r#"^("[!#-~]{1,255}"|[!#-~]{1,255})$"#;
-
-/// The idempotency key of a request, unquoted; exactly the forms of
-/// [`IDEMPOTENCY_KEY_PATTERN`], anything else a 400.
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let bytes = value.as_bytes();
-    let key = match bytes {
-        [b'"', inner @ .., b'"'] => inner,
-        _ => bytes,
-    };
-    if (1..=255).contains(&key.len())
-        && key.iter().all(|&b| (b'!'..=b'~').contains(&b) && b != b'"')
-    {
-        // Visible ASCII only: always valid UTF-8.
-        Ok(Some(String::from_utf8_lossy(key).into_owned()))
-    } else {
-        Err(ApiError::bad_request(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters other than \", \
-             optionally in double quotes",
-        ))
-    }
-}
-
-/// The canonical form of a JSON body, what an idempotency key's fingerprint is taken
-/// over: object keys sorted, no insignificant whitespace, and a whole number written the
-/// same whether it came as `4234` or `4234.0` (both are the same request to the API). Two
-/// bodies that mean the same request have the same form. Bytes that are not JSON (already
-/// refused by [`JsonBody`]) are returned as they are.
-fn canonical_json(raw: &[u8]) -> Vec<u8> {
-    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
-        use serde_json::Value;
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                out.push(b'{');
-                for (i, (k, v)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write(&Value::String(k.clone()), out);
-                    out.push(b':');
-                    write(v, out);
-                }
-                out.push(b'}');
-            }
-            Value::Array(items) => {
-                out.push(b'[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write(v, out);
-                }
-                out.push(b']');
-            }
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    out.extend_from_slice((f as i64).to_string().as_bytes());
-                }
-                _ => out.extend_from_slice(n.to_string().as_bytes()),
-            },
-            other => out.extend_from_slice(other.to_string().as_bytes()),
-        }
-    }
-    match serde_json::from_slice::<serde_json::Value>(raw) {
-        Ok(value) => {
-            let mut out = Vec::with_capacity(raw.len());
-            write(&value, &mut out);
-            out
-        }
-        Err(_) => raw.to_vec(),
     }
 }
 
@@ -532,8 +382,8 @@ fn parse_id(text: &str) -> ApiResult<Uuid> {
     params(("id" = String, Path, format = Uuid, description = "The waybill's id (a UUID).")),
     responses(
         (status = 200, description = "The waybill.", body = Waybill, headers(("ETag" = String, description = "The version, quoted."))),
-        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        NoSuchWaybill,
+        DatabaseUnavailable,
     ),
 )]
 async fn read(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -575,30 +425,17 @@ fn decode_cursor(text: &str) -> ApiResult<Uuid> {
     params(ListParams),
     responses(
         (status = 200, description = "A page of waybills.", body = WaybillList),
-        (status = 400, description = "A bad filter, limit or cursor.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        BadWaybillQuery,
+        DatabaseUnavailable,
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    Query(q): Query<BTreeMap<String, String>>,
-) -> ApiResult<Response> {
-    const ALLOWED: [&str; 7] = [
-        "service_date",
-        "route_id",
-        "vehicle_id",
-        "driver_id",
-        "status",
-        "limit",
-        "cursor",
-    ];
-    super::check_params(&q, &ALLOWED)?;
-    for (name, max) in [
-        ("route_id", waybill::limits::GTFS_ID),
-        ("vehicle_id", waybill::limits::ID),
-        ("driver_id", waybill::limits::ID),
+async fn list(State(state): State<AppState>, Query(q): Query<ListParams>) -> ApiResult<Response> {
+    for (name, value, max) in [
+        ("route_id", &q.route_id, waybill::limits::GTFS_ID),
+        ("vehicle_id", &q.vehicle_id, waybill::limits::ID),
+        ("driver_id", &q.driver_id, waybill::limits::ID),
     ] {
-        if let Some(value) = q.get(name) {
+        if let Some(value) = value {
             let chars = value.chars().count();
             if chars > max {
                 return Err(ApiError::bad_request(format!(
@@ -607,38 +444,21 @@ async fn list(
             }
         }
     }
-    let filters = Filters {
-        service_date: q
-            .get("service_date")
-            .map(|d| {
-                crate::feed::model::parse_iso_date(d).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "service_date={d:?} is not a date of the form YYYY-MM-DD"
-                    ))
-                })
-            })
-            .transpose()?,
-        route_id: q.get("route_id").cloned(),
-        vehicle_id: q.get("vehicle_id").cloned(),
-        driver_id: q.get("driver_id").cloned(),
-        status: q
-            .get("status")
-            .map(|s| {
-                Status::parse(s).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "status={s:?} is not one of issued, in_progress, completed, cancelled"
-                    ))
-                })
-            })
-            .transpose()?,
-    };
-    let limit = cursor::limit(q.get("limit").map(String::as_str), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = cursor::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     // An empty `cursor=` is the first page.
     let after = q
-        .get("cursor")
+        .cursor
+        .as_deref()
         .filter(|c| !c.is_empty())
-        .map(|c| decode_cursor(c))
+        .map(decode_cursor)
         .transpose()?;
+    let filters = Filters {
+        service_date: q.service_date,
+        route_id: q.route_id,
+        vehicle_id: q.vehicle_id,
+        driver_id: q.driver_id,
+        status: q.status,
+    };
     let started = Instant::now();
     let mut conn = state.db.pool.acquire().await?;
     // One more than asked: whether there is a next page.
@@ -652,9 +472,10 @@ async fn list(
     let mut timing = ServerTiming::default();
     timing.record("db", started.elapsed());
     state.metrics.observe_db("list", started.elapsed());
-    let body = serde_json::to_vec(
-        &serde_json::json!({ "waybills": waybills, "next_cursor": next_cursor }),
-    )
+    let body = serde_json::to_vec(&WaybillList {
+        waybills,
+        next_cursor,
+    })
     .map_err(|e| ApiError::internal(e.into()))?;
     let mut response = (
         StatusCode::OK,
@@ -666,150 +487,30 @@ async fn list(
     Ok(response)
 }
 
-/// `PATCH /waybills/{id}`' body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StatusChange {
-    pub status: Status,
-    #[serde(default)]
-    pub actual_start: Option<Timestamp>,
-    #[serde(default)]
-    pub actual_end: Option<Timestamp>,
-    /// Kilometres; an integer in JSON Schema's sense, so `4234.0` is one too.
-    #[serde(default, deserialize_with = "whole_number")]
-    pub odometer_start: Option<i64>,
-    /// Kilometres, at least `odometer_start`; `4234.0` is an integer too.
-    #[serde(default, deserialize_with = "whole_number")]
-    pub odometer_end: Option<i64>,
-    #[serde(default)]
-    #[schema(max_length = 2000, pattern = r"^[^\u0000]*$")]
-    pub notes: Option<String>,
-}
-
-/// An optional integer, taking JSON numbers with a zero fraction (`4234.0`) as JSON
-/// Schema's `integer` does; `4234.5` and out-of-range numbers are refused.
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    use serde::de::Error;
-    match Option::<serde_json::Number>::deserialize(d)? {
-        None => Ok(None),
-        Some(n) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            })
-            .map(Some)
-            .ok_or_else(|| D::Error::custom(format!("{n} is not a whole number"))),
-    }
-}
-
-/// What `If-Match` may be, as the OpenAPI document states it: `*`, or the waybill's ETag
-/// (`"3"`), also weakened by a proxy (`W/"3"`), or the bare version (`3`, DESIGN.md's
-/// `If-Match: <version>`). Lists of tags are not taken: a waybill has one version. Nine
-/// digits at most, so a version always fits an i32.
-pub const IF_MATCH_PATTERN: &str = r#"^(\*|(W/)?"[0-9]{1,9}"|[0-9]{1,9})$"#;
-
-/// The version `If-Match` names; `None` for `*`, which matches any current version (RFC
-/// 9110, 13.1.1). Exactly the forms of [`IF_MATCH_PATTERN`]; anything else is a 400.
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<i32>> {
-    let value = headers.get(header::IF_MATCH).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::PRECONDITION_REQUIRED,
-            "send If-Match with the waybill's ETag (its version)",
-        )
-    })?;
-    let malformed =
-        || ApiError::bad_request("If-Match must be the waybill's ETag, such as \"3\", or *");
-    let text = value.to_str().map_err(|_| malformed())?.trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    let tag = text.strip_prefix("W/").unwrap_or(text);
-    let digits = match tag.strip_prefix('"') {
-        Some(quoted) => quoted.strip_suffix('"').ok_or_else(malformed)?,
-        // A bare version, but not the rest of a weak tag (`W/3`).
-        None if tag.len() == text.len() => tag,
-        None => return Err(malformed()),
-    };
-    if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    // At most nine ASCII digits: always an i32.
-    digits.parse().map(Some).map_err(|_| malformed())
-}
-
-/// Checks a status move against the current waybill and says what to write.
+/// Checks a status move against the current waybill ([`StatusChange::check`]) and says
+/// what to write: a refused move is a 409, missing or inconsistent readings a 422.
 fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
-    if !current.status.can_move_to(req.status) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "a waybill cannot move from {} to {}",
-                current.status.as_str(),
-                req.status.as_str()
-            ),
-        ));
-    }
-    let unprocessable = |m: &str| {
-        Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            m.to_owned(),
-        ))
+    let progress = Progress {
+        status: current.status,
+        actual_start: current.actual_start,
+        actual_end: current.actual_end,
+        odometer_start: current.odometer_start,
+        odometer_end: current.odometer_end,
     };
-    if req.odometer_start.is_some_and(|o| o < 0) || req.odometer_end.is_some_and(|o| o < 0) {
-        return unprocessable("odometer readings cannot be negative");
-    }
-    let now = Timestamp::now();
-    let mut change = Change {
-        status: req.status,
-        actual_start: req.actual_start,
-        actual_end: req.actual_end,
-        odometer_start: req.odometer_start,
-        odometer_end: req.odometer_end,
-        notes: req.notes.clone(),
-    };
-    match req.status {
-        Status::InProgress => {
-            if req.odometer_start.is_none() {
-                return unprocessable("starting a waybill needs odometer_start");
-            }
-            change.actual_start.get_or_insert(now);
-        }
-        Status::Completed => {
-            let Some(end) = req.odometer_end else {
-                return unprocessable("completing a waybill needs odometer_end");
-            };
-            let start = req.odometer_start.or(current.odometer_start).unwrap_or(0);
-            if end < start {
-                return unprocessable("odometer_end cannot be below odometer_start");
-            }
-            let actual_end = *change.actual_end.get_or_insert(now);
-            if current.actual_start.is_some_and(|s| actual_end < s) {
-                return unprocessable("actual_end cannot be before actual_start");
-            }
-        }
-        Status::Cancelled | Status::Issued => {}
-    }
-    // Whatever the move, the readings the waybill ends up with (the update keeps a stored
-    // value the request leaves out) must agree: the database refuses an odometer_end
-    // below odometer_start (a CHECK), which would otherwise surface as a 500, and an end
-    // before the start is as wrong for times.
-    let odometer_start = change.odometer_start.or(current.odometer_start);
-    let odometer_end = change.odometer_end.or(current.odometer_end);
-    if let (Some(start), Some(end)) = (odometer_start, odometer_end)
-        && end < start
-    {
-        return unprocessable("odometer_end cannot be below odometer_start");
-    }
-    let actual_start = change.actual_start.or(current.actual_start);
-    let actual_end = change.actual_end.or(current.actual_end);
-    if let (Some(start), Some(end)) = (actual_start, actual_end)
-        && end < start
-    {
-        return unprocessable("actual_end cannot be before actual_start");
-    }
-    Ok(change)
+    let checked = req
+        .check(&progress, Timestamp::now())
+        .map_err(|refused| match refused {
+            Refused::Move(why) => ApiError::new(StatusCode::CONFLICT, why),
+            Refused::Invalid(why) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why.0),
+        })?;
+    Ok(Change {
+        status: checked.status,
+        actual_start: checked.actual_start,
+        actual_end: checked.actual_end,
+        odometer_start: checked.odometer_start,
+        odometer_end: checked.odometer_end,
+        notes: checked.notes,
+    })
 }
 
 /// Moves a waybill to its next status.
@@ -830,16 +531,16 @@ fn check_change(current: &Waybill, req: &StatusChange) -> ApiResult<Change> {
     security((), ("api_token" = [])),
     responses(
         (status = 200, description = "Moved; the version is one higher.", body = Waybill, headers(("ETag" = String))),
-        (status = 400, description = "Not JSON, or a malformed If-Match.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "api_token is set and the bearer token is missing or wrong.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such waybill.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "That move is not allowed from the current status.", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version: read the waybill again.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong shape, or readings missing or inconsistent.", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "If-Match is missing.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or the write collided with concurrent ones.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64))),
+        BadChange,
+        WriteUnauthorized,
+        NoSuchWaybill,
+        MoveNotAllowed,
+        VersionChanged,
+        BodyTooLarge,
+        NotJson,
+        BadReadings,
+        IfMatchMissing,
+        ChangeUnavailable,
     ),
 )]
 async fn change(
@@ -903,151 +604,5 @@ mod tests {
         assert!(decode_cursor("nonsense").is_err());
         let forged = URL_SAFE_NO_PAD.encode(format!("{}.00000000", Uuid::now_v7()));
         assert!(decode_cursor(&forged).is_err());
-    }
-
-    #[test]
-    fn nul_characters_are_found_by_their_field() {
-        assert_eq!(nul_field(br#"{"notes":"fine"}"#), None);
-        // A backslash followed by u0000 is text, not a NUL.
-        assert_eq!(nul_field(br#"{"notes":"\\u0000"}"#), None);
-        assert_eq!(
-            nul_field(br#"{"notes":"a\u0000b"}"#).as_deref(),
-            Some("notes")
-        );
-        assert_eq!(
-            nul_field(br#"{"trip_ids":["x","\u0000"]}"#).as_deref(),
-            Some("trip_ids[1]")
-        );
-        assert_eq!(nul_field(br#"{"a\u0000":1}"#).as_deref(), Some("a\\u0000"));
-    }
-
-    #[test]
-    fn odometers_are_whole_numbers_with_or_without_a_zero_fraction() {
-        let parse = |v: &str| {
-            serde_json::from_str::<StatusChange>(&format!(
-                r#"{{"status":"completed","odometer_end":{v}}}"#
-            ))
-            .map(|c| c.odometer_end)
-        };
-        assert_eq!(parse("4234").unwrap(), Some(4234));
-        assert_eq!(parse("4234.0").unwrap(), Some(4234));
-        assert_eq!(parse("4.234e3").unwrap(), Some(4234));
-        assert_eq!(parse("null").unwrap(), None);
-        for bad in ["4234.5", "1e300", "\"4234\"", "18446744073709551615"] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn one_request_has_one_canonical_form() {
-        let a = canonical_json(br#"{"b": [1, {"y": 2, "x": 4234.0}], "a": "\u00e9"}"#);
-        let b = canonical_json("{\"a\":\"é\",\n \"b\":[1,{\"x\":4234,\"y\":2}]}".as_bytes());
-        assert_eq!(
-            String::from_utf8_lossy(&a),
-            r#"{"a":"é","b":[1,{"x":4234,"y":2}]}"#
-        );
-        assert_eq!(a, b);
-        // Other values are other requests.
-        assert_ne!(
-            canonical_json(br#"{"a":1.5}"#),
-            canonical_json(br#"{"a":1}"#)
-        );
-        assert_ne!(
-            canonical_json(br#"{"a":"1"}"#),
-            canonical_json(br#"{"a":1}"#)
-        );
-        assert_ne!(
-            canonical_json(br#"{"a":[1,2]}"#),
-            canonical_json(br#"{"a":[2,1]}"#)
-        );
-    }
-
-    #[test]
-    fn idempotency_key_forms() {
-        let h = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert("idempotency-key", HeaderValue::from_str(v).unwrap());
-            h
-        };
-        assert_eq!(idempotency_key(&HeaderMap::new()).unwrap(), None);
-        let long = "k".repeat(255);
-        for (given, key) in [
-            ("7f0c-2026-12-01-bus-117", "7f0c-2026-12-01-bus-117"),
-            ("\"7f0c\"", "7f0c"),
-            ("!#~", "!#~"),
-            (long.as_str(), long.as_str()),
-        ] {
-            assert_eq!(idempotency_key(&h(given)).unwrap().as_deref(), Some(key));
-        }
-        // Everything IDEMPOTENCY_KEY_PATTERN refuses is a 400.
-        let too_long = "k".repeat(256);
-        for bad in [
-            "",
-            "\"\"",
-            "\"",
-            "a b",
-            "a\"b",
-            "\"a",
-            "\"\"a\"\"",
-            "\té",
-            too_long.as_str(),
-        ] {
-            let Ok(value) = HeaderValue::from_str(bad) else {
-                continue;
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert("idempotency-key", value);
-            assert_eq!(
-                idempotency_key(&headers).unwrap_err().status(),
-                StatusCode::BAD_REQUEST,
-                "{bad:?}"
-            );
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "idempotency-key",
-            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
-        );
-        assert!(idempotency_key(&headers).is_err());
-    }
-
-    #[test]
-    fn if_match_forms() {
-        let h = |v: &'static str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::IF_MATCH, HeaderValue::from_static(v));
-            h
-        };
-        assert_eq!(if_match(&h("\"3\"")).unwrap(), Some(3));
-        assert_eq!(if_match(&h("W/\"4\"")).unwrap(), Some(4));
-        assert_eq!(if_match(&h("5")).unwrap(), Some(5));
-        assert_eq!(if_match(&h("*")).unwrap(), None);
-        assert_eq!(
-            if_match(&HeaderMap::new()).unwrap_err().status(),
-            StatusCode::PRECONDITION_REQUIRED
-        );
-        // Exactly the documented forms (IF_MATCH_PATTERN): anything else is a 400,
-        // including what a lenient parser would read as a number.
-        for bad in [
-            "\"x\"",
-            "W/\"!+$`3\"",
-            "\"3",
-            "3\"",
-            "\"\"3\"\"",
-            "W/3",
-            "W/W/\"3\"",
-            "+3",
-            "-3",
-            "\"\"",
-            "\"1234567890\"",
-            "\"1\", \"2\"",
-        ] {
-            assert_eq!(
-                if_match(&h(bad)).unwrap_err().status(),
-                StatusCode::BAD_REQUEST,
-                "{bad}"
-            );
-        }
-        assert_eq!(if_match(&h("\"999999999\"")).unwrap(), Some(999_999_999));
     }
 }

@@ -5,11 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
 use url::Url;
 
 use super::keys::{check_keys, field_names, toml_problem};
-use super::types::{ConfigError, REDACTED, Secret};
+use super::types::{ConfigError, Secret};
 use super::value::{Range, Setting, bounds, refusal, shown};
 
 /// Which API an OTP instance speaks: `otp2` (GraphQL), `otp1` (REST index), `gtfs` (zips
@@ -54,23 +53,6 @@ pub struct FeedSource {
     pub gtfs_id: String,
     /// An absolute URL, a path relative to the instance URL, or a local file path.
     pub zip_url: String,
-}
-
-impl Instance {
-    pub(super) fn to_redacted_json(&self) -> Json {
-        json!({
-            "name": self.name,
-            "url": self.url.as_str(),
-            "api": self.api,
-            "router": self.router,
-            "graphql_path": self.graphql_path,
-            "refresh_interval": self.refresh_interval.as_secs_f64(),
-            "headers": self.headers.keys().map(|k| (k.clone(), json!(REDACTED))).collect::<serde_json::Map<_, _>>(),
-            "prefetch_routes": self.prefetch_routes,
-            "allow_empty": self.allow_empty,
-            "feeds": self.feeds.iter().map(|f| json!({"gtfs_id": f.gtfs_id, "zip_url": f.zip_url})).collect::<Vec<_>>(),
-        })
-    }
 }
 
 /// `[[instances]]` as written in the file, before validation. Its keys are checked first

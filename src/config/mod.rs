@@ -18,6 +18,7 @@
 //! The folder, each file importing only those listed after it:
 //! - this file: the `settings!` table, [`Config`] (parse and load) and the check of
 //!   environment variables;
+//! - `shown`: [`EffectiveConfig`], the configuration as `GET /config` shows it;
 //! - `instance`: `[[instances]]` and their feeds, read and validated;
 //! - `value`: how one value is read, checked, layered and refused; the `bounds`;
 //! - `keys`: unknown keys, and the name probably meant;
@@ -25,6 +26,7 @@
 
 mod instance;
 mod keys;
+mod shown;
 mod types;
 mod value;
 
@@ -35,6 +37,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 pub use instance::{Api, FeedSource, Instance};
+pub use shown::{EffectiveConfig, InstanceConfig, ZipFeedConfig};
 pub use types::{ConfigError, DatabaseUrl, REDACTED, Secret};
 
 use instance::read_instances;
@@ -71,14 +74,11 @@ macro_rules! settings {
 
             /// The configuration as shown by `GET /config` and `gtfs-fetch config`:
             /// flat keys at the top level, secrets as `***`.
-            pub fn to_redacted_json(&self) -> Json {
-                let mut map = serde_json::Map::new();
-                $( map.insert(stringify!($key).into(), Setting::to_json(&self.$key)); )*
-                map.insert(
-                    "instances".into(),
-                    self.instances.iter().map(Instance::to_redacted_json).collect(),
-                );
-                Json::Object(map)
+            pub fn shown(&self) -> EffectiveConfig {
+                EffectiveConfig {
+                    $( $key: Setting::show(&self.$key), )*
+                    instances: self.instances.iter().map(InstanceConfig::from).collect(),
+                }
             }
         }
     };
@@ -143,6 +143,14 @@ settings! {
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", bounds::SECONDS;
     /// Longest wait for requests in flight to finish once the listener is closed.
     shutdown_timeout: Duration = Duration::from_secs(30), "GTFS_SHUTDOWN_TIMEOUT", bounds::POSITIVE_SECONDS;
+}
+
+impl Config {
+    /// [`Config::shown`] as a JSON value (keys sorted), for `gtfs-fetch config`.
+    pub fn to_redacted_json(&self) -> Json {
+        // Strings, numbers, booleans and string-keyed maps always serialize.
+        serde_json::to_value(self.shown()).unwrap_or_default()
+    }
 }
 
 impl Default for Config {

@@ -1,4 +1,4 @@
-//! How one value is read and checked: the [`Setting`] trait (file, environment, JSON),
+//! How one value is read and checked: the [`Setting`] trait (file, environment, shown),
 //! the numeric [`Range`]s and the shared [`bounds`], [`layer`] (default → file →
 //! environment) and the wording of a refusal.
 
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value as Json, json};
+use serde::Serialize;
 
 use super::types::{ConfigError, DatabaseUrl, REDACTED, Secret};
 
@@ -121,11 +121,13 @@ pub(super) trait Setting: Sized {
     type Allowed: Copy;
     fn from_toml(value: &toml::Value, allowed: Self::Allowed) -> Result<Self, Refused>;
     fn from_env(text: &str, allowed: Self::Allowed) -> Result<Self, Refused>;
-    fn to_json(&self) -> Json;
+    /// How `GET /config` shows the value (secrets redacted, durations in seconds).
+    type Shown: Serialize;
+    fn show(&self) -> Self::Shown;
 }
 
 macro_rules! integer_setting {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $shown:ty),*) => {$(
         impl Setting for $t {
             const EXPECTED: &'static str = "a whole number";
             type Allowed = Range;
@@ -135,13 +137,14 @@ macro_rules! integer_setting {
             fn from_env(text: &str, range: Range) -> Result<Self, Refused> {
                 whole(text_number(text), range)
             }
-            fn to_json(&self) -> Json {
-                json!(self)
+            type Shown = $shown;
+            fn show(&self) -> $shown {
+                *self as $shown
             }
         }
     )*};
 }
-integer_setting!(u32, u64, usize);
+integer_setting!(u32 => u32, u64 => u64, usize => u64);
 
 impl Setting for Duration {
     const EXPECTED: &'static str = "a number of seconds (fractions allowed)";
@@ -152,8 +155,9 @@ impl Setting for Duration {
     fn from_env(text: &str, range: Range) -> Result<Self, Refused> {
         seconds(text_number(text), range)
     }
-    fn to_json(&self) -> Json {
-        json!(self.as_secs_f64())
+    type Shown = f64;
+    fn show(&self) -> f64 {
+        self.as_secs_f64()
     }
 }
 
@@ -166,8 +170,9 @@ impl Setting for SocketAddr {
     fn from_env(text: &str, (): ()) -> Result<Self, Refused> {
         text.trim().parse().map_err(|_| Refused::Kind)
     }
-    fn to_json(&self) -> Json {
-        json!(self.to_string())
+    type Shown = String;
+    fn show(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -182,8 +187,9 @@ impl Setting for PathBuf {
             .then(|| PathBuf::from(text))
             .ok_or(Refused::Kind)
     }
-    fn to_json(&self) -> Json {
-        json!(self.display().to_string())
+    type Shown = String;
+    fn show(&self) -> String {
+        self.display().to_string()
     }
 }
 
@@ -198,8 +204,9 @@ impl Setting for Secret {
             .then(|| Secret::new(text))
             .ok_or(Refused::Kind)
     }
-    fn to_json(&self) -> Json {
-        json!(REDACTED)
+    type Shown = &'static str;
+    fn show(&self) -> &'static str {
+        REDACTED
     }
 }
 
@@ -212,8 +219,9 @@ impl Setting for DatabaseUrl {
     fn from_env(text: &str, (): ()) -> Result<Self, Refused> {
         DatabaseUrl::parse(text).ok_or(Refused::Kind)
     }
-    fn to_json(&self) -> Json {
-        json!(self.redacted())
+    type Shown = String;
+    fn show(&self) -> String {
+        self.redacted()
     }
 }
 
@@ -231,8 +239,9 @@ impl<T: Setting> Setting for Option<T> {
             T::from_env(text, allowed).map(Some)
         }
     }
-    fn to_json(&self) -> Json {
-        self.as_ref().map_or(Json::Null, T::to_json)
+    type Shown = Option<T::Shown>;
+    fn show(&self) -> Self::Shown {
+        self.as_ref().map(T::show)
     }
 }
 

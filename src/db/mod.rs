@@ -36,10 +36,13 @@ pub struct Db {
     target: String,
 }
 
-/// A snapshot of the pool for `/memory-stats`.
-#[derive(Debug, serde::Serialize)]
+/// A snapshot of the database pool for `/memory-stats`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = DatabasePool)]
 pub struct PoolStats {
+    /// Connections open.
     pub size: u32,
+    #[schema(value_type = u64)]
     pub idle: usize,
     pub max: u32,
     pub min: u32,

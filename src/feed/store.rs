@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::model::{AgencyInfo, RouteDetail, RouteSummary};
+use super::network::FeedCounts;
 use super::snapshot::FeedSnapshot;
 
 /// A feed's route index as read from an OTP API (no zip): the routes, and the details of
@@ -64,13 +65,13 @@ impl Loaded {
     }
 
     /// Counts for `GET /feeds`.
-    pub fn counts(&self) -> serde_json::Value {
+    pub fn counts(&self) -> FeedCountsReport {
         match &self.data {
-            FeedData::Snapshot(s) => serde_json::to_value(s.counts).unwrap_or_default(),
-            FeedData::Index(i) => serde_json::json!({
-                "routes": i.routes.len(),
-                "route_details": i.details.len(),
-                "agencies": i.agencies.len(),
+            FeedData::Snapshot(s) => FeedCountsReport::Zip(s.counts),
+            FeedData::Index(i) => FeedCountsReport::Index(IndexCounts {
+                routes: i.routes.len() as u64,
+                route_details: i.details.len() as u64,
+                agencies: i.agencies.len() as u64,
             }),
         }
     }
@@ -159,22 +160,62 @@ impl FeedEntry {
     }
 
     /// `GET /feeds`' view of the feed.
-    pub fn report(&self) -> serde_json::Value {
+    pub fn report(&self) -> FeedReport {
         let current = self.current();
         let status = self.status();
-        serde_json::json!({
-            "gtfs_id": self.gtfs_id,
-            "instance": self.instance,
-            "source": self.source,
-            "version": current.as_ref().map(|c| c.version.clone()),
-            "fetched_at": current.as_ref().map(|c| c.fetched_at),
-            "counts": current.as_ref().map(|c| c.counts()),
-            "last_success_at": status.last_success_at,
-            "last_attempt_at": status.last_attempt_at,
-            "last_error": status.last_error,
-            "last_error_at": status.last_error_at,
-        })
+        FeedReport {
+            gtfs_id: self.gtfs_id.clone(),
+            instance: self.instance.clone(),
+            source: self.source.clone(),
+            version: current.as_ref().map(|c| c.version.clone()),
+            fetched_at: current.as_ref().map(|c| c.fetched_at),
+            counts: current.as_ref().map(|c| c.counts()),
+            last_success_at: status.last_success_at,
+            last_attempt_at: status.last_attempt_at,
+            last_error: status.last_error,
+            last_error_at: status.last_error_at,
+        }
     }
+}
+
+/// A feed, as `GET /feeds` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FeedReport {
+    /// OTP's feed id, which the route API calls `gtfs_id`.
+    pub gtfs_id: String,
+    /// The instance that serves it.
+    pub instance: String,
+    /// `otp2`, `otp1`, or the zip's URL or path.
+    pub source: String,
+    /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
+    /// first successful load.
+    pub version: Option<String>,
+    pub fetched_at: Option<Timestamp>,
+    /// Counts of the current version: of the zip's files for a GTFS zip, of the route index
+    /// for OTP feeds; `null` before the first successful load.
+    pub counts: Option<FeedCountsReport>,
+    pub last_success_at: Option<Timestamp>,
+    pub last_attempt_at: Option<Timestamp>,
+    /// The last refresh's error; `null` once a refresh succeeds.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+/// Counts of a feed's current version.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum FeedCountsReport {
+    Zip(FeedCounts),
+    Index(IndexCounts),
+}
+
+/// Counts of a feed read from an OTP route index.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IndexCounts {
+    pub routes: u64,
+    /// Routes whose detail has been crawled (all of them with `prefetch_routes`).
+    pub route_details: u64,
+    pub agencies: u64,
 }
 
 /// Every known feed, by `gtfs_id`.

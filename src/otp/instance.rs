@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::client::{Call, OtpClient, OtpError, Response};
+use super::client::{Call, ClientReport, OtpClient, OtpError, Response};
 use super::{AdapterError, otp1, otp2};
 use crate::config::{Api, Config, Instance};
 use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
@@ -47,13 +47,33 @@ impl std::fmt::Debug for InstanceRuntime {
 }
 
 /// How an instance's refreshes went.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = InstanceRefreshStatus)]
 pub struct InstanceStatus {
+    /// Refreshes finished since start-up.
     pub refreshes: u64,
     pub last_started_at: Option<Timestamp>,
     pub last_finished_at: Option<Timestamp>,
     pub last_success_at: Option<Timestamp>,
     pub last_error: Option<String>,
+}
+
+/// An OTP instance, as `GET /instances` lists it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstanceReport {
+    pub name: String,
+    pub url: String,
+    pub api: Api,
+    /// otp2 only (null otherwise): `before_2_6` once the server has refused
+    /// `Route.sortOrder`, after which routes are asked for without it.
+    #[schema(inline)]
+    pub graphql_dialect: Option<otp2::Dialect>,
+    /// Seconds between scheduled refreshes (±10 % jitter).
+    pub refresh_interval: f64,
+    /// Whether a refresh is running now.
+    pub running: bool,
+    pub status: InstanceStatus,
+    pub http: ClientReport,
 }
 
 impl InstanceRuntime {
@@ -131,17 +151,17 @@ impl InstanceRuntime {
     }
 
     /// `GET /instances`' view.
-    pub fn report(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.config.name,
-            "url": self.config.url.as_str(),
-            "api": self.config.api,
-            "graphql_dialect": (self.config.api == Api::Otp2).then(|| self.dialect()),
-            "refresh_interval": self.config.refresh_interval.as_secs_f64(),
-            "running": self.is_running(),
-            "status": self.status(),
-            "http": self.client.report(),
-        })
+    pub fn report(&self) -> InstanceReport {
+        InstanceReport {
+            name: self.config.name.clone(),
+            url: self.config.url.as_str().to_owned(),
+            api: self.config.api,
+            graphql_dialect: (self.config.api == Api::Otp2).then(|| self.dialect()),
+            refresh_interval: self.config.refresh_interval.as_secs_f64(),
+            running: self.is_running(),
+            status: self.status(),
+            http: self.client.report(),
+        }
     }
 
     /// Changes the refresh status (the scheduler's).

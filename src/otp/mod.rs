@@ -19,8 +19,6 @@ pub mod client;
 pub mod instance;
 pub mod otp1;
 pub mod otp2;
-#[cfg(test)]
-mod robustness;
 
 use serde_json::{Map, Value};
 

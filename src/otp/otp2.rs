@@ -88,9 +88,10 @@ query Route($id: String!) {
   }
 }";
 
-/// Which documents an instance is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// The GraphQL documents an otp2 instance is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = GraphqlDialect)]
 pub enum Dialect {
     /// OTP 2.6 and later: routes with `sortOrder`.
     Current,

@@ -759,7 +759,7 @@ async fn zip_feed_after_refresh(url: &str, zip_url: &str) -> Value {
     .unwrap();
     let app = spawn_config(config, axum::Router::new()).await;
     app.wait_refreshes(1).await;
-    let body: Value = app.get("/feeds").await.json().await.unwrap();
+    let body: Value = app.get("/feeds").await.json();
     app.stop().await.unwrap();
     body["feeds"]
         .as_array()

@@ -9,11 +9,12 @@ use gtfs_fetch::otp::breaker::BreakerState;
 use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
 use serde_json::Value;
 
+use crate::support::http::Answer;
 use crate::support::otp_sim::{Fault, OtpSim};
 use crate::support::{TestApp, fixture_rows, fresh_database, sim_config, spawn_loaded, zip_feeds};
 
 async fn feeds(app: &TestApp) -> Vec<Value> {
-    let body: Value = app.get("/feeds").await.json().await.unwrap();
+    let body: Value = app.get("/feeds").await.json();
     body["feeds"].as_array().unwrap().clone()
 }
 
@@ -83,7 +84,7 @@ async fn otp2_and_otp1_instances_load_every_route_with_details() {
     for api in ["otp2", "otp1"] {
         let sim = OtpSim::start(&["caltrain", "bart"]).await;
         let app = spawn_crawling(&sim, api).await;
-        let instances: Value = app.get("/instances").await.json().await.unwrap();
+        let instances: Value = app.get("/instances").await.json();
         let http = &instances["instances"][0]["http"];
         assert!(http["requests_sent"].as_u64().unwrap() > 10, "{http}");
         assert!(
@@ -103,13 +104,13 @@ async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
     // answer, not a failure of the server.
     let per_feed = 2;
     assert_eq!(sim.requests_for("Routes"), per_feed + 1);
-    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    let instances: Value = app.get("/instances").await.json();
     let instance = &instances["instances"][0];
     assert_eq!(instance["graphql_dialect"], "before_2_6", "{instance}");
     assert_eq!(instance["http"]["failures"], 0, "{instance}");
     assert_eq!(instance["http"]["breaker"]["state"], "closed", "{instance}");
     // Routes are served, without a sort order (the older server has none to give).
-    let route: Value = app.get("/feeds/bart/routes/01").await.json().await.unwrap();
+    let route: Value = app.get("/feeds/bart/routes/01").await.json();
     assert_eq!(route["route_id"], "01", "{route}");
     assert_eq!(route["sort_order"], Value::Null, "{route}");
     assert!(!route["patterns"].as_array().unwrap().is_empty(), "{route}");
@@ -119,7 +120,7 @@ async fn an_otp_before_2_6_without_route_sort_order_is_asked_without_it() {
     let before = sim.requests_for("Routes");
     app.refresh_now().await;
     assert_eq!(sim.requests_for("Routes"), before + per_feed, "no refusal");
-    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    let instances: Value = app.get("/instances").await.json();
     assert_eq!(instances["instances"][0]["graphql_dialect"], "current");
     app.stop().await.unwrap();
 }
@@ -479,7 +480,7 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
     sim.stop_listening().await;
     app.refresh_now().await;
     app.refresh_now().await;
-    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    let instances: Value = app.get("/instances").await.json();
     assert_eq!(
         instances["instances"][0]["http"]["breaker"]["state"], "open",
         "{instances}"
@@ -487,9 +488,9 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
     let f = feed(&feeds(&app).await, "caltrain").clone();
     assert!(f["last_error"].is_string(), "{f}");
     assert_eq!(f["counts"], good["counts"], "last good data kept");
-    let stats: Value = app.get("/memory-stats").await.json().await.unwrap();
+    let stats: Value = app.get("/memory-stats").await.json();
     assert_eq!(stats["instances"][0]["http"]["breaker"]["state"], "open");
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.get("/metrics").await.text();
     assert!(
         metrics.contains("gtfs_fetch_otp_breaker_state{instance=\"sim\"} 1"),
         "{metrics}"
@@ -498,7 +499,7 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
     sim.resume_listening().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.refresh_now().await;
-    let instances: Value = app.get("/instances").await.json().await.unwrap();
+    let instances: Value = app.get("/instances").await.json();
     assert_eq!(
         instances["instances"][0]["http"]["breaker"]["state"], "closed",
         "{instances}"
@@ -514,14 +515,9 @@ async fn with_the_upstream_killed_the_last_good_data_stays_and_the_breaker_recov
 async fn refresh_endpoint_is_single_flight_and_knows_its_instances() {
     let sim = OtpSim::start(&["wmata"]).await;
     let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&["wmata"]), &[])).await;
-    let res = app
-        .client
-        .post(app.url("/instances/nope/refresh"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = Answer::send(app.client.post(app.url("/instances/nope/refresh"))).await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.headers["content-type"], "application/problem+json");
     // Slow the download so the first refresh is still running when the second asks.
     sim.set_fault(Fault::Delay(Duration::from_millis(500)));
     let first: Value = app
@@ -569,19 +565,19 @@ async fn manual_refreshes_need_a_token_when_one_is_set_and_are_spaced() {
         } else {
             req.header("authorization", auth)
         };
-        async move { req.send().await.unwrap() }
+        Answer::send(req)
     };
     // A token is configured: a loopback client without it is refused too.
     for auth in ["", "Bearer wrong", "Basic b3BzLXNlY3JldA=="] {
         let res = post(auth).await;
-        assert_eq!(res.status(), 401, "{auth:?}");
-        assert_eq!(res.headers()["www-authenticate"], "Bearer");
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(res.status, 401, "{auth:?}");
+        assert_eq!(res.headers["www-authenticate"], "Bearer");
+        assert_eq!(res.headers["content-type"], "application/problem+json");
     }
     let zip_gets = sim.requests_for("/gtfs/caltrain.zip");
     let before = app.state.instances[0].status().refreshes;
     let res = post("Bearer ops-secret").await;
-    assert_eq!(res.status(), 202);
+    assert_eq!(res.status, 202);
     for _ in 0..200 {
         if app.state.instances[0].status().refreshes > before {
             break;
@@ -591,14 +587,14 @@ async fn manual_refreshes_need_a_token_when_one_is_set_and_are_spaced() {
     // Asked again once it is done, with either token: 429 and when to come back.
     for auth in ["Bearer ops-secret", "bearer api-secret"] {
         let res = post(auth).await;
-        assert_eq!(res.status(), 429, "{auth}");
-        let wait: u64 = res.headers()["retry-after"]
+        assert_eq!(res.status, 429, "{auth}");
+        let wait: u64 = res.headers["retry-after"]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
         assert!((1..=30).contains(&wait), "Retry-After {wait}");
-        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(res.headers["content-type"], "application/problem+json");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -707,8 +703,8 @@ async fn the_fetch_history_pages_newest_first_and_old_rows_expire() {
         let res = app
             .get(&format!("/feeds/caltrain/fetches?limit=2&cursor={cursor}"))
             .await;
-        assert_eq!(res.status(), 200);
-        let body: Value = res.json().await.unwrap();
+        assert_eq!(res.status, 200);
+        let body: Value = res.json();
         let fetches = body["fetches"].as_array().unwrap();
         assert!(fetches.len() <= 2, "{body}");
         seen.extend(fetches.iter().cloned());
@@ -748,13 +744,8 @@ async fn the_fetch_history_pages_newest_first_and_old_rows_expire() {
 
     // Errors: an unknown feed, another feed's cursor, a made-up one, a bad limit, an
     // unknown parameter.
-    assert_eq!(app.get("/feeds/nope/fetches").await.status(), 404);
-    let first: Value = app
-        .get("/feeds/caltrain/fetches?limit=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(app.get("/feeds/nope/fetches").await.status, 404);
+    let first: Value = app.get("/feeds/caltrain/fetches?limit=1").await.json();
     let caltrain_cursor = first["next_cursor"].as_str().unwrap().to_owned();
     for bad in [
         format!("/feeds/bart/fetches?cursor={caltrain_cursor}"),
@@ -764,10 +755,9 @@ async fn the_fetch_history_pages_newest_first_and_old_rows_expire() {
         "/feeds/caltrain/fetches?page=2".to_owned(),
     ] {
         let res = app.get(&bad).await;
-        assert_eq!(res.status(), 400, "{bad}");
+        assert_eq!(res.status, 400, "{bad}");
         assert_eq!(
-            res.headers()["content-type"],
-            "application/problem+json",
+            res.headers["content-type"], "application/problem+json",
             "{bad}"
         );
     }

@@ -8,6 +8,7 @@ use axum::routing::get;
 use gtfs_fetch::app::App;
 use gtfs_fetch::db::embedded::{DATABASE, EmbeddedPostgres};
 
+use crate::support::http::Answer;
 use crate::support::{config_from, spawn_app_with, spawn_config};
 
 #[tokio::test]
@@ -21,16 +22,16 @@ async fn readiness_follows_the_database_down_and_back() {
 
     pg.stop().await.unwrap();
     let res = app.get("/readyz").await;
-    assert_eq!(res.status(), 503);
-    assert!(res.headers().contains_key("retry-after"));
-    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(res.status, 503);
+    assert!(res.headers.contains_key("retry-after"));
+    let body: serde_json::Value = res.json();
     assert_ne!(body["checks"]["database"], "ok", "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("database"),
         "{body}"
     );
     assert_eq!(
-        app.get("/healthz").await.status(),
+        app.get("/healthz").await.status,
         200,
         "alive while the database is down"
     );
@@ -49,7 +50,7 @@ async fn readiness_waits_for_a_database_that_comes_up_later() {
     let config = config_from(&[("DATABASE_URL", &url), ("GTFS_LISTEN", "127.0.0.1:0")]);
     let app = spawn_config(config, Router::new()).await;
     let res = app.get("/readyz").await;
-    assert_eq!(res.status(), 503);
+    assert_eq!(res.status, 503);
     pg.start_server().await.unwrap();
     app.wait_ready_status(200, Duration::from_secs(30)).await;
     app.stop().await.unwrap();
@@ -75,9 +76,9 @@ async fn shutdown_turns_unready_then_finishes_requests_in_flight() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // During the drain the listener is open and readiness says 503.
     let fresh = reqwest::Client::new();
-    let res = fresh.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(res.status(), 503);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let res = Answer::send(fresh.get(app.url("/readyz"))).await;
+    assert_eq!(res.status, 503);
+    let body: serde_json::Value = res.json();
     assert_eq!(body["checks"]["shutdown"], "shutting down");
 
     assert_eq!(
@@ -315,13 +316,8 @@ async fn stopping_ends_every_background_task_before_it_returns() {
     .await;
     // A refresh hangs on OTP while the service stops.
     sim.set_fault(Fault::Hang);
-    let res = app
-        .client
-        .post(app.url("/instances/sim/refresh"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let res = Answer::send(app.client.post(app.url("/instances/sim/refresh"))).await;
+    assert_eq!(res.status, 202);
     for _ in 0..100 {
         if app.state.instances[0].is_running() {
             break;

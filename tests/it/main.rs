@@ -9,6 +9,7 @@ mod fetch;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod otp_robustness;
 mod otp_sim_selftest;
 mod real_otp;
 mod routes;

@@ -1,5 +1,6 @@
 //! Ops endpoints through a real socket, on a real PostgreSQL.
 
+use crate::support::http::Answer;
 use crate::support::otp_sim::{Fault, OtpSim};
 use crate::support::{
     SECRET_PASSWORD, TestApp, sim_config, spawn_app, spawn_app_with, spawn_fresh, spawn_loaded,
@@ -12,28 +13,27 @@ use serde_json::Value;
 async fn healthz_answers_with_request_id_and_server_timing() {
     let app = spawn_app().await;
     let res = app.get("/healthz").await;
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["x-request-id"].to_str().unwrap().len() >= 32);
-    let timing = res.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert_eq!(res.status, 200);
+    assert!(res.headers["x-request-id"].to_str().unwrap().len() >= 32);
+    let timing = res.headers["server-timing"].to_str().unwrap().to_owned();
     assert!(timing.contains("total;dur="), "{timing}");
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+    assert_eq!(res.json()["status"], "ok");
 
     // A client's own request id is kept and echoed.
-    let res = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let res = Answer::send(
+        app.client
+            .get(app.url("/healthz"))
+            .header("x-request-id", "abc-123"),
+    )
+    .await;
+    assert_eq!(res.headers["x-request-id"], "abc-123");
     app.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn readyz_reports_the_database() {
     let app = spawn_app().await;
-    let body: Value = app.get("/readyz").await.json().await.unwrap();
+    let body: Value = app.get("/readyz").await.json();
     assert_eq!(body["checks"]["database"], "ok");
     app.stop().await.unwrap();
 }
@@ -49,8 +49,8 @@ async fn config_shows_flat_keys_and_hides_the_database_password() {
     )
     .await;
     let res = app.get("/config").await;
-    assert_eq!(res.status(), 200);
-    let text = res.text().await.unwrap();
+    assert_eq!(res.status, 200);
+    let text = res.text();
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["connection_limit"], 77);
     assert_eq!(body["db_max_connections"], 20);
@@ -69,7 +69,7 @@ async fn config_shows_flat_keys_and_hides_the_database_password() {
 #[tokio::test]
 async fn memory_stats_shows_process_allocator_and_a_prewarmed_pool() {
     let app = spawn_app_with(&[("WAYBILLS_DB_MIN_CONNECTIONS", "4")], Router::new()).await;
-    let body: Value = app.get("/memory-stats").await.json().await.unwrap();
+    let body: Value = app.get("/memory-stats").await.json();
     assert!(
         body["process"]["rss_bytes"].as_u64().unwrap() > 1_000_000,
         "{body}"
@@ -97,8 +97,8 @@ async fn metrics_count_requests_by_route_template_and_status() {
     }
     app.get("/no/such/thing").await;
     let res = app.get("/metrics").await;
-    assert_eq!(res.status(), 200);
-    let text = res.text().await.unwrap();
+    assert_eq!(res.status, 200);
+    let text = res.text();
     assert!(
         text.contains(
             r#"gtfs_fetch_http_requests_total{method="GET",route="/healthz",status="200"} 3"#
@@ -118,15 +118,15 @@ async fn metrics_count_requests_by_route_template_and_status() {
 async fn errors_are_problem_json() {
     let app = spawn_app().await;
     let res = app.get("/no/such/thing").await;
-    assert_eq!(res.status(), 404);
-    assert_eq!(res.headers()["content-type"], "application/problem+json");
-    let body: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 404);
+    assert_eq!(res.headers["content-type"], "application/problem+json");
+    let body: Value = res.json();
     assert_eq!(body["status"], 404);
     assert_eq!(body["title"], "Not Found");
     assert!(body["detail"].is_string());
-    let res = app.client.post(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let res = Answer::send(app.client.post(app.url("/healthz"))).await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.headers["content-type"], "application/problem+json");
     app.stop().await.unwrap();
 }
 
@@ -175,8 +175,8 @@ async fn instance_check(app: &TestApp) -> (u16, Value) {
     app.wait_refreshes(1).await;
     for _ in 0..300 {
         let res = app.get("/readyz").await;
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
+        let status = res.status;
+        let body: Value = res.json();
         if body["checks"]["database"] == "ok" {
             return (status, body);
         }
@@ -206,8 +206,8 @@ async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
     sim.clear_fault();
     app.refresh_now().await;
     let res = app.get("/readyz").await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 200);
+    let body: Value = res.json();
     assert_eq!(
         body["checks"]["instance:sim"], "ok: 1 feed served",
         "{body}"
@@ -217,8 +217,8 @@ async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
     sim.set_fault(Fault::Status(503));
     app.refresh_now().await;
     let res = app.get("/readyz").await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    assert_eq!(res.status, 200);
+    let body: Value = res.json();
     assert_eq!(
         body["checks"]["instance:sim"], "ok: 1 feed served",
         "{body}"
@@ -288,7 +288,7 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
         &env,
     ))
     .await;
-    let metrics = async || app.get("/metrics").await.text().await.unwrap();
+    let metrics = async || app.get("/metrics").await.text();
     let text = metrics().await;
     let build = format!(
         "gtfs_fetch_build_info{{version=\"{}\",git_sha=\"{}\"}}",
@@ -328,16 +328,9 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     sim.clear_fault();
 
     // Waybill writes by status, whoever answered; database time by operation.
-    let res = app
-        .client
-        .post(app.url("/waybills"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 422);
-    assert_eq!(app.get("/waybills").await.status(), 200);
+    let res = app.post_waybill(&serde_json::json!({})).await;
+    assert_eq!(res.status, 422);
+    assert_eq!(app.get("/waybills").await.status, 200);
     let text = metrics().await;
     assert_eq!(
         sample(
@@ -354,21 +347,16 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     );
     promtool_check(&text);
     // Prometheus asks for OpenMetrics, and gets it.
-    let res = app
-        .client
-        .get(app.url("/metrics"))
-        .header(
-            "accept",
-            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
-        )
-        .send()
-        .await
-        .unwrap();
+    let res = Answer::send(app.client.get(app.url("/metrics")).header(
+        "accept",
+        "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+    ))
+    .await;
     assert_eq!(
-        res.headers()["content-type"],
+        res.headers["content-type"],
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    let om = res.text().await.unwrap();
+    let om = res.text();
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert!(
         om.contains("# TYPE gtfs_fetch_waybill_writes counter"),

@@ -3,7 +3,7 @@
 //! prepares both and runs these tests with `--ignored`, once per OTP version; without it
 //! they are ignored, and run by hand without its variables they fail saying so).
 //!
-//! Expected values come from the feeds' CSV files (`routes::FeedCsv`), never from OTP or
+//! Expected values come from the feeds' CSV files (`support::gtfs::FeedCsv`), never from OTP or
 //! the service; connections are counted on the wire (tcpdump, `support::wire`), beside the
 //! service's own counters. Each test starts an OTP process of its own, so the fault tests
 //! can kill and pause theirs.
@@ -18,21 +18,20 @@ use gtfs_fetch::otp::client::{Call, OtpClient, OtpError};
 use gtfs_fetch::otp::{otp1, otp2};
 use serde_json::Value;
 
-use crate::routes::{
-    FeedCsv, check_route_details, check_summary_from, check_trips_on_dates, list_all,
-};
+use crate::routes::{check_route_details, check_summary_from, check_trips_on_dates, list_all};
+use crate::support::gtfs::FeedCsv;
 use crate::support::real_otp::RealOtp;
 use crate::support::wire::SynCounter;
 use crate::support::{TestApp, sim_config, spawn_loaded};
 
 /// `/feeds`, by gtfs_id.
 async fn feeds(app: &TestApp) -> Vec<Value> {
-    let body: Value = app.get("/feeds").await.json().await.unwrap();
+    let body: Value = app.get("/feeds").await.json();
     body["feeds"].as_array().expect("feeds").clone()
 }
 
 async fn instance(app: &TestApp) -> Value {
-    let body: Value = app.get("/instances").await.json().await.unwrap();
+    let body: Value = app.get("/instances").await.json();
     body["instances"][0].clone()
 }
 
@@ -637,7 +636,7 @@ async fn otp_killed_during_a_crawl_then_started_again() {
         for r in &routes {
             let path = format!("/feeds/{id}/routes/{}", r["route_id"].as_str().unwrap());
             let res = app.get(&path).await;
-            assert_eq!(res.status(), 200, "{path} served with OTP down");
+            assert_eq!(res.status, 200, "{path} served with OTP down");
         }
     }
 
@@ -683,7 +682,7 @@ async fn otp_paused_times_out_inside_the_breaker_and_nobody_waits_longer() {
     let started = Instant::now();
     let res = app.get(&format!("/feeds/{id}/routes/{route}")).await;
     let took = started.elapsed();
-    assert_eq!(res.status(), 503, "nothing cached, OTP silent");
+    assert_eq!(res.status, 503, "nothing cached, OTP silent");
     assert!(
         took < bound,
         "the read-through waited {took:?} (bound {bound:?})"
@@ -703,7 +702,7 @@ async fn otp_paused_times_out_inside_the_breaker_and_nobody_waits_longer() {
     let started = Instant::now();
     let other = &csv.routes[1].route_id;
     let res = app.get(&format!("/feeds/{id}/routes/{other}")).await;
-    assert_eq!(res.status(), 503);
+    assert_eq!(res.status, 503);
     assert!(
         started.elapsed() < Duration::from_millis(500),
         "{:?}",

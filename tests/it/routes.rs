@@ -7,15 +7,14 @@
 //! calendar_dates.txt additions, minus its removals; times past 24:00:00 stay on the date
 //! the trip starts from). Each test starts one app and checks many things with it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use jiff::civil::Date;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::support::fixtures::fixture_table;
-use crate::support::fixtures::{format_gtfs_time, parse_gtfs_date, parse_gtfs_time};
+use crate::support::fixtures::format_gtfs_time;
+use crate::support::gtfs::{FeedCsv, RouteRow, TripRow, Window};
+use crate::support::http::{Answer, route_path, routes_path, trips_path, with_query};
 use crate::support::otp_sim::OtpSim;
 use crate::support::{TestApp, sim_config, spawn_loaded, zip_feeds};
 
@@ -68,126 +67,10 @@ impl Harness {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------
 
-/// An answer, read whole.
-struct Answer {
-    what: String,
-    status: u16,
-    headers: HeaderMap,
-    body: bytes::Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("ASCII header"))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", self.what, self.text()))
-    }
-
-    /// The JSON body of a 200 answer.
-    fn ok(&self) -> Value {
-        assert_eq!(self.status, 200, "{}: {}", self.what, self.text());
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "{}: content-type {ct}",
-            self.what
-        );
-        self.json()
-    }
-
-    /// Checks an RFC 9457 problem with `status`.
-    fn problem(&self, status: u16) {
-        assert_eq!(self.status, status, "{}: {}", self.what, self.text());
-        let ct = self.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/problem+json"),
-            "{}: content-type {ct:?}",
-            self.what
-        );
-        let body = self.json();
-        assert_eq!(body["status"], status, "{}: {body}", self.what);
-        for key in ["title", "detail"] {
-            assert!(
-                body[key].as_str().is_some_and(|s| !s.is_empty()),
-                "{}: problem without {key}: {body}",
-                self.what
-            );
-        }
-    }
-}
-
 /// GETs `path` with extra request headers. Every response must carry `Server-Timing` with
 /// a `total` phase.
 async fn get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut req = app.client.get(app.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.bytes().await.expect("body");
-    let answer = Answer {
-        what: format!("GET {path}"),
-        status,
-        headers,
-        body,
-    };
-    let timing = answer.header("server-timing").unwrap_or_else(|| {
-        panic!(
-            "{}: no Server-Timing (status {status}, headers {:?})",
-            answer.what, answer.headers
-        )
-    });
-    assert!(
-        timing.split(',').any(|p| p.trim().starts_with("total")),
-        "{}: Server-Timing without total: {timing}",
-        answer.what
-    );
-    answer
-}
-
-/// `path?k=v&...`, form-encoded (so `+`, `/`, `=` and accents survive).
-fn with_query(path: &str, pairs: &[(&str, &str)]) -> String {
-    if pairs.is_empty() {
-        return path.to_owned();
-    }
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    format!("{path}?{query}")
-}
-
-/// A path segment, percent-encoded.
-fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-fn routes_path(feed: &str) -> String {
-    format!("/feeds/{}/routes", seg(feed))
-}
-
-fn route_path(feed: &str, route: &str) -> String {
-    format!("/feeds/{}/routes/{}", seg(feed), seg(route))
-}
-
-fn trips_path(feed: &str, route: &str, date: &str) -> String {
-    with_query(
-        &format!("{}/trips", route_path(feed, route)),
-        &[("date", date)],
-    )
+    app.get_with(path, headers).await.assert_timed()
 }
 
 /// One page of the route list, its shape checked.
@@ -306,310 +189,9 @@ fn assert_route_order(routes: &[Value], ctx: &str) {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Expected values from the CSV files
-// ---------------------------------------------------------------------------------------
-
-pub(crate) struct RouteRow {
-    pub(crate) route_id: String,
-    pub(crate) agency_id: Option<String>,
-    pub(crate) short_name: Option<String>,
-    pub(crate) long_name: Option<String>,
-    pub(crate) route_type: i64,
-    pub(crate) color: Option<String>,
-    pub(crate) text_color: Option<String>,
-    pub(crate) sort_order: Option<u64>,
-}
-
-pub(crate) struct TripRow {
-    pub(crate) trip_id: String,
-    pub(crate) route_id: String,
-    pub(crate) service_id: String,
-    pub(crate) headsign: Option<String>,
-    pub(crate) direction_id: Option<i64>,
-    pub(crate) block_id: Option<String>,
-    /// stop_ids in stop_sequence order.
-    pub(crate) stops: Vec<String>,
-    /// First departure (or arrival) and last arrival (or departure), seconds.
-    pub(crate) start: u32,
-    pub(crate) end: u32,
-}
-
-struct StopRow {
-    name: Option<String>,
-    code: Option<String>,
-    lat: Option<f64>,
-    lon: Option<f64>,
-}
-
-struct Weekly {
-    /// Monday first.
-    days: [bool; 7],
-    start: Date,
-    end: Date,
-}
-
-#[derive(Clone, PartialEq, Debug)]
-struct Window {
-    start: String,
-    end: String,
-    headway: u64,
-    exact: bool,
-}
-
-/// One feed, read from its CSV files.
-pub(crate) struct FeedCsv {
-    pub(crate) name: String,
-    pub(crate) routes: Vec<RouteRow>,
-    pub(crate) trips: Vec<TripRow>,
-    stops: HashMap<String, StopRow>,
-    weekly: HashMap<String, Weekly>,
-    added: HashSet<(String, Date)>,
-    removed: HashSet<(String, Date)>,
-    frequencies: HashMap<String, Vec<Window>>,
-}
-
-fn non_empty(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_owned())
-}
-
 /// `YYYY-MM-DD`.
 fn iso(s: &str) -> Date {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
-}
-
-impl FeedCsv {
-    fn load(name: &str) -> FeedCsv {
-        let routes = fixture_table(
-            name,
-            "routes.txt",
-            &[
-                "route_id",
-                "agency_id",
-                "route_short_name",
-                "route_long_name",
-                "route_type",
-                "route_color",
-                "route_text_color",
-                "route_sort_order",
-            ],
-        )
-        .into_iter()
-        .map(|r| RouteRow {
-            route_id: r[0].clone(),
-            agency_id: non_empty(&r[1]),
-            short_name: non_empty(&r[2]),
-            long_name: non_empty(&r[3]),
-            route_type: r[4].parse().unwrap(),
-            color: non_empty(&r[5]),
-            text_color: non_empty(&r[6]),
-            sort_order: non_empty(&r[7]).map(|s| s.parse().unwrap()),
-        })
-        .collect();
-
-        // stop_times by trip: (sequence, stop_id, arrival, departure).
-        type Event = (u32, String, Option<u32>, Option<u32>);
-        let mut events: HashMap<String, Vec<Event>> = HashMap::new();
-        for r in fixture_table(
-            name,
-            "stop_times.txt",
-            &[
-                "trip_id",
-                "stop_sequence",
-                "stop_id",
-                "arrival_time",
-                "departure_time",
-            ],
-        ) {
-            let mut r = r.into_iter();
-            let trip = r.next().unwrap();
-            let seq = r.next().unwrap().parse().unwrap();
-            let stop = r.next().unwrap();
-            let arr = parse_gtfs_time(&r.next().unwrap());
-            let dep = parse_gtfs_time(&r.next().unwrap());
-            events.entry(trip).or_default().push((seq, stop, arr, dep));
-        }
-        let trips = fixture_table(
-            name,
-            "trips.txt",
-            &[
-                "trip_id",
-                "route_id",
-                "service_id",
-                "trip_headsign",
-                "direction_id",
-                "block_id",
-            ],
-        )
-        .into_iter()
-        .map(|r| {
-            let mut ev = events
-                .remove(&r[0])
-                .unwrap_or_else(|| panic!("{name}: trip {} has stop_times", r[0]));
-            ev.sort_by_key(|e| e.0);
-            let start = ev.iter().find_map(|e| e.3.or(e.2)).expect("a start time");
-            let end = ev.iter().rev().find_map(|e| e.2.or(e.3)).expect("an end");
-            TripRow {
-                trip_id: r[0].clone(),
-                route_id: r[1].clone(),
-                service_id: r[2].clone(),
-                headsign: non_empty(&r[3]),
-                direction_id: non_empty(&r[4]).map(|d| d.parse().unwrap()),
-                block_id: non_empty(&r[5]),
-                stops: ev.into_iter().map(|e| e.1).collect(),
-                start,
-                end,
-            }
-        })
-        .collect();
-
-        let stops = fixture_table(
-            name,
-            "stops.txt",
-            &["stop_id", "stop_name", "stop_code", "stop_lat", "stop_lon"],
-        )
-        .into_iter()
-        .map(|r| {
-            (
-                r[0].clone(),
-                StopRow {
-                    name: non_empty(&r[1]),
-                    code: non_empty(&r[2]),
-                    lat: non_empty(&r[3]).map(|s| s.parse().unwrap()),
-                    lon: non_empty(&r[4]).map(|s| s.parse().unwrap()),
-                },
-            )
-        })
-        .collect();
-
-        let days = [
-            "monday",
-            "tuesday",
-            "wednesday",
-            "thursday",
-            "friday",
-            "saturday",
-            "sunday",
-        ];
-        let mut columns = vec!["service_id", "start_date", "end_date"];
-        columns.extend(days);
-        let weekly = fixture_table(name, "calendar.txt", &columns)
-            .into_iter()
-            .map(|r| {
-                let mut flags = [false; 7];
-                for (i, f) in flags.iter_mut().enumerate() {
-                    *f = r[3 + i] == "1";
-                }
-                (
-                    r[0].clone(),
-                    Weekly {
-                        days: flags,
-                        start: parse_gtfs_date(&r[1]),
-                        end: parse_gtfs_date(&r[2]),
-                    },
-                )
-            })
-            .collect();
-        let mut added = HashSet::new();
-        let mut removed = HashSet::new();
-        for r in fixture_table(
-            name,
-            "calendar_dates.txt",
-            &["service_id", "date", "exception_type"],
-        ) {
-            let key = (r[0].clone(), parse_gtfs_date(&r[1]));
-            match r[2].as_str() {
-                "1" => added.insert(key),
-                "2" => removed.insert(key),
-                other => panic!("exception_type {other}"),
-            };
-        }
-        let mut frequencies: HashMap<String, Vec<Window>> = HashMap::new();
-        for r in fixture_table(
-            name,
-            "frequencies.txt",
-            &[
-                "trip_id",
-                "start_time",
-                "end_time",
-                "headway_secs",
-                "exact_times",
-            ],
-        ) {
-            frequencies.entry(r[0].clone()).or_default().push(Window {
-                start: format_gtfs_time(parse_gtfs_time(&r[1]).unwrap()),
-                end: format_gtfs_time(parse_gtfs_time(&r[2]).unwrap()),
-                headway: r[3].parse().unwrap(),
-                exact: r[4] == "1",
-            });
-        }
-        FeedCsv {
-            name: name.to_owned(),
-            routes,
-            trips,
-            stops,
-            weekly,
-            added,
-            removed,
-            frequencies,
-        }
-    }
-
-    /// The feed, read once per test process (tests share it).
-    pub(crate) async fn get(name: &str) -> Arc<FeedCsv> {
-        type Cell = Arc<OnceLock<Arc<FeedCsv>>>;
-        static CACHE: LazyLock<Mutex<HashMap<String, Cell>>> = LazyLock::new(Default::default);
-        let cell = CACHE
-            .lock()
-            .unwrap()
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || {
-            cell.get_or_init(|| Arc::new(Self::load(&name))).clone()
-        })
-        .await
-        .unwrap()
-    }
-
-    fn route(&self, id: &str) -> &RouteRow {
-        self.routes.iter().find(|r| r.route_id == id).unwrap()
-    }
-
-    pub(crate) fn trips_of(&self, route_id: &str) -> Vec<&TripRow> {
-        self.trips
-            .iter()
-            .filter(|t| t.route_id == route_id)
-            .collect()
-    }
-
-    /// GTFS: a removal wins; then an addition, or the weekly pattern within its range.
-    pub(crate) fn active(&self, service: &str, date: Date) -> bool {
-        let key = (service.to_owned(), date);
-        if self.removed.contains(&key) {
-            return false;
-        }
-        if self.added.contains(&key) {
-            return true;
-        }
-        self.weekly.get(service).is_some_and(|w| {
-            w.start <= date
-                && date <= w.end
-                && w.days[date.weekday().to_monday_zero_offset() as usize]
-        })
-    }
-
-    /// The route's trips running on `date`, sorted by start time, then trip_id.
-    pub(crate) fn trips_on(&self, route_id: &str, date: Date) -> Vec<&TripRow> {
-        let mut trips: Vec<&TripRow> = self
-            .trips_of(route_id)
-            .into_iter()
-            .filter(|t| self.active(&t.service_id, date))
-            .collect();
-        trips.sort_by(|a, b| (a.start, &a.trip_id).cmp(&(b.start, &b.trip_id)));
-        trips
-    }
 }
 
 /// Lower case without accents, for `q`: "Tasqueña" and "TASQUENA" both give "tasquena".
@@ -875,7 +457,7 @@ pub(crate) async fn check_route_details(
     for route in &csv.routes {
         let id = route.route_id.as_str();
         let ctx = format!("{feed}/{id}");
-        let body = get(app, &route_path(feed, id), &[]).await.ok();
+        let body = app.get_route(feed, id).await.ok();
         check_summary_from(&body, route, &ctx, derives_text_color);
         let summary = list.iter().find(|r| r["route_id"] == id).unwrap();
         for (key, value) in summary.as_object().unwrap() {
@@ -1278,7 +860,7 @@ async fn bad_parameters_are_problems() {
     let app = &h.app;
     let route = "Bu-130";
     // Sanity: the good forms answer.
-    get(app, &route_path("caltrain", route), &[]).await.ok();
+    app.get_route("caltrain", route).await.ok();
     get(app, &trips_path("caltrain", route, "2018-06-20"), &[])
         .await
         .ok();
@@ -1302,12 +884,12 @@ async fn bad_parameters_are_problems() {
         // A route of another feed.
         route_path("caltrain", "01"),
     ] {
-        get(app, &path, &[]).await.problem(404);
+        get(app, &path, &[]).await.problem(&[404]);
     }
 
     // Missing or malformed date: 400.
     let trips = format!("{}/trips", route_path("caltrain", route));
-    get(app, &trips, &[]).await.problem(400);
+    get(app, &trips, &[]).await.problem(&[400]);
     for date in [
         "2024-13-01",
         "20240101",
@@ -1319,7 +901,7 @@ async fn bad_parameters_are_problems() {
     ] {
         get(app, &with_query(&trips, &[("date", date)]), &[])
             .await
-            .problem(400);
+            .problem(&[400]);
     }
 
     // Limits and types.
@@ -1335,7 +917,7 @@ async fn bad_parameters_are_problems() {
     ] {
         get(app, &with_query(&list, &[(key, value)]), &[])
             .await
-            .problem(400);
+            .problem(&[400]);
     }
 
     // Cursors the service did not issue for this query.
@@ -1398,7 +980,7 @@ async fn bad_parameters_are_problems() {
             "{what} ({cursor:?}) accepted: {}",
             answer.text()
         );
-        answer.problem(400);
+        answer.problem(&[400]);
     }
     // Issued, but for other filters or another feed.
     for (what, filters, cursor) in [
@@ -1425,7 +1007,7 @@ async fn bad_parameters_are_problems() {
         query.push(("cursor", cursor.as_str()));
         let answer = get(app, &with_query(&list, &query), &[]).await;
         assert_eq!(answer.status, 400, "{what} accepted: {}", answer.text());
-        answer.problem(400);
+        answer.problem(&[400]);
     }
     let answer = get(
         app,
@@ -1439,7 +1021,7 @@ async fn bad_parameters_are_problems() {
         "bart's cursor accepted on caltrain: {}",
         answer.text()
     );
-    answer.problem(400);
+    answer.problem(&[400]);
     h.stop().await;
 }
 
@@ -1520,8 +1102,8 @@ async fn answers_carry_cache_headers_and_compress_when_asked() {
         check_conditional(app, &path, &etag, &first.body).await;
     }
     // Different routes, different ETags.
-    let a = assert_etag(&get(app, &route_path("cdmx", "ROUTE_14243"), &[]).await);
-    let b = assert_etag(&get(app, &route_path("cdmx", "ROUTE_14244"), &[]).await);
+    let a = assert_etag(&app.get_route("cdmx", "ROUTE_14243").await);
+    let b = assert_etag(&app.get_route("cdmx", "ROUTE_14244").await);
     assert_ne!(a, b, "two routes share an ETag");
 
     // Route list: same query, same ETag, 304.
@@ -1591,7 +1173,7 @@ async fn answers_carry_cache_headers_and_compress_when_asked() {
     // Errors and ops answers carry Server-Timing too (checked in `get`).
     get(app, &route_path("cdmx", "NOPE"), &[])
         .await
-        .problem(404);
+        .problem(&[404]);
     get(app, "/healthz", &[]).await;
     h.stop().await;
 }

@@ -9,6 +9,8 @@
 
 pub mod binary;
 pub mod fixtures;
+pub mod gtfs;
+pub mod http;
 pub mod otp_sim;
 pub mod real_otp;
 pub mod wire;
@@ -119,12 +121,9 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request")
+    /// GET `path`, read whole.
+    pub async fn get(&self, path: &str) -> http::Answer {
+        self.get_with(path, &[]).await
     }
 
     /// Sends the shutdown signal (what SIGTERM does in `serve`), without waiting.
@@ -170,7 +169,7 @@ impl TestApp {
     pub async fn wait_ready_status(&self, status: u16, within: Duration) {
         let start = Instant::now();
         loop {
-            let got = self.get("/readyz").await.status().as_u16();
+            let got = self.get("/readyz").await.status;
             if got == status {
                 return;
             }

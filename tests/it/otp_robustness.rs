@@ -1,4 +1,5 @@
-//! Panic hunting in the OTP answer parsers ([`otp1`] and [`otp2`]).
+//! Panic hunting in the OTP answer parsers ([`otp1`] and [`otp2`]), through the library's
+//! public API.
 //!
 //! Every public parser is fed the real fixture answers under `shared/fixtures/otp/`,
 //! valid answers derived from them, and thousands of deterministic mutations of those
@@ -14,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::{AdapterError, otp1, otp2};
+use gtfs_fetch::otp::{AdapterError, otp1, otp2};
 
 const OTP1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otp/1.x");
 const OTP2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/otp/2.x");
@@ -62,6 +63,15 @@ const ODD_IDS: &[&str] = &[
     "\u{10ffff}:\u{10ffff}",
 ];
 
+/// The text a panic carried (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("no message")
+}
+
 fn read(dir: &str, name: &str) -> Vec<u8> {
     std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
@@ -100,7 +110,7 @@ fn check<T>(
 ) {
     match catch_unwind(AssertUnwindSafe(parse)) {
         Err(payload) => {
-            let why = crate::feed::read::panic_message(&*payload);
+            let why = panic_message(&*payload);
             panic!("{parser} panicked ({why}) on {case}: {}", show(body));
         }
         Ok(Ok(_)) => {
