@@ -1,5 +1,5 @@
-//! The route cache: serialized route answers (bytes plus ETag) in a moka cache bounded
-//! by `cache_max_bytes`, weighted by size.
+//! The route cache: serialized route answers (route details and route list pages: bytes
+//! plus ETag) in a moka cache bounded by `cache_max_bytes`, weighted by size.
 //!
 //! - Keys carry the feed version (`route:{gtfs_id}:{route_id}@{version}`): a new version of
 //!   a feed never serves bytes built from an old one; old entries age out by size.
@@ -29,10 +29,20 @@ use tokio::time::Instant;
 use crate::otp::client::OtpError;
 use encoded::Encoded;
 
-/// `route:{gtfs_id}:{route_id}` at one feed version.
+/// What an entry holds: one route's detail, or one page of a feed's route list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    Route,
+    List,
+}
+
+/// `route:{gtfs_id}:{route_id}` (or, for a list page, `routes:{gtfs_id}?{page}`) at one
+/// feed version.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RouteKey {
+    pub kind: KeyKind,
     pub gtfs_id: Arc<str>,
+    /// The route id, or for a list the page's canonical query.
     pub route_id: Arc<str>,
     pub version: Arc<str>,
 }
@@ -40,18 +50,32 @@ pub struct RouteKey {
 impl RouteKey {
     pub fn new(gtfs_id: &str, route_id: &str, version: &str) -> Self {
         Self {
+            kind: KeyKind::Route,
             gtfs_id: gtfs_id.into(),
             route_id: route_id.into(),
             version: version.into(),
+        }
+    }
+
+    /// A page of the route list, `page` being its canonical query (equal queries, equal
+    /// text).
+    pub fn list(gtfs_id: &str, page: &str, version: &str) -> Self {
+        Self {
+            kind: KeyKind::List,
+            ..Self::new(gtfs_id, page, version)
         }
     }
 }
 
 impl std::fmt::Display for RouteKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, sep) = match self.kind {
+            KeyKind::Route => ("route", ':'),
+            KeyKind::List => ("routes", '?'),
+        };
         write!(
             f,
-            "route:{}:{}@{}",
+            "{what}:{}{sep}{}@{}",
             self.gtfs_id, self.route_id, self.version
         )
     }
@@ -492,6 +516,45 @@ mod tests {
             ));
         }
         assert_eq!(cache.stats().await.misses, 4);
+    }
+
+    #[tokio::test]
+    async fn encodings_are_made_once_and_counted_in_the_weight() {
+        let cache = RouteCache::new(1 << 24);
+        let body: String = (0..2000).map(|i| format!("{{\"stop\":{i}}},")).collect();
+        let body = Bytes::from(body);
+        let load: Loader = Arc::new(move || {
+            let body = body.clone();
+            Box::pin(async move { Ok(Some(CachedRoute::new(body, None, Duration::ZERO, false))) })
+        });
+        let entry = cache
+            .get(key(), || load.clone())
+            .await
+            .unwrap()
+            .entry()
+            .clone();
+        assert!(entry.encoded().is_none(), "not made before a client asks");
+        let before = cache.stats().await.weighted_bytes;
+        let k = key();
+        let (a, b) = tokio::join!(cache.encodings(&k, &entry), cache.encodings(&k, &entry));
+        assert!(std::ptr::eq(a, b), "one set of forms for concurrent askers");
+        assert!(a.gzip.is_some() && a.br.is_some(), "{a:?}");
+        // The entry is put back in the background, with its new weight.
+        let mut after = before;
+        for _ in 0..200 {
+            after = cache.stats().await.weighted_bytes;
+            if after != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(after, before + a.len() as u64);
+        let again = cache.get(key(), || load.clone()).await.unwrap();
+        assert!(
+            Arc::ptr_eq(again.entry(), &entry),
+            "the same entry, not rebuilt"
+        );
+        assert!(again.entry().encoded().is_some());
     }
 
     #[tokio::test]

@@ -39,15 +39,15 @@ use crate::state::AppState;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-/// Route details are served from the cache with their compressed forms made once (see
-/// [`negotiate`]); lists and trips are built per request, so the compression layer
+/// Route details and list pages are served from the cache with their compressed forms
+/// made once (see [`negotiate`]); trips are built per request, so the compression layer
 /// compresses them.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default()
+        .routes(routes!(list_routes))
         .routes(routes!(route_detail))
         .merge(
             OpenApiRouter::default()
-                .routes(routes!(list_routes))
                 .routes(routes!(route_trips))
                 .layer(super::compression()),
         )
@@ -183,7 +183,8 @@ struct Conditional {
 /// Route summaries of a feed, filtered, in a stable order, cursor-paged.
 ///
 /// Order: `sort_order` (missing last), then `route_id`. The page carries a weak `ETag`;
-/// `If-None-Match` with it gives 304.
+/// `If-None-Match` with it gives 304. Pages are cached per feed version, with their gzip
+/// and brotli forms made once.
 #[utoipa::path(
     get,
     path = "/feeds/{gtfs_id}/routes",
@@ -194,18 +195,26 @@ struct Conditional {
         Conditional,
     ),
     responses(
-        (status = 200, description = "A page of routes.", body = RouteList,
+        (status = 200, description = "A page of routes, as identity, or gzip or brotli \
+            (with `Content-Encoding`) as `Accept-Encoding` asks (RFC 9110: q-values, \
+            `identity`, `*`).", body = RouteList,
             headers(
-                ("ETag" = String, description = "Weak ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body, the same for every \
+                    coding."),
+                ("Vary" = String, description = "`accept-encoding`."),
+                ("Content-Length" = u64, description = "Length of the body as sent."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
         (status = 304, description = "`If-None-Match` matched the current ETag.",
             headers(
-                ("ETag" = String, description = "Weak ETag of the body."),
+                ("ETag" = String, description = "Weak ETag of the body, the same for every \
+                    coding."),
+                ("Vary" = String, description = "`accept-encoding`."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
             )),
         BadRouteQuery,
         NoSuchFeed,
+        NotAcceptable,
         FeedNotLoaded,
         Internal,
     ),
@@ -216,12 +225,13 @@ async fn list_routes(
     Query(q): Query<RouteListQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let route_type = q.r#type;
     let limit = cursor::limit(q.limit.as_deref(), DEFAULT_LIMIT as i64, MAX_LIMIT as i64)? as usize;
-    let agency = q.agency.as_ref();
     let needle = q.q.as_ref().map(|s| fold(s.trim()));
     let filters = hex::encode(
-        &Sha256::digest(format!("{gtfs_id}\n{route_type:?}\n{agency:?}\n{needle:?}"))[..6],
+        &Sha256::digest(format!(
+            "{gtfs_id}\n{:?}\n{:?}\n{needle:?}",
+            q.r#type, q.agency
+        ))[..6],
     );
     // An empty `cursor=` is the first page.
     let after = q
@@ -230,51 +240,137 @@ async fn list_routes(
         .filter(|c| !c.is_empty())
         .map(|c| Cursor::decode(c, &filters))
         .transpose()?;
+    let page = Arc::new(ListPage {
+        route_type: q.r#type,
+        agency: q.agency,
+        needle,
+        limit,
+        after: after.map(|c| (c.sort, c.route_id)),
+        filters,
+    });
 
     let (_, loaded) = current_feed(&state, &gtfs_id)?;
-    let mut matching = loaded.routes().iter().filter(|r| {
-        route_type.is_none_or(|t| r.route_type == t)
-            && agency.is_none_or(|a| r.agency_id.as_deref() == Some(a.as_str()))
-            && needle.as_ref().is_none_or(|n| {
-                [&r.short_name, &r.long_name]
-                    .into_iter()
-                    .flatten()
-                    .any(|name| fold(name).contains(n.as_str()))
+    let key = RouteKey::list(&gtfs_id, &page.canonical(), &loaded.version);
+    let loader = || -> Loader {
+        let gtfs_id: Arc<str> = gtfs_id.as_str().into();
+        Arc::new(move || {
+            let (page, loaded, gtfs_id) = (page.clone(), loaded.clone(), gtfs_id.clone());
+            Box::pin(async move {
+                let started = Instant::now();
+                let body = page
+                    .build(&gtfs_id, &loaded)
+                    .map_err(|e| LoadError::Internal(e.to_string()))?;
+                // A page of a version never changes: fresh for the life of its key.
+                Ok(Some(CachedRoute::new(body, None, started.elapsed(), false)))
             })
-    });
-    let start = after.as_ref().map(|c| (c.sort, c.route_id.as_str()));
-    let mut page: Vec<&RouteSummary> = Vec::with_capacity(limit.min(256));
-    for route in matching.by_ref() {
-        if start.is_some_and(|s| route.order_key() <= s) {
-            continue;
-        }
-        page.push(route);
-        if page.len() == limit {
-            break;
+        })
+    };
+    let lookup = state
+        .cache
+        .get(key.clone(), loader)
+        .await
+        .map_err(|e| match e {
+            LoadError::Internal(e) => ApiError::internal(anyhow::anyhow!(e)),
+            other => ApiError::internal(anyhow::anyhow!("building a route list page: {other}")),
+        })?;
+    Ok(negotiated(&state, &headers, &key, lookup.entry()).await)
+}
+
+/// One page of a route list as a request asks for it: the filters, the page size and
+/// where it starts. Equal queries give equal [`ListPage::canonical`] texts, which key the
+/// page in the cache.
+struct ListPage {
+    route_type: Option<i32>,
+    agency: Option<String>,
+    /// The name filter, folded (see [`fold`]).
+    needle: Option<String>,
+    limit: usize,
+    /// After the route with this order key (from the cursor).
+    after: Option<(u64, String)>,
+    /// Digest of the filters, carried by the cursors of this query.
+    filters: String,
+}
+
+impl ListPage {
+    /// The page's cache key text: the filters' digest already covers type, agency and
+    /// name; then the size and the start.
+    fn canonical(&self) -> String {
+        match &self.after {
+            None => format!("{}&limit={}", self.filters, self.limit),
+            Some((sort, route_id)) => {
+                format!(
+                    "{}&limit={}&after={sort}:{route_id}",
+                    self.filters, self.limit
+                )
+            }
         }
     }
-    let next_cursor = match (page.last(), matching.next()) {
-        (Some(last), Some(_)) => {
-            let (sort, route_id) = last.order_key();
-            Some(
-                Cursor {
-                    filters,
-                    sort,
-                    route_id: route_id.to_owned(),
-                }
-                .encode(),
-            )
+
+    /// The page's JSON from the feed's routes (in their one order, see
+    /// [`RouteSummary::order_key`]).
+    fn build(&self, gtfs_id: &str, loaded: &Loaded) -> serde_json::Result<Bytes> {
+        let mut matching = loaded.routes().iter().filter(|r| {
+            self.route_type.is_none_or(|t| r.route_type == t)
+                && self
+                    .agency
+                    .as_ref()
+                    .is_none_or(|a| r.agency_id.as_deref() == Some(a.as_str()))
+                && self.needle.as_ref().is_none_or(|n| {
+                    [&r.short_name, &r.long_name]
+                        .into_iter()
+                        .flatten()
+                        .any(|name| fold(name).contains(n.as_str()))
+                })
+        });
+        let start = self.after.as_ref().map(|(sort, id)| (*sort, id.as_str()));
+        let mut page: Vec<&RouteSummary> = Vec::with_capacity(self.limit.min(256));
+        for route in matching.by_ref() {
+            if start.is_some_and(|s| route.order_key() <= s) {
+                continue;
+            }
+            page.push(route);
+            if page.len() == self.limit {
+                break;
+            }
         }
-        _ => None,
+        let next_cursor = match (page.last(), matching.next()) {
+            (Some(last), Some(_)) => {
+                let (sort, route_id) = last.order_key();
+                Some(
+                    Cursor {
+                        filters: self.filters.clone(),
+                        sort,
+                        route_id: route_id.to_owned(),
+                    }
+                    .encode(),
+                )
+            }
+            _ => None,
+        };
+        serde_json::to_vec(&RouteList {
+            gtfs_id,
+            version: &loaded.version,
+            routes: page,
+            next_cursor,
+        })
+        .map(Bytes::from)
+    }
+}
+
+/// A cached answer for `request`: the identity bytes, or a compressed form, made now
+/// (once per entry) only if the request can take one, so the others never wait.
+async fn negotiated(
+    state: &AppState,
+    request: &HeaderMap,
+    key: &RouteKey,
+    cached: &Arc<CachedRoute>,
+) -> Response {
+    let encoded = if negotiate::wants_coding(request) {
+        Some(state.cache.encodings(key, cached).await)
+    } else {
+        cached.encoded()
     };
-    let body = json_bytes(&RouteList {
-        gtfs_id: &gtfs_id,
-        version: &loaded.version,
-        routes: page,
-        next_cursor,
-    })?;
-    let etag = etag_of(&body);
-    Ok(cacheable(&headers, body, &etag))
+    negotiate::answer(request, &cached.body, &cached.etag, encoded)
 }
 
 /// A route: its summary, patterns (ordered stops) and trip count.
@@ -294,14 +390,13 @@ async fn list_routes(
         Conditional,
     ),
     responses(
-        (status = 200, description = "The route, as identity, gzip or brotli as \
-            `Accept-Encoding` asks (RFC 9110: q-values, `identity`, `*`).", body = RouteDetail,
+        (status = 200, description = "The route, as identity, or gzip or brotli \
+            (with `Content-Encoding`) as `Accept-Encoding` asks (RFC 9110: q-values, \
+            `identity`, `*`).", body = RouteDetail,
             headers(
                 ("ETag" = String, description = "Weak ETag of the body, the same for every \
                     coding."),
                 ("Vary" = String, description = "`accept-encoding`."),
-                ("Content-Encoding" = String, description = "`gzip` or `br` when the body \
-                    is sent compressed; absent for identity."),
                 ("Content-Length" = u64, description = "Length of the body as sent."),
                 ("Cache-Control" = String, description = "`public, max-age=60`."),
                 ("X-Cache" = String, description = "`HIT`, `MISS` (built now) or `STALE` \
@@ -362,14 +457,7 @@ async fn route_detail(
         );
     }
     timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
-    // Only a request that can take a compressed form waits for them to be made (once per
-    // entry); the others get the identity bytes at once.
-    let encoded = if negotiate::wants_coding(&headers) {
-        Some(state.cache.encodings(&key, cached).await)
-    } else {
-        cached.encoded()
-    };
-    let mut response = negotiate::answer(&headers, &cached.body, &cached.etag, encoded);
+    let mut response = negotiated(&state, &headers, &key, cached).await;
     let h = response.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(lookup.label()));
     h.insert(header::AGE, HeaderValue::from(cached.age()));
