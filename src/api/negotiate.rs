@@ -16,9 +16,14 @@
 //! Every negotiable answer says `Vary: accept-encoding`, 304s and 406s included, so that a
 //! shared cache keys on it. All representations of an answer share its weak ETag.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use utoipa::IntoParams;
 
 use super::ApiError;
 use crate::cache::encoded::Encoded;
@@ -26,6 +31,53 @@ use crate::cache::encoded::Encoded;
 const CACHE_CONTROL: HeaderValue = HeaderValue::from_static("public, max-age=60");
 const VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// What a negotiable GET asks for: its `If-None-Match` and `Accept-Encoding` fields,
+/// taken from the request without copying its other headers (this runs on every cache
+/// hit). In the OpenAPI document it is the `If-None-Match` header parameter;
+/// `Accept-Encoding` is HTTP's own and described in the answers.
+#[derive(Debug, Default, Clone, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct Conditional {
+    /// ETags the client has (the `ETag` of an earlier answer): 304 when one is current.
+    #[param(rename = "If-None-Match", value_type = String, required = false)]
+    pub if_none_match: Option<HeaderValue>,
+    #[param(ignore)]
+    pub accept_encoding: Option<HeaderValue>,
+}
+
+impl Conditional {
+    /// The two fields of `headers`, each field sent several times joined with `, ` (RFC
+    /// 9110 §5.3: the same as one field with the values listed).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self {
+            if_none_match: combined(headers, &header::IF_NONE_MATCH),
+            accept_encoding: combined(headers, &header::ACCEPT_ENCODING),
+        }
+    }
+}
+
+fn combined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = BytesMut::from(first.as_bytes());
+    for more in std::iter::once(second).chain(all) {
+        joined.put_slice(b", ");
+        joined.put_slice(more.as_bytes());
+    }
+    HeaderValue::from_maybe_shared(joined.freeze()).ok()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Conditional {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
 
 /// A content coding this service can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +130,15 @@ fn qvalue(text: &str) -> Option<u16> {
     }
 }
 
-/// The weights of every `Accept-Encoding` field of the request; `None` without one.
-/// An entry that does not parse is ignored, as if the client had not sent it.
-fn weights(request: &HeaderMap) -> Option<Weights> {
-    let mut fields = request.get_all(header::ACCEPT_ENCODING).iter().peekable();
-    fields.peek()?;
+/// The weights the request's `Accept-Encoding` gives; `None` without the field. An entry
+/// that does not parse is ignored, as if the client had not sent it.
+fn weights(request: &Conditional) -> Option<Weights> {
+    let field = request.accept_encoding.as_ref()?;
     let mut w = Weights::default();
-    for entry in fields
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
+    let Ok(text) = field.to_str() else {
+        return Some(w);
+    };
+    for entry in text.split(',') {
         let mut parts = entry.split(';');
         let name = parts.next().unwrap_or("").trim();
         if name.is_empty() {
@@ -122,13 +173,13 @@ fn weights(request: &HeaderMap) -> Option<Weights> {
 
 /// Whether the request could take a compressed form: then a cached entry's encodings are
 /// worth making (or waiting for).
-pub fn wants_coding(request: &HeaderMap) -> bool {
+pub fn wants_coding(request: &Conditional) -> bool {
     weights(request).is_some_and(|w| w.of(Coding::Gzip) > 0 || w.of(Coding::Br) > 0)
 }
 
 /// The representation to send, among identity and the codings `encoded` has; `None` when
 /// the request accepts none of them (406).
-pub fn choose(request: &HeaderMap, encoded: Option<&Encoded>) -> Option<Coding> {
+pub fn choose(request: &Conditional, encoded: Option<&Encoded>) -> Option<Coding> {
     let Some(w) = weights(request) else {
         return Some(Coding::Identity);
     };
@@ -152,22 +203,21 @@ pub fn choose(request: &HeaderMap, encoded: Option<&Encoded>) -> Option<Coding> 
 
 /// Whether `If-None-Match` lists `etag` (or `*`): weak comparison, as RFC 9110 asks for
 /// GET, so every representation of an answer matches its ETag.
-pub fn if_none_match(request: &HeaderMap, etag: &str) -> bool {
+pub fn if_none_match(request: &Conditional, etag: &str) -> bool {
     let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
     let etag = bare(etag);
     request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim() == "*" || bare(t) == etag)
+        .if_none_match
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == "*" || bare(t) == etag))
 }
 
 /// A cacheable JSON answer for `request`: `Cache-Control`, `ETag`, `Vary`; 304 when the
 /// client has it; otherwise the representation [`choose`] picks, with its
 /// `Content-Encoding` and `Content-Length`; 406 when none is acceptable.
 pub fn answer(
-    request: &HeaderMap,
+    request: &Conditional,
     body: &Bytes,
     etag: &str,
     encoded: Option<&Encoded>,
@@ -211,12 +261,16 @@ pub fn answer(
 mod tests {
     use super::*;
 
-    fn req(accept: &[&str]) -> HeaderMap {
+    fn headers(accept: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for a in accept {
             h.append(header::ACCEPT_ENCODING, HeaderValue::from_str(a).unwrap());
         }
         h
+    }
+
+    fn req(accept: &[&str]) -> Conditional {
+        Conditional::from_headers(&headers(accept))
     }
 
     fn both() -> Encoded {
@@ -285,12 +339,22 @@ mod tests {
             header::IF_NONE_MATCH,
             HeaderValue::from_static("\"a\", W/\"b\""),
         );
-        assert!(if_none_match(&h, "W/\"b\""));
-        assert!(if_none_match(&h, "\"b\""), "weak comparison");
-        assert!(if_none_match(&h, "\"a\""));
-        assert!(!if_none_match(&h, "\"c\""));
+        let c = Conditional::from_headers(&h);
+        assert!(if_none_match(&c, "W/\"b\""));
+        assert!(if_none_match(&c, "\"b\""), "weak comparison");
+        assert!(if_none_match(&c, "\"a\""));
+        assert!(!if_none_match(&c, "\"c\""));
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"d\""));
+        assert!(
+            if_none_match(&Conditional::from_headers(&h), "\"d\""),
+            "two fields"
+        );
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(if_none_match(&h, "\"anything\""));
+        assert!(if_none_match(
+            &Conditional::from_headers(&h),
+            "\"anything\""
+        ));
+        assert!(!if_none_match(&Conditional::default(), "\"a\""));
     }
 
     #[test]
@@ -307,9 +371,14 @@ mod tests {
         let r = answer(&req(&[]), &body, "W/\"x\"", Some(&e));
         assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
         assert_eq!(r.headers()[header::CONTENT_LENGTH], body.len().to_string());
-        let mut cond = req(&["br"]);
+        let mut cond = headers(&["br"]);
         cond.insert(header::IF_NONE_MATCH, HeaderValue::from_static("W/\"x\""));
-        let r = answer(&cond, &body, "W/\"x\"", Some(&e));
+        let r = answer(
+            &Conditional::from_headers(&cond),
+            &body,
+            "W/\"x\"",
+            Some(&e),
+        );
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()[header::VARY], "accept-encoding");
         let r = answer(&req(&["*;q=0"]), &body, "W/\"x\"", Some(&e));

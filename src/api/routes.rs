@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -25,11 +25,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{self, Query};
+use super::negotiate::{self, Conditional};
 use super::problems::{
     BadRouteQuery, BadTripsQuery, FeedNotLoaded, Internal, NoSuchFeed, NoSuchRoute, NotAcceptable,
     RouteUnavailable, TripsNotKnown,
 };
-use super::{ApiError, ApiResult, ServerTiming, cursor, negotiate};
+use super::{ApiError, ApiResult, ServerTiming, cursor};
 use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
@@ -75,7 +76,7 @@ fn current_feed(
 /// `body` as a cacheable JSON answer with no compressed forms kept (those that are
 /// computed per request: the compression layer may compress them): see
 /// [`negotiate::answer`].
-fn cacheable(request: &HeaderMap, body: Bytes, etag: &str) -> Response {
+fn cacheable(request: &Conditional, body: Bytes, etag: &str) -> Response {
     negotiate::answer(request, &body, etag, None)
 }
 
@@ -170,16 +171,6 @@ fn route_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> 
     })
 }
 
-/// The request header of a conditional GET (documentation; read by [`negotiate::if_none_match`]).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-struct Conditional {
-    /// ETags the client has (the `ETag` of an earlier answer): 304 when one is current.
-    #[param(rename = "If-None-Match", value_type = String, required = false)]
-    if_none_match: Option<String>,
-}
-
 /// Route summaries of a feed, filtered, in a stable order, cursor-paged.
 ///
 /// Order: `sort_order` (missing last), then `route_id`. The page carries a weak `ETag`;
@@ -223,7 +214,7 @@ async fn list_routes(
     State(state): State<AppState>,
     Path(gtfs_id): Path<String>,
     Query(q): Query<RouteListQuery>,
-    headers: HeaderMap,
+    conditional: Conditional,
 ) -> ApiResult<Response> {
     let limit = cursor::limit(q.limit.as_deref(), DEFAULT_LIMIT as i64, MAX_LIMIT as i64)? as usize;
     let needle = q.q.as_ref().map(|s| fold(s.trim()));
@@ -273,7 +264,7 @@ async fn list_routes(
             LoadError::Internal(e) => ApiError::internal(anyhow::anyhow!(e)),
             other => ApiError::internal(anyhow::anyhow!("building a route list page: {other}")),
         })?;
-    Ok(negotiated(&state, &headers, &key, lookup.entry()).await)
+    Ok(negotiated(&state, &conditional, &key, lookup.entry()).await)
 }
 
 /// One page of a route list as a request asks for it: the filters, the page size and
@@ -361,7 +352,7 @@ impl ListPage {
 /// (once per entry) only if the request can take one, so the others never wait.
 async fn negotiated(
     state: &AppState,
-    request: &HeaderMap,
+    request: &Conditional,
     key: &RouteKey,
     cached: &Arc<CachedRoute>,
 ) -> Response {
@@ -421,7 +412,7 @@ async fn negotiated(
 async fn route_detail(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    conditional: Conditional,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let (entry, loaded) = current_feed(&state, &gtfs_id)?;
@@ -457,7 +448,7 @@ async fn route_detail(
         );
     }
     timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
-    let mut response = negotiated(&state, &headers, &key, cached).await;
+    let mut response = negotiated(&state, &conditional, &key, cached).await;
     let h = response.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(lookup.label()));
     h.insert(header::AGE, HeaderValue::from(cached.age()));
@@ -593,7 +584,7 @@ async fn route_trips(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
     Query(q): Query<TripsQuery>,
-    headers: HeaderMap,
+    conditional: Conditional,
 ) -> ApiResult<Response> {
     let date = service_date(q.date.as_ref())?;
     let (_, loaded) = current_feed(&state, &gtfs_id)?;
@@ -616,7 +607,7 @@ async fn route_trips(
         trips,
     })?;
     let etag = etag_of(&body);
-    Ok(cacheable(&headers, body, &etag))
+    Ok(cacheable(&conditional, body, &etag))
 }
 
 #[cfg(test)]
