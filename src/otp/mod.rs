@@ -10,17 +10,18 @@
 //!   either adapter.
 //!
 //! Parsers take the raw body and return the [`crate::feed::model`] types, or
-//! [`AdapterError::Malformed`] naming the JSON path that was wrong. They never panic on
-//! bad input. OTP ids (`feedId:localId`) are split on the first `:`; the model holds
-//! local ids only.
+//! [`AdapterError::Malformed`] naming the JSON path that was wrong. Each answer has one
+//! set of serde structs, read in one pass (`de` holds their field types and the error
+//! messages); what is not about the JSON's shape (ids of the right feed, ranges) is
+//! checked after. They never panic on bad input. OTP ids (`feedId:localId`) are split on
+//! the first `:`; the model holds local ids only.
 
 pub mod breaker;
 pub mod client;
+mod de;
 pub mod instance;
 pub mod otp1;
 pub mod otp2;
-
-use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {
@@ -43,186 +44,6 @@ fn echo(text: &str) -> String {
     match text.char_indices().nth(ECHO_CHARS) {
         Some((cut, _)) => format!("{:?}...", &text[..cut]),
         None => format!("{text:?}"),
-    }
-}
-
-/// The body as JSON, or why not (with the start of the body).
-fn parse_body(body: &[u8]) -> Result<Value, AdapterError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(malformed("empty body"));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        let text = String::from_utf8_lossy(&body[..body.len().min(4 * ECHO_CHARS)]);
-        malformed(format!("not JSON ({e}); body starts {}", echo(&text)))
-    })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn wrong_type(path: &str, expected: &str, found: &Value) -> AdapterError {
-    malformed(format!(
-        "{path}: expected {expected}, found {}",
-        kind(found)
-    ))
-}
-
-/// `v` as an array (the items with their paths), or an error naming `path`.
-fn array<'a>(v: &'a Value, path: &str) -> Result<&'a [Value], AdapterError> {
-    v.as_array()
-        .map(Vec::as_slice)
-        .ok_or_else(|| wrong_type(path, "an array", v))
-}
-
-/// The items of an array that must all be objects, with their paths.
-fn objects<'a>(
-    items: &'a [Value],
-    path: &'a str,
-) -> impl Iterator<Item = Result<Obj<'a>, AdapterError>> + 'a {
-    items
-        .iter()
-        .enumerate()
-        .map(move |(i, item)| Obj::new(item, Path::Item(path, i)))
-}
-
-/// Where a value was found, for error messages. An array item's path is only written out
-/// when an error needs it: answers hold thousands of items (trips) that are all fine.
-enum Path<'a> {
-    Static(&'static str),
-    Owned(String),
-    /// Item `.1` of the array at `.0`.
-    Item(&'a str, usize),
-}
-
-impl From<&'static str> for Path<'_> {
-    fn from(path: &'static str) -> Self {
-        Path::Static(path)
-    }
-}
-
-impl From<String> for Path<'_> {
-    fn from(path: String) -> Self {
-        Path::Owned(path)
-    }
-}
-
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Path::Static(path) => f.write_str(path),
-            Path::Owned(path) => f.write_str(path),
-            Path::Item(array, index) => write!(f, "{array}[{index}]"),
-        }
-    }
-}
-
-/// The path of a field of an object ([`Obj::field`]).
-struct FieldPath<'k>(&'k Path<'k>, &'k str);
-
-impl std::fmt::Display for FieldPath<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.0, self.1)
-    }
-}
-
-/// A JSON object and the path that led to it, with typed accessors whose errors name
-/// the path. Missing and `null` are the same for the optional accessors (OTP 1 leaves
-/// nulls out, OTP 2 writes them).
-struct Obj<'a> {
-    map: &'a Map<String, Value>,
-    path: Path<'a>,
-}
-
-impl<'a> Obj<'a> {
-    fn new(v: &'a Value, path: impl Into<Path<'a>>) -> Result<Self, AdapterError> {
-        let path = path.into();
-        match v {
-            Value::Object(map) => Ok(Obj { map, path }),
-            other => Err(wrong_type(&path.to_string(), "an object", other)),
-        }
-    }
-
-    fn path_of(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
-    }
-
-    /// [`Obj::path_of`], written out only if an error message needs it.
-    fn field<'k>(&'k self, key: &'k str) -> FieldPath<'k> {
-        FieldPath(&self.path, key)
-    }
-
-    /// The value at `key`, `None` when missing or null.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn required(&self, key: &str) -> Result<&'a Value, AdapterError> {
-        match self.map.get(key) {
-            None => Err(malformed(format!("{}: missing", self.path_of(key)))),
-            Some(Value::Null) => Err(malformed(format!("{}: is null", self.path_of(key)))),
-            Some(v) => Ok(v),
-        }
-    }
-
-    fn str(&self, key: &str) -> Result<&'a str, AdapterError> {
-        let v = self.required(key)?;
-        v.as_str()
-            .ok_or_else(|| wrong_type(&self.path_of(key), "a string", v))
-    }
-
-    /// An optional text; empty strings count as absent.
-    fn opt_str(&self, key: &str) -> Result<Option<&'a str>, AdapterError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.as_str()).filter(|s| !s.is_empty())),
-            Some(v) => Err(wrong_type(&self.path_of(key), "a string", v)),
-        }
-    }
-
-    fn opt_i64(&self, key: &str) -> Result<Option<i64>, AdapterError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| wrong_type(&self.path_of(key), "an integer", v)),
-        }
-    }
-
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>, AdapterError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| wrong_type(&self.path_of(key), "a number", v)),
-        }
-    }
-
-    fn opt_obj(&self, key: &str) -> Result<Option<Obj<'a>>, AdapterError> {
-        self.get(key)
-            .map(|v| Obj::new(v, self.path_of(key)))
-            .transpose()
-    }
-
-    fn array(&self, key: &str) -> Result<&'a [Value], AdapterError> {
-        array(self.required(key)?, &self.path_of(key))
-    }
-
-    /// An optional list: missing or null is empty.
-    fn opt_array(&self, key: &str) -> Result<&'a [Value], AdapterError> {
-        match self.get(key) {
-            None => Ok(&[]),
-            Some(v) => array(v, &self.path_of(key)),
-        }
     }
 }
 
@@ -284,12 +105,15 @@ fn sort_order(n: Option<i64>) -> Option<u32> {
 }
 
 /// A GTFS `route_type` from an integer found at `path`.
-fn route_type(n: i64, path: &str) -> Result<i32, AdapterError> {
+fn route_type(n: i64, path: &(impl std::fmt::Display + ?Sized)) -> Result<i32, AdapterError> {
     i32::try_from(n).map_err(|_| malformed(format!("{path}: route type {n} is out of range")))
 }
 
 /// A GTFS `direction_id` found at `path`: `None` for OTP's -1 ("no direction").
-fn direction(n: Option<i64>, path: &str) -> Result<Option<u8>, AdapterError> {
+fn direction(
+    n: Option<i64>,
+    path: &(impl std::fmt::Display + ?Sized),
+) -> Result<Option<u8>, AdapterError> {
     match n {
         None | Some(-1) => Ok(None),
         Some(d) => u8::try_from(d)
@@ -313,33 +137,45 @@ fn type_and_mode(
     }
 }
 
-/// A route summary from a route object of either API: `mode` and/or `type` (the missing
-/// one derived, a type's mode by `mode_of_type`, which differs between OTP 1 and OTP 2),
-/// names, colours and sort order under the same field names.
+/// The fields a route object of either API names alike, optional texts that are empty
+/// already taken as absent.
+struct SummaryFields<'t> {
+    short_name: Option<&'t str>,
+    long_name: Option<&'t str>,
+    mode: Option<&'t str>,
+    route_type: Option<i64>,
+    color: Option<&'t str>,
+    text_color: Option<&'t str>,
+    sort_order: Option<i64>,
+}
+
+/// A route summary from the route object at `path` of either API: `mode` and/or `type`
+/// (the missing one derived, a type's mode by `mode_of_type`, which differs between
+/// OTP 1 and OTP 2), names, colours and sort order.
 fn route_summary(
-    route: &Obj<'_>,
+    route: &SummaryFields<'_>,
+    path: &dyn std::fmt::Display,
     route_id: &str,
     agency_id: Option<String>,
     mode_of_type: fn(i32) -> &'static str,
 ) -> Result<crate::feed::model::RouteSummary, AdapterError> {
-    let mode = route.opt_str("mode")?;
     let route_type = route
-        .opt_i64("type")?
-        .map(|t| route_type(t, &route.path_of("type")))
+        .route_type
+        .map(|t| route_type(t, &format_args!("{path}.type")))
         .transpose()?;
-    let Some((route_type, mode)) = type_and_mode(route_type, mode, mode_of_type) else {
-        return Err(malformed(format!("{}: neither mode nor type", route.path)));
+    let Some((route_type, mode)) = type_and_mode(route_type, route.mode, mode_of_type) else {
+        return Err(malformed(format!("{path}: neither mode nor type")));
     };
     Ok(crate::feed::model::RouteSummary {
         route_id: route_id.to_owned(),
         agency_id,
-        short_name: route.opt_str("shortName")?.map(str::to_owned),
-        long_name: route.opt_str("longName")?.map(str::to_owned),
+        short_name: route.short_name.map(str::to_owned),
+        long_name: route.long_name.map(str::to_owned),
         route_type,
         mode,
-        color: color(route.opt_str("color")?),
-        text_color: color(route.opt_str("textColor")?),
-        sort_order: sort_order(route.opt_i64("sortOrder")?),
+        color: color(route.color),
+        text_color: color(route.text_color),
+        sort_order: sort_order(route.sort_order),
     })
 }
 
@@ -359,13 +195,14 @@ mod tests {
     #[test]
     fn body_errors_are_short() {
         let body = format!("<html>{}</html>", "x".repeat(10_000));
-        let AdapterError::Malformed(msg) = parse_body(body.as_bytes()).unwrap_err();
+        let parse_body = de::decode::<serde::de::IgnoredAny>;
+        let AdapterError::Malformed(msg) = parse_body(body.as_bytes(), "").unwrap_err();
         assert!(msg.len() < 400, "{msg}");
         assert!(msg.contains("<html>"), "{msg}");
-        let AdapterError::Malformed(msg) = parse_body(b" \n").unwrap_err();
+        let AdapterError::Malformed(msg) = parse_body(b" \n", "").unwrap_err();
         assert_eq!(msg, "empty body");
         // Invalid UTF-8 is reported, not a panic.
-        assert!(parse_body(&[0xff, 0xfe, b'{']).is_err());
+        assert!(parse_body(&[0xff, 0xfe, b'{'], "").is_err());
     }
 
     #[test]

@@ -37,14 +37,16 @@
 //! answers 404; a route with a colour but no text colour gets `textColor` `000000` or
 //! `FFFFFF` from the graph builder.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 
-use super::{
-    AdapterError, Obj, array, direction, local_id, malformed, objects, parse_body, split_id,
-    stop_id,
-};
+use super::de::{AnyBool, Int, List, Num, Object, Text, TopList, decode, items, owned, text};
+use super::{AdapterError, SummaryFields, direction, local_id, split_id, stop_id};
 use crate::feed::model::{
     AgencyInfo, FeedInfo, Pattern, RouteSummary, StopRef, mode_of_route_type,
 };
@@ -119,38 +121,28 @@ pub fn pattern_path(router: &str, pattern_id: &str) -> String {
 /// The answer to [`feeds_path`]: feed ids, without agencies (the index lists those
 /// elsewhere).
 pub fn parse_feeds(body: &[u8]) -> Result<Vec<FeedInfo>, AdapterError> {
-    let root = parse_body(body)?;
-    array(&root, "feeds")?
-        .iter()
-        .enumerate()
-        .map(|(i, feed)| match feed.as_str() {
-            Some(id) if !id.is_empty() => Ok(FeedInfo {
-                gtfs_id: id.to_owned(),
-                agencies: Vec::new(),
-            }),
-            _ => Err(malformed(format!(
-                "feeds[{i}]: expected a feed id, found {}",
-                super::kind(feed)
-            ))),
+    let TopList(feeds) = decode::<TopList<FeedId<'_>>>(body, "feeds")?;
+    Ok(feeds
+        .into_iter()
+        .map(|FeedId(id)| FeedInfo {
+            gtfs_id: id.into_owned(),
+            agencies: Vec::new(),
         })
-        .collect()
+        .collect())
 }
 
 /// The answer to [`agencies_path`]: `[Agency]` with `id`, `name`, `timezone` (an unknown
 /// feed gives `[]`).
 pub fn parse_agencies(body: &[u8]) -> Result<Vec<AgencyInfo>, AdapterError> {
-    let root = parse_body(body)?;
-    let agencies = array(&root, "agencies")?;
-    objects(agencies, "agencies")
-        .map(|agency| {
-            let agency = agency?;
-            Ok(AgencyInfo {
-                agency_id: agency.opt_str("id")?.map(str::to_owned),
-                name: agency.opt_str("name")?.unwrap_or_default().to_owned(),
-                timezone: agency.opt_str("timezone")?.map(str::to_owned),
-            })
+    let TopList(agencies) = decode::<TopList<Object<AgencyIn<'_>>>>(body, "agencies")?;
+    Ok(agencies
+        .into_iter()
+        .map(|Object(agency)| AgencyInfo {
+            agency_id: owned(&agency.id),
+            name: owned(&agency.name).unwrap_or_default(),
+            timezone: owned(&agency.timezone),
         })
-        .collect()
+        .collect())
 }
 
 /// The answer to [`routes_path`]: the routes of feed `gtfs_id` (the index lists every
@@ -162,8 +154,7 @@ pub fn parse_routes(
     body: &[u8],
     agencies: &[AgencyInfo],
 ) -> Result<Vec<RouteSummary>, AdapterError> {
-    let root = parse_body(body)?;
-    let routes = array(&root, "routes")?;
+    let TopList(routes) = decode::<TopList<Object<RouteIn<'_>>>>(body, "routes")?;
     let agency_id = |name: Option<&str>| {
         let name = name?;
         let mut named = agencies.iter().filter(|a| a.name == name);
@@ -173,12 +164,13 @@ pub fn parse_routes(
         }
     };
     let mut out = Vec::with_capacity(routes.len());
-    for route in objects(routes, "routes") {
-        let route = route?;
-        let (feed, route_id) = split_id(route.str("id")?, &route.field("id"))?;
+    for (i, Object(route)) in routes.iter().enumerate() {
+        let id_path = format_args!("routes[{i}].id");
+        let (feed, route_id) = split_id(route.id.as_str(), &id_path)?;
         if feed == gtfs_id {
-            let agency = agency_id(route.opt_str("agencyName")?);
-            out.push(summary(&route, route_id, agency)?);
+            let agency = agency_id(text(&route.agency_name));
+            let path = format_args!("routes[{i}]");
+            out.push(summary(route, &path, route_id, agency)?);
         }
     }
     Ok(out)
@@ -186,15 +178,14 @@ pub fn parse_routes(
 
 /// The answer to [`route_path`]: the full route, which must be of feed `gtfs_id`.
 pub fn parse_route(gtfs_id: &str, body: &[u8]) -> Result<RouteSummary, AdapterError> {
-    let root = parse_body(body)?;
-    let route = Obj::new(&root, "route")?;
-    let route_id = local_id(route.str("id")?, gtfs_id, &route.field("id"))?;
-    let agency_id = match route.opt_obj("agency")? {
-        Some(agency) => agency.opt_str("id")?.map(str::to_owned),
-        None => None,
-    };
-    let mut summary = summary(&route, route_id, agency_id)?;
-    if route.get("sortOrderSet").and_then(|v| v.as_bool()) == Some(false) {
+    let Object(route) = decode::<Object<RouteIn<'_>>>(body, "route")?;
+    let route_id = local_id(route.id.as_str(), gtfs_id, "route.id")?;
+    let agency_id = route
+        .agency
+        .as_ref()
+        .and_then(|Object(agency)| owned(&agency.id));
+    let mut summary = summary(&route, &"route", route_id, agency_id)?;
+    if route.sort_order_set.and_then(|set| set.0) == Some(false) {
         summary.sort_order = None;
     }
     Ok(summary)
@@ -202,53 +193,49 @@ pub fn parse_route(gtfs_id: &str, body: &[u8]) -> Result<RouteSummary, AdapterEr
 
 /// The answer to [`route_patterns_path`]: the pattern ids, for [`pattern_path`].
 pub fn parse_pattern_ids(body: &[u8]) -> Result<Vec<String>, AdapterError> {
-    let root = parse_body(body)?;
-    objects(array(&root, "patterns")?, "patterns")
-        .map(|p| Ok(p?.str("id")?.to_owned()))
-        .collect()
+    let TopList(patterns) = decode::<TopList<Object<PatternShort<'_>>>>(body, "patterns")?;
+    Ok(patterns
+        .into_iter()
+        .map(|Object(p)| p.id.into_string())
+        .collect())
 }
 
 /// The answer to [`pattern_path`], for a pattern of feed `gtfs_id`.
 pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError> {
-    let root = parse_body(body)?;
-    let p = Obj::new(&root, "pattern")?;
-    let pattern_id = p.str("id")?.to_owned();
-    if let Some(route_id) = p.opt_str("routeId")? {
-        local_id(route_id, gtfs_id, &p.field("routeId"))?;
+    let Object(p) = decode::<Object<PatternDetail<'_>>>(body, "pattern")?;
+    if let Some(route_id) = text(&p.route_id) {
+        local_id(route_id, gtfs_id, "pattern.routeId")?;
     }
 
-    let stops_path = p.path_of("stops");
-    let stops = objects(p.opt_array("stops")?, &stops_path)
-        .map(|s| {
-            let s = s?;
+    let stops = items(p.stops)
+        .into_iter()
+        .enumerate()
+        .map(|(i, Object(s))| {
+            let path = format_args!("pattern.stops[{i}].id");
             Ok(StopRef {
-                stop_id: stop_id(s.str("id")?, gtfs_id, &s.field("id"))?,
-                name: s.opt_str("name")?.map(str::to_owned),
-                code: s.opt_str("code")?.map(str::to_owned),
-                lat: s.opt_f64("lat")?,
-                lon: s.opt_f64("lon")?,
+                stop_id: stop_id(s.id.as_str(), gtfs_id, &path)?,
+                name: owned(&s.name),
+                code: owned(&s.code),
+                lat: s.lat.map(|n| n.0),
+                lon: s.lon.map(|n| n.0),
             })
         })
         .collect::<Result<Vec<_>, AdapterError>>()?;
 
-    let trips_path = p.path_of("trips");
-    let trips = p.opt_array("trips")?;
+    let trips = items(p.trips);
     let mut directions = Vec::with_capacity(trips.len());
     let mut headsigns = Vec::with_capacity(trips.len());
     // A frequency-based trip is listed once per frequencies.txt row: counted once.
     let mut seen = HashSet::with_capacity(trips.len());
-    for trip in objects(trips, &trips_path) {
-        let trip = trip?;
-        if let Some(id) = trip.opt_str("id")?
+    for (i, Object(trip)) in trips.iter().enumerate() {
+        if let Some(id) = text(&trip.id)
             && !seen.insert(id)
         {
             continue;
         }
-        directions.push(direction(
-            trip.opt_i64("direction")?,
-            &trip.path_of("direction"),
-        )?);
-        headsigns.extend(trip.opt_str("tripHeadsign")?);
+        let path = format_args!("pattern.trips[{i}].direction");
+        directions.push(direction(trip.direction.map(|d| d.0), &path)?);
+        headsigns.extend(text(&trip.trip_headsign));
     }
     let direction_id = match directions.split_first() {
         Some((first, rest)) if rest.iter().all(|d| d == first) => *first,
@@ -257,12 +244,127 @@ pub fn parse_pattern(gtfs_id: &str, body: &[u8]) -> Result<Pattern, AdapterError
     let headsign = most_common(&headsigns);
 
     Ok(Pattern {
-        pattern_id,
+        pattern_id: p.id.into_string(),
         direction_id,
         headsign: headsign.map(str::to_owned),
         stops,
         trip_count: directions.len(),
     })
+}
+
+/// A feed id: a string, not empty.
+struct FeedId<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FeedId<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FeedIdVisitor;
+        impl FeedIdVisitor {
+            fn check<E: de::Error>(self, id: Cow<'_, str>) -> Result<Cow<'_, str>, E> {
+                if id.is_empty() {
+                    return Err(E::invalid_type(Unexpected::Str(""), &self));
+                }
+                Ok(id)
+            }
+        }
+        impl<'de> Visitor<'de> for FeedIdVisitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a feed id")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                self.check(Cow::Borrowed(s))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                self.check(Cow::Owned(s.to_owned()))
+            }
+        }
+        d.deserialize_any(FeedIdVisitor).map(FeedId)
+    }
+}
+
+#[derive(Deserialize)]
+struct AgencyIn<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    timezone: Option<Text<'a>>,
+}
+
+/// A `RouteShort` or a full `Route`: they share field names; the first has `mode` and
+/// `agencyName`, the second `type`, `agency` and `sortOrderSet`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteIn<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    short_name: Option<Text<'a>>,
+    #[serde(borrow)]
+    long_name: Option<Text<'a>>,
+    #[serde(borrow)]
+    mode: Option<Text<'a>>,
+    #[serde(rename = "type")]
+    route_type: Option<Int>,
+    #[serde(borrow)]
+    color: Option<Text<'a>>,
+    #[serde(borrow)]
+    text_color: Option<Text<'a>>,
+    sort_order: Option<Int>,
+    /// Only `false` matters (the sort order is OTP 1's -999 "not set"), of any value.
+    sort_order_set: Option<AnyBool>,
+    #[serde(borrow)]
+    agency: Option<Object<AgencyRef<'a>>>,
+    #[serde(borrow)]
+    agency_name: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AgencyRef<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+struct PatternShort<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatternDetail<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    route_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    stops: Option<List<Object<StopIn<'a>>>>,
+    #[serde(borrow)]
+    trips: Option<List<Object<TripIn<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct StopIn<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(borrow)]
+    name: Option<Text<'a>>,
+    #[serde(borrow)]
+    code: Option<Text<'a>>,
+    lat: Option<Num>,
+    lon: Option<Num>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TripIn<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    direction: Option<Int>,
+    #[serde(borrow)]
+    trip_headsign: Option<Text<'a>>,
 }
 
 /// The most frequent value; among equals, the one met first.
@@ -277,14 +379,23 @@ fn most_common<'a>(values: &[&'a str]) -> Option<&'a str> {
         .map(|(v, _)| v)
 }
 
-/// A summary from a `RouteShort` or a full `Route` (they share field names; the first has
-/// `mode`, the second `type`).
+/// A summary from a `RouteShort` or a full `Route` found at `path`.
 fn summary(
-    route: &Obj<'_>,
+    route: &RouteIn<'_>,
+    path: &dyn fmt::Display,
     route_id: &str,
     agency_id: Option<String>,
 ) -> Result<RouteSummary, AdapterError> {
-    super::route_summary(route, route_id, agency_id, otp1_mode)
+    let fields = SummaryFields {
+        short_name: text(&route.short_name),
+        long_name: text(&route.long_name),
+        mode: text(&route.mode),
+        route_type: route.route_type.map(|t| t.0),
+        color: text(&route.color),
+        text_color: text(&route.text_color),
+        sort_order: route.sort_order.map(|n| n.0),
+    };
+    super::route_summary(&fields, path, route_id, agency_id, otp1_mode)
 }
 
 /// The mode OTP 1 gives a GTFS route type (dev-1.x `GtfsLibrary.getTraverseMode`, which

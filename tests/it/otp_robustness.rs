@@ -252,7 +252,7 @@ fn otp2_seeds() -> Vec<(String, &'static str, Vec<u8>)> {
         let body = read(&format!("{OTP2}/expectations"), &name);
         seeds.push((format!("2.x/expectations/{name}"), "F", body));
     }
-    // A `Route` answer both paths of `parse_route` accept, from the CobbLinc mock.
+    // A `Route` answer `parse_route` accepts, from the CobbLinc mock.
     let mock = value(&read(OTP2, "mock-route-otp2.json"));
     let patterns: Vec<Value> = mock["patterns"]
         .as_object()
