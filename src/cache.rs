@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use moka::notification::RemovalCause;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -86,7 +87,7 @@ impl std::fmt::Display for RouteKey {
 pub struct CachedRoute {
     pub body: Bytes,
     /// Weak ETag (`W/"..."`): the same for the identity, gzip and brotli forms.
-    pub etag: String,
+    pub etag: HeaderValue,
     /// The gzip and brotli forms, made once on demand ([`RouteCache::encodings`]).
     encoded: tokio::sync::OnceCell<Encoded>,
     pub fetched_at: Instant,
@@ -129,8 +130,10 @@ impl CachedRoute {
 
 /// The weak ETag of an answer (96 bits of its sha256): weak because the same answer is
 /// also served gzip- or brotli-encoded, and all its forms share it.
-pub fn etag_of(body: &[u8]) -> String {
-    format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]))
+pub fn etag_of(body: &[u8]) -> HeaderValue {
+    let tag = format!("W/\"{}\"", hex::encode(&Sha256::digest(body)[..12]));
+    // Hex in quotes is always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from(tag)).unwrap_or(HeaderValue::from_static("W/\"\""))
 }
 
 /// Why an entry could not be built.

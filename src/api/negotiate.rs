@@ -203,9 +203,11 @@ pub fn choose(request: &Conditional, encoded: Option<&Encoded>) -> Option<Coding
 
 /// Whether `If-None-Match` lists `etag` (or `*`): weak comparison, as RFC 9110 asks for
 /// GET, so every representation of an answer matches its ETag.
-pub fn if_none_match(request: &Conditional, etag: &str) -> bool {
-    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    let etag = bare(etag);
+pub fn if_none_match(request: &Conditional, etag: &HeaderValue) -> bool {
+    fn bare(tag: &str) -> &str {
+        tag.trim().trim_start_matches("W/")
+    }
+    let etag = bare(etag.to_str().unwrap_or(""));
     request
         .if_none_match
         .as_ref()
@@ -219,16 +221,14 @@ pub fn if_none_match(request: &Conditional, etag: &str) -> bool {
 pub fn answer(
     request: &Conditional,
     body: &Bytes,
-    etag: &str,
+    etag: &HeaderValue,
     encoded: Option<&Encoded>,
 ) -> Response {
     let mut headers = HeaderMap::with_capacity(6);
     headers.insert(header::VARY, VARY);
     if if_none_match(request, etag) {
         headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
-        if let Ok(v) = HeaderValue::from_str(etag) {
-            headers.insert(header::ETAG, v);
-        }
+        headers.insert(header::ETAG, etag.clone());
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     let Some(coding) = choose(request, encoded) else {
@@ -241,9 +241,7 @@ pub fn answer(
         return refused;
     };
     headers.insert(header::CACHE_CONTROL, CACHE_CONTROL);
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        headers.insert(header::ETAG, v);
-    }
+    headers.insert(header::ETAG, etag.clone());
     headers.insert(header::CONTENT_TYPE, JSON);
     let bytes = match (coding, encoded) {
         (Coding::Gzip, Some(Encoded { gzip: Some(b), .. }))
@@ -340,35 +338,54 @@ mod tests {
             HeaderValue::from_static("\"a\", W/\"b\""),
         );
         let c = Conditional::from_headers(&h);
-        assert!(if_none_match(&c, "W/\"b\""));
-        assert!(if_none_match(&c, "\"b\""), "weak comparison");
-        assert!(if_none_match(&c, "\"a\""));
-        assert!(!if_none_match(&c, "\"c\""));
+        assert!(if_none_match(&c, &HeaderValue::from_static("W/\"b\"")));
+        assert!(
+            if_none_match(&c, &HeaderValue::from_static("\"b\"")),
+            "weak comparison"
+        );
+        assert!(if_none_match(&c, &HeaderValue::from_static("\"a\"")));
+        assert!(!if_none_match(&c, &HeaderValue::from_static("\"c\"")));
         h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"d\""));
         assert!(
-            if_none_match(&Conditional::from_headers(&h), "\"d\""),
+            if_none_match(
+                &Conditional::from_headers(&h),
+                &HeaderValue::from_static("\"d\"")
+            ),
             "two fields"
         );
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(if_none_match(
             &Conditional::from_headers(&h),
-            "\"anything\""
+            &HeaderValue::from_static("\"anything\"")
         ));
-        assert!(!if_none_match(&Conditional::default(), "\"a\""));
+        assert!(!if_none_match(
+            &Conditional::default(),
+            &HeaderValue::from_static("\"a\"")
+        ));
     }
 
     #[test]
     fn answers_carry_vary_length_and_coding() {
         let body = Bytes::from_static(b"{\"identity\":true}");
         let e = both();
-        let r = answer(&req(&["gzip"]), &body, "W/\"x\"", Some(&e));
+        let r = answer(
+            &req(&["gzip"]),
+            &body,
+            &HeaderValue::from_static("W/\"x\""),
+            Some(&e),
+        );
         assert_eq!(r.status(), StatusCode::OK);
         let h = r.headers();
         assert_eq!(h[header::VARY], "accept-encoding");
         assert_eq!(h[header::CONTENT_ENCODING], "gzip");
         assert_eq!(h[header::CONTENT_LENGTH], "1");
         assert_eq!(h[header::ETAG], "W/\"x\"");
-        let r = answer(&req(&[]), &body, "W/\"x\"", Some(&e));
+        let r = answer(
+            &req(&[]),
+            &body,
+            &HeaderValue::from_static("W/\"x\""),
+            Some(&e),
+        );
         assert!(r.headers().get(header::CONTENT_ENCODING).is_none());
         assert_eq!(r.headers()[header::CONTENT_LENGTH], body.len().to_string());
         let mut cond = headers(&["br"]);
@@ -376,12 +393,17 @@ mod tests {
         let r = answer(
             &Conditional::from_headers(&cond),
             &body,
-            "W/\"x\"",
+            &HeaderValue::from_static("W/\"x\""),
             Some(&e),
         );
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(r.headers()[header::VARY], "accept-encoding");
-        let r = answer(&req(&["*;q=0"]), &body, "W/\"x\"", Some(&e));
+        let r = answer(
+            &req(&["*;q=0"]),
+            &body,
+            &HeaderValue::from_static("W/\"x\""),
+            Some(&e),
+        );
         assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
         assert_eq!(r.headers()[header::VARY], "accept-encoding");
     }

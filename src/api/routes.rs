@@ -76,7 +76,7 @@ fn current_feed(
 /// `body` as a cacheable JSON answer with no compressed forms kept (those that are
 /// computed per request: the compression layer may compress them): see
 /// [`negotiate::answer`].
-fn cacheable(request: &Conditional, body: Bytes, etag: &str) -> Response {
+fn cacheable(request: &Conditional, body: Bytes, etag: &HeaderValue) -> Response {
     negotiate::answer(request, &body, etag, None)
 }
 

@@ -32,7 +32,10 @@ impl ServerTiming {
             if !value.is_empty() {
                 value.push_str(", ");
             }
-            let _ = write!(value, "{phase};dur={:.3}", d.as_secs_f64() * 1000.0);
+            // Milliseconds with three decimals, from whole microseconds: integer formatting
+            // costs a fraction of a float's.
+            let us = d.as_micros();
+            let _ = write!(value, "{phase};dur={}.{:03}", us / 1000, us % 1000);
         }
         if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             headers.insert(SERVER_TIMING.clone(), v);

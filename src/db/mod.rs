@@ -21,6 +21,9 @@ use crate::config::Config;
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// sqlx's threshold for logging a statement as slow (its default).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// A pooled connection idle this long is checked (a ping) before it is handed out.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
@@ -85,10 +88,25 @@ impl Db {
     /// first requests find them ready.
     pub async fn prepare(&self) -> Result<()> {
         let result = async {
-            MIGRATOR
-                .run(&self.pool)
+            // On a connection of its own whose slow statements are logged at INFO, not
+            // WARN: creating tables may take over a second on a busy host, and that is no
+            // warning an operator should act on (queries served later still warn).
+            use sqlx::ConnectOptions;
+            let options = (*self.pool.connect_options())
+                .clone()
+                .log_slow_statements(log::LevelFilter::Info, SLOW_STATEMENT);
+            let migrating = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(self.pool.options().get_acquire_timeout())
+                .connect_with(options)
                 .await
-                .context("cannot apply the database migrations")?;
+                .context("cannot connect to apply the database migrations")?;
+            let migrated = MIGRATOR
+                .run(&migrating)
+                .await
+                .context("cannot apply the database migrations");
+            migrating.close().await;
+            migrated?;
             let held = futures::future::try_join_all(
                 (0..self.min_connections.max(1)).map(|_| self.pool.acquire()),
             )
