@@ -34,9 +34,11 @@
 //!     (bearer tokens, the write token, the ops guard), [`api::idempotency`]
 //!     (`Idempotency-Key` and the canonical JSON of a body), [`api::cursor`] (paging),
 //!     [`api::error`] (problem+json, `From<sqlx::Error>`), [`api::timing`],
+//!     [`api::negotiate`] (`Accept-Encoding` and `If-None-Match` for cached answers),
 //!     [`api::openapi`] and [`api::problems`] (the error answers each endpoint documents).
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
-//!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST), and
+//!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST) with
+//!   the serde helpers they share (`otp/de.rs`: errors name their JSON path), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
 //!   refresh status, whose methods ask either API.
 //! - [`feed`]: the feed [`feed::model`] (with the one route order,
@@ -46,8 +48,9 @@
 //!   the tables used, with the repairs and [`feed::read::FeedError`]), [`feed::network`]
 //!   (those tables to routes, patterns and trips) and [`feed::snapshot`] (the immutable
 //!   [`feed::snapshot::FeedSnapshot`] and its queries).
-//! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) with
-//!   single-flight misses, stale-while-revalidate and stale-if-error.
+//! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) of route
+//!   details and list pages, with single-flight misses, stale-while-revalidate and
+//!   stale-if-error; [`cache::encoded`] makes each entry's gzip and brotli forms once.
 //! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set, and

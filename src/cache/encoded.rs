@@ -3,7 +3,7 @@
 //! Real clients (browsers, OkHttp, reqwest with its defaults) ask for `gzip` or
 //! `gzip, deflate, br`. Compressing the same cached bytes again for every such request cost
 //! more than everything else a hit does, so each entry keeps its gzip and brotli forms,
-//! made once, off the request that hits (see [`crate::cache::CachedRoute::encoding`]).
+//! made once, off the request that hits (see [`crate::cache::RouteCache::encodings`]).
 //! Both are made at high levels (they are made once and served many times), and a form is
 //! kept only when it is smaller than the identity bytes: a tiny answer is served as it is.
 
