@@ -17,9 +17,9 @@
 //!
 //! Domain rules (a waybill's trips, status moves, odometers) are in [`crate::waybill`].
 //!
-//! Layers, outermost first: request id (set, or kept from the client's `x-request-id`, and
-//! echoed), the tracing span that carries it, then [`observe`]: metrics by route template
-//! and status, and the `Server-Timing` header.
+//! One layer around everything, [`layers`]: the request id (kept from the client's
+//! `x-request-id`, or made, and echoed), the tracing span that carries it and the log line
+//! per response, metrics by route template and status, and the `Server-Timing` header.
 //!
 //! Compression: cached answers (route details) keep their gzip and brotli forms, made
 //! once per entry, and pick one per request in [`negotiate`]. Everything else (lists,
@@ -91,6 +91,7 @@ pub mod error;
 pub mod extract;
 pub mod feeds;
 pub mod idempotency;
+pub mod layers;
 pub mod negotiate;
 pub mod openapi;
 pub mod ops;
@@ -99,30 +100,17 @@ pub mod routes;
 pub mod timing;
 pub mod waybills;
 
-use std::time::Instant;
-
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use tower_http::classify::ServerErrorsFailureClass;
+use axum::http::StatusCode;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 
 use crate::state::AppState;
-use crate::telemetry::{self, HttpLabels};
 pub use error::{ApiError, ApiResult};
+use layers::with_layers;
 pub use timing::ServerTiming;
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole API with its layers, and `GET /openapi.json` documenting it.
 pub fn router(state: AppState) -> Router {
@@ -169,78 +157,6 @@ pub(crate) fn compression() -> CompressionLayer<impl Predicate> {
         .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)))
 }
 
-/// The layers every response goes through (module docs), around `router`.
-///
-/// Logging: each response is one INFO line (status, latency) from the trace layer. An
-/// internal error adds one ERROR line with its cause ([`ApiError::internal`]). The trace
-/// layer's own failure hook, which would log every 5xx again at ERROR, only logs
-/// failures that are not a status (a response body that broke off), at WARN: expected
-/// 503s (`/readyz` during an outage, OTP unavailable, shutting down) must not fill the
-/// error log.
-pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(state, observe))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let id = req
-                        .extensions()
-                        .get::<RequestId>()
-                        .and_then(|id| id.header_value().to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-                })
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(tower_http::LatencyUnit::Micros))
-                .on_failure(|failure: ServerErrorsFailureClass, _latency, _span: &tracing::Span| {
-                    if let ServerErrorsFailureClass::Error(e) = failure {
-                        tracing::warn!("response failed: {e}");
-                    }
-                }),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-}
-
-/// Records the request in the metrics and writes `Server-Timing` (the phases handlers
-/// reported, plus `total`).
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = telemetry::method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| telemetry::route_label(p.as_str()));
-    let mut response = next.run(req).await;
-    let elapsed = start.elapsed();
-    // Waybill writes, whatever answered them (the handler, or an extractor refusing the
-    // token or the body first).
-    let write = match (method, route) {
-        ("POST", "/waybills") => Some("create"),
-        ("PATCH", "/waybills/{id}") => Some("change"),
-        _ => None,
-    };
-    if let Some(op) = write {
-        state
-            .metrics
-            .observe_waybill_write(op, response.status().as_u16());
-    }
-    let timing = response
-        .extensions_mut()
-        .remove::<ServerTiming>()
-        .unwrap_or_default();
-    timing.write(response.headers_mut(), elapsed);
-    state.metrics.observe_http(
-        HttpLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        },
-        elapsed,
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -250,6 +166,9 @@ mod tests {
     use axum::extract::ConnectInfo;
     use tower::ServiceExt;
     use tracing_subscriber::layer::SubscriberExt;
+
+    use axum::extract::Request;
+    use tracing::Level;
 
     use super::*;
     use crate::config::Config;
@@ -350,5 +269,36 @@ mod tests {
         assert_eq!(status, 503);
         assert_eq!(logs.at(Level::ERROR), Vec::<String>::new());
         assert_eq!(logs.at_least_info(), 1);
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_request_id_the_client_gets() {
+        let state = offline_state();
+        let echo = Router::default().fallback(
+            |axum::Extension(id): axum::Extension<layers::RequestId>| async move {
+                id.0.to_str().unwrap_or_default().to_owned()
+            },
+        );
+        let router = with_layers(echo, state);
+        for sent in [Some("client-chosen-id"), None] {
+            let mut req = Request::get("/any");
+            if let Some(id) = sent {
+                req = req.header("x-request-id", id);
+            }
+            let res = router
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let header = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            assert_eq!(body, header.as_bytes(), "the handler saw the id answered");
+            match sent {
+                Some(id) => assert_eq!(header, id, "the client's id is kept"),
+                None => assert!(uuid::Uuid::parse_str(&header).is_ok(), "{header}"),
+            }
+        }
     }
 }

@@ -1,0 +1,115 @@
+//! The one layer every response goes through, `observe`: the request id, the request's
+//! tracing span and its log line, the metrics, and `Server-Timing`.
+//!
+//! One middleware rather than a stack of tower layers (request id set, request id
+//! propagated, trace, metrics) because a cache hit is a few microseconds of work and each
+//! layer costs a share of it: boxed futures, a wrapped response body, the request id
+//! parsed and formatted more than once. What it does, in order:
+//!
+//! 1. The request id: the client's own `x-request-id` is kept as it is, otherwise a
+//!    random UUID is made. It is set on the request (so handlers, and what they call,
+//!    see it as a header and as the [`RequestId`] extension) and on the response.
+//! 2. The span `request` (`request_id`, `method`, `path`) the handler runs in, so every
+//!    line it logs names the request; one INFO line `finished processing request` with
+//!    `status` and `latency_us` when the answer is made.
+//! 3. The metrics: requests and latency by method, route template and status, and
+//!    waybill writes by operation and status, whatever answered them (the handler, or an
+//!    extractor refusing the token or the body first).
+//! 4. `Server-Timing`: the phases the handler reported ([`ServerTiming`] in the
+//!    response's extensions), plus `total`.
+//!
+//! Logging: the INFO line per response is the only one the layer writes. An internal
+//! error adds one ERROR line with its cause ([`ApiError::internal`](super::ApiError));
+//! expected 503s (`/readyz` during an outage, OTP unavailable, shutting down) are no
+//! errors and must not fill the error log.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::timing::ServerTiming;
+use crate::state::AppState;
+use crate::telemetry::{self, HttpLabels};
+
+/// The request id's header, read from the request and written on every response.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id (the client's `x-request-id`, or one made here), in the request's
+/// extensions for whoever needs to pass it on.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+/// `router` wrapped in `observe`.
+pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
+    router.layer(middleware::from_fn_with_state(state, observe))
+}
+
+/// The client's request id, or a new random UUID.
+fn request_id(req: &Request) -> HeaderValue {
+    if let Some(id) = req.headers().get(&REQUEST_ID) {
+        return id.clone();
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// The middleware (module docs).
+async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = request_id(&req);
+    let method = telemetry::method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| telemetry::route_label(p.as_str()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or("-"),
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
+    req.extensions_mut().insert(RequestId(id.clone()));
+
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_us = elapsed.as_micros() as u64,
+            "finished processing request"
+        )
+    });
+    let write = match (method, route) {
+        ("POST", "/waybills") => Some("create"),
+        ("PATCH", "/waybills/{id}") => Some("change"),
+        _ => None,
+    };
+    if let Some(op) = write {
+        state.metrics.observe_waybill_write(op, status);
+    }
+    let timing = response
+        .extensions_mut()
+        .remove::<ServerTiming>()
+        .unwrap_or_default();
+    let headers = response.headers_mut();
+    timing.write(headers, elapsed);
+    headers.entry(&REQUEST_ID).or_insert(id);
+    state.metrics.observe_http(
+        HttpLabels {
+            method,
+            route,
+            status,
+        },
+        elapsed,
+    );
+    response
+}
