@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod deploy;
 mod encoding;
 mod fetch;
 mod lifecycle;
