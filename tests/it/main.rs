@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod deploy;
+mod docs;
 mod encoding;
 mod fetch;
 mod lifecycle;
