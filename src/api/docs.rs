@@ -55,7 +55,8 @@ fn swagger_file(name: &str) -> Option<(Vec<u8>, &'static str)> {
         Some("html") => "text/html; charset=utf-8",
         Some("png") => "image/png",
         Some("map" | "json") => "application/json",
-        _ => "application/octet-stream",
+        // Swagger UI's files are all of the kinds above.
+        _ => return None,
     };
     Some((file.bytes.into_owned(), content_type))
 }
@@ -126,7 +127,6 @@ async fn explorer() -> Response {
                 (String = "text/html; charset=utf-8"),
                 (String = "application/json"),
                 (Vec<u8> = "image/png"),
-                (Vec<u8> = "application/octet-stream"),
             ),
             headers(("Cache-Control" = String))),
         NoSuchDocsFile,
