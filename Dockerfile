@@ -69,7 +69,9 @@ ENV GTFS_DATA_DIR=/app/data
 EXPOSE 8000
 
 # No HEALTHCHECK: the image has no curl or wget. Orchestrators probe GET /healthz
-# (liveness) and GET /readyz (readiness) over HTTP themselves instead.
+# (liveness, open to all) themselves; GET /readyz answers other hosts only with the ops
+# token, so docker-compose.yml and deploy/k8s/deployment.yaml ask it over the
+# container's loopback with bash (exec 3<>/dev/tcp/127.0.0.1/8000).
 
 USER gtfs
 ENTRYPOINT ["gtfs-fetch"]

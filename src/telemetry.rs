@@ -175,6 +175,7 @@ pub struct Metrics {
     allocator_allocated: Gauge,
     db_pool_size: Gauge,
     db_pool_idle: Gauge,
+    ready: Gauge,
     waybill_writes: Family<WriteLabels, Counter>,
     db_duration: Family<DbLabels, Histogram>,
 }
@@ -252,9 +253,13 @@ impl Metrics {
             "Always 1; the labels say which build runs",
             build_info,
         );
+        let intervals = instances
+            .iter()
+            .map(|i| (i.name().to_owned(), i.config.refresh_interval.as_secs_f64()))
+            .collect();
         registry.register_collector(Box::new(InstanceCollector(instances)));
         registry.register_collector(Box::new(CacheCollector(cache)));
-        registry.register_collector(Box::new(FeedCollector(feeds)));
+        registry.register_collector(Box::new(FeedCollector { feeds, intervals }));
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -281,6 +286,12 @@ impl Metrics {
                 "db_pool_idle_connections",
                 "Idle database connections",
             ),
+            ready: gauge(
+                &mut registry,
+                "ready",
+                "1 when GET /readyz would answer 200 (database and every instance ready), \
+                 else 0; evaluated at each scrape",
+            ),
             registry,
             http_requests,
             http_duration,
@@ -296,6 +307,8 @@ pub struct Sample {
     pub allocated: u64,
     pub db_pool_size: u32,
     pub db_pool_idle: usize,
+    /// What `GET /readyz` would answer now: ready or not.
+    pub ready: bool,
 }
 
 impl Metrics {
@@ -327,6 +340,7 @@ impl Metrics {
         self.allocator_allocated.set(clamp(sample.allocated));
         self.db_pool_size.set(sample.db_pool_size.into());
         self.db_pool_idle.set(clamp(sample.db_pool_idle as u64));
+        self.ready.set(sample.ready.into());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -575,15 +589,21 @@ struct FeedLabels {
 }
 
 /// Per feed, what operators alert on, read at scrape time: when it last refreshed well,
-/// how old the data it serves is, and whether its last refresh failed.
+/// how old the data it serves is, whether its last refresh failed, and its instance's
+/// `refresh_interval` (with the same labels, so an alert can divide the time since the
+/// last success by it without joining on labels).
 #[derive(Debug)]
-struct FeedCollector(Arc<FeedStore>);
+struct FeedCollector {
+    feeds: Arc<FeedStore>,
+    /// `refresh_interval` in seconds by instance name.
+    intervals: std::collections::HashMap<String, f64>,
+}
 
 impl Collector for FeedCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = jiff::Timestamp::now();
         let feeds: Vec<_> = self
-            .0
+            .feeds
             .all()
             .into_iter()
             .map(|f| {
@@ -591,20 +611,23 @@ impl Collector for FeedCollector {
                     feed: f.gtfs_id.clone(),
                     instance: f.instance.clone(),
                 };
-                (label, f.status(), f.current().map(|c| c.fetched_at))
+                let interval = self.intervals.get(&f.instance).copied();
+                let fetched = f.current().map(|c| c.fetched_at);
+                (label, f.status(), fetched, interval)
             })
             .collect();
         type Pick = fn(
             &crate::feed::store::FeedStatus,
             Option<jiff::Timestamp>,
             jiff::Timestamp,
+            Option<f64>,
         ) -> Option<f64>;
-        let gauges: [(&str, &str, Pick); 3] = [
+        let gauges: [(&str, &str, Pick); 4] = [
             (
                 "feed_last_success_timestamp_seconds",
                 "Unix time of the feed's last successful refresh (updated or unchanged); \
                  absent before the first",
-                |s, _, _| {
+                |s, _, _, _| {
                     s.last_success_at
                         .map(|t| t.as_millisecond() as f64 / 1000.0)
                 },
@@ -613,20 +636,26 @@ impl Collector for FeedCollector {
                 "feed_data_age_seconds",
                 "Seconds since the version served was fetched (unchanged refreshes do not \
                  reset it); absent while nothing is served",
-                |_, fetched, now| {
+                |_, fetched, now, _| {
                     fetched.map(|t| (now.as_millisecond() - t.as_millisecond()) as f64 / 1000.0)
                 },
             ),
             (
                 "feed_last_refresh_failed",
                 "1 when the feed's last refresh failed (the last good data is still served)",
-                |s, _, _| {
+                |s, _, _, _| {
                     Some(match (s.last_error_at, s.last_success_at) {
                         (Some(e), Some(ok)) if e <= ok => 0.0,
                         (Some(_), _) => 1.0,
                         (None, _) => 0.0,
                     })
                 },
+            ),
+            (
+                "feed_refresh_interval_seconds",
+                "The refresh_interval of the feed's instance (alerts compare the time since \
+                 the last success with it)",
+                |_, _, _, interval| interval,
             ),
         ];
         for (name, help, pick) in gauges {
@@ -636,8 +665,8 @@ impl Collector for FeedCollector {
                 None,
                 prometheus_client::metrics::MetricType::Gauge,
             )?;
-            for (label, status, fetched) in &feeds {
-                if let Some(value) = pick(status, *fetched, now) {
+            for (label, status, fetched, interval) in &feeds {
+                if let Some(value) = pick(status, *fetched, now, *interval) {
                     ConstGauge::new(value).encode(metric.encode_family(label)?)?;
                 }
             }

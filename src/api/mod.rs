@@ -87,6 +87,7 @@
 
 pub mod auth;
 pub mod cursor;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod feeds;
@@ -119,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router(state.clone()))
         .merge(feeds::router())
         .merge(waybills::router())
+        .merge(docs::router())
         .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
         .layer(compression())
         // Its own: cached answers bring their compressed forms (module docs).

@@ -62,7 +62,7 @@ configured, and get 403 otherwise.";
         (name = "feeds", description = "The feeds the service knows and the OTP instances they come from."),
         (name = "ops", description = "Health, readiness, configuration, memory and metrics, for the operations team."),
         (name = "waybills", description = "Vehicle duties per service date, kept in PostgreSQL."),
-        (name = "meta", description = "This document."),
+        (name = "meta", description = "This document, and the explorer over it (`/docs`)."),
     ),
 )]
 pub struct ApiDoc;

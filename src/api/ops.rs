@@ -80,28 +80,7 @@ async fn healthz() -> Json<Health> {
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let mut checks = BTreeMap::new();
-    let mut failing = Vec::new();
-    if state.is_shutting_down() {
-        checks.insert("shutdown".into(), "shutting down".to_owned());
-        failing.push("shutting down".to_owned());
-    }
-    for instance in &state.instances {
-        let (check, ok) = instance_readiness(&state, instance);
-        if !ok {
-            failing.push(format!("instance {}: {check}", instance.name()));
-        }
-        checks.insert(format!("instance:{}", instance.name()), check);
-    }
-    match state.db.check().await {
-        Ok(()) => {
-            checks.insert("database".into(), "ok".to_owned());
-        }
-        Err(why) => {
-            failing.push(format!("database: {why}"));
-            checks.insert("database".into(), why);
-        }
-    }
+    let (checks, failing) = readiness(&state).await;
     if failing.is_empty() {
         return Json(Readiness {
             status: ReadyStatus::Ready,
@@ -119,6 +98,34 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (header::RETRY_AFTER, HeaderValue::from(5)),
     ];
     (status, headers, Json(body)).into_response()
+}
+
+/// Every readiness check with its state, and the failing ones in words (none: ready).
+/// `/readyz` answers with them; `/metrics` says whether the list of failures is empty.
+async fn readiness(state: &AppState) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut checks = BTreeMap::new();
+    let mut failing = Vec::new();
+    if state.is_shutting_down() {
+        checks.insert("shutdown".into(), "shutting down".to_owned());
+        failing.push("shutting down".to_owned());
+    }
+    for instance in &state.instances {
+        let (check, ok) = instance_readiness(state, instance);
+        if !ok {
+            failing.push(format!("instance {}: {check}", instance.name()));
+        }
+        checks.insert(format!("instance:{}", instance.name()), check);
+    }
+    match state.db.check().await {
+        Ok(()) => {
+            checks.insert("database".into(), "ok".to_owned());
+        }
+        Err(why) => {
+            failing.push(format!("database: {why}"));
+            checks.insert("database".into(), why);
+        }
+    }
+    (checks, failing)
 }
 
 /// The effective configuration, secrets redacted.
@@ -193,8 +200,9 @@ async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
 ///
 /// Requests and latency by method, route template and status; RSS; pool gauges; route
 /// cache; per OTP instance connections, requests, retries, reuse ratio and breaker state;
-/// per feed the last success, the data's age and whether the last refresh failed; waybill
-/// writes and database time; `build_info`. OpenMetrics text when the client accepts it
+/// per feed the last success, the data's age, whether the last refresh failed and the
+/// instance's refresh interval; whether `/readyz` would say ready; waybill writes and
+/// database time; `build_info`. OpenMetrics text when the client accepts it
 /// (Prometheus asks for it), else the Prometheus text format 0.0.4 (curl, promtool).
 #[utoipa::path(
     get,
@@ -214,11 +222,13 @@ async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
 async fn metrics(State(state): State<AppState>, request: HeaderMap) -> impl IntoResponse {
     let mem = memory_sample();
     let pool = state.db.stats();
+    let ready = readiness(&state).await.1.is_empty();
     let body = state.metrics.render(Sample {
         rss: mem.rss_bytes,
         allocated: mem.allocated_bytes,
         db_pool_size: pool.size,
         db_pool_idle: pool.idle,
+        ready,
     });
     let openmetrics = request
         .get_all(header::ACCEPT)

@@ -62,6 +62,15 @@ pub struct FeedNotLoaded(pub Problem);
 )]
 pub struct OpsForbidden(pub Problem);
 
+/// 404 of `/docs/{file}`.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such file of the explorer.",
+    content_type = "application/problem+json"
+)]
+pub struct NoSuchDocsFile(pub Problem);
+
 // --- Feeds and instances ----------------------------------------------------------------
 
 #[derive(IntoResponses)]

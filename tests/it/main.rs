@@ -4,6 +4,8 @@
 mod cache;
 mod cli;
 mod config;
+mod deploy;
+mod docs;
 mod encoding;
 mod fetch;
 mod lifecycle;

@@ -34,6 +34,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/memory-stats"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/{file}"),
     ("GET", "/feeds"),
     ("GET", "/feeds/{gtfs_id}/fetches"),
     ("GET", "/instances"),

@@ -201,6 +201,9 @@ async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
         body["detail"].as_str().unwrap().contains("instance sim"),
         "{body}"
     );
+    // /metrics says the same, for the readiness alert.
+    let ready = async || sample(&app.get("/metrics").await.text(), "gtfs_fetch_ready");
+    assert_eq!(ready().await, Some(0.0));
 
     // OTP answers: ready, and the check counts what is served.
     sim.clear_fault();
@@ -212,6 +215,7 @@ async fn readiness_needs_every_instance_to_serve_data_or_be_allowed_empty() {
         body["checks"]["instance:sim"], "ok: 1 feed served",
         "{body}"
     );
+    assert_eq!(ready().await, Some(1.0));
 
     // OTP fails again: the last good data is still served, so still ready.
     sim.set_fault(Fault::Status(503));
@@ -281,13 +285,8 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     let t0 = jiff::Timestamp::now().as_second() as f64;
     let sim = OtpSim::start(&["caltrain"]).await;
     let env = [("GTFS_RETRY_ATTEMPTS", "0")];
-    let app = spawn_loaded(sim_config(
-        &sim.url(),
-        "gtfs",
-        &zip_feeds(&["caltrain"]),
-        &env,
-    ))
-    .await;
+    let instance = format!("refresh_interval = 1234\n{}", zip_feeds(&["caltrain"]));
+    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &instance, &env)).await;
     let metrics = async || app.get("/metrics").await.text();
     let text = metrics().await;
     let build = format!(
@@ -309,6 +308,12 @@ async fn metrics_say_what_operators_alert_on_and_pass_promtool() {
     assert_eq!(
         sample(&text, &series("feed_last_refresh_failed")),
         Some(0.0)
+    );
+    // The instance's refresh_interval, labelled as the feed, for the staleness alert.
+    assert_eq!(
+        sample(&text, &series("feed_refresh_interval_seconds")),
+        Some(1234.0),
+        "{text}"
     );
 
     // The zip fails: the feed says so, its last success stays, its data ages.
