@@ -2,7 +2,8 @@
 //!
 //! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
 //! (lazy) pool, builds the [`AppState`] and spawns the task that migrates and pre-warms
-//! the pool, the refresh scheduler and the idempotency-key expiry and `feed_fetch`
+//! the pool, the refresh scheduler (each instance's warm start from the feed store, then
+//! its refreshes) and the idempotency-key expiry, `feed_fetch` retention and feed store
 //! retention (which wait for the migrations). Every background task runs under one
 //! cancellation token: [`App::stop`] cancels it and waits for the tasks to end (each
 //! stops at its next await point) before closing the pool, so no task touches the
@@ -57,6 +58,12 @@ impl App {
             spawn_until_cancelled(&tasks, &cancel, key_expiry(state.clone()));
             let retention = state.config.feed_fetch_retention_days;
             let task = db::fetches::retention(state.db.clone(), retention);
+            spawn_until_cancelled(&tasks, &cancel, task);
+            let task = db::feed_store::retention(
+                state.db.clone(),
+                state.config.feed_versions_kept,
+                state.store_retention.clone(),
+            );
             spawn_until_cancelled(&tasks, &cancel, task);
         }
         tasks.close();

@@ -52,10 +52,15 @@
 //! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) of route
 //!   details and list pages, with single-flight misses, stale-while-revalidate and
 //!   stale-if-error; [`cache::encoded`] makes each entry's gzip and brotli forms once.
-//! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time.
+//! - [`refresh`]: the scheduler that keeps feeds fresh, one refresh per instance at a time;
+//!   each new version is swapped in, then written to the feed store (`refresh/save.rs`).
+//!   [`refresh::warm`] is the warm start: before the first refresh, each feed's current
+//!   stored version is loaded, so a restart serves the last good data while OTP is down.
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
-//!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set, and
-//!   [`db::fetches`], the `feed_fetch` history of refreshes.
+//!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set,
+//!   [`db::fetches`], the `feed_fetch` history of refreshes, and [`db::feed_store`], the
+//!   durable feed store: every fetched version, content-addressed by sha256, with its
+//!   retention (`feed_versions_kept`).
 //! - [`waybill`]: what a waybill is and the rules it must follow (trips of the route on
 //!   the service date, status moves, odometers, text limits).
 //! - [`telemetry`]: logs (tracing; JSON when stderr is not a terminal, or as

@@ -35,6 +35,9 @@ pub struct Inner {
     pub cache: RouteCache,
     /// Request metrics the HTTP layer records; instance and cache figures are read live.
     pub metrics: Metrics,
+    /// Notified when a new feed version is stored: wakes the feed store's retention
+    /// (`crate::db::feed_store::retention`), which deletes the versions no longer kept.
+    pub store_retention: Arc<tokio::sync::Notify>,
     /// When the state was built (uptime in `/memory-stats`).
     pub started_at: Instant,
     /// Set once by shutdown: `/readyz` turns 503.
@@ -64,6 +67,7 @@ impl AppState {
             db: Arc::new(db),
             instances,
             feeds,
+            store_retention: Arc::new(tokio::sync::Notify::new()),
             started_at: Instant::now(),
             shutting_down: AtomicBool::new(false),
         })))

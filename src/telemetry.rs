@@ -178,6 +178,13 @@ pub struct Metrics {
     ready: Gauge,
     waybill_writes: Family<WriteLabels, Counter>,
     db_duration: Family<DbLabels, Histogram>,
+    feed_store_writes: Family<StoreLabels, Counter>,
+}
+
+/// A new feed version written to the database's feed store: `stored` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub outcome: &'static str,
 }
 
 /// A waybill write: `create` or `change`, and the status it was answered with.
@@ -241,6 +248,13 @@ impl Metrics {
             "Database time of a request (all its statements), by operation",
             db_duration.clone(),
         );
+        let feed_store_writes = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "feed_store_writes",
+            "New feed versions written to the database's feed store, by outcome \
+             (stored, failed); a failure never stops serving the version",
+            feed_store_writes.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -297,6 +311,7 @@ impl Metrics {
             http_duration,
             waybill_writes,
             db_duration,
+            feed_store_writes,
         }
     }
 }
@@ -323,6 +338,13 @@ impl Metrics {
     pub fn observe_waybill_write(&self, op: &'static str, status: u16) {
         self.waybill_writes
             .get_or_create(&WriteLabels { op, status })
+            .inc();
+    }
+
+    /// A new feed version written to the feed store (`stored`) or not (`failed`).
+    pub fn observe_feed_store(&self, outcome: &'static str) {
+        self.feed_store_writes
+            .get_or_create(&StoreLabels { outcome })
             .inc();
     }
 

@@ -63,8 +63,9 @@ async fn healthz() -> Json<Health> {
 /// Readiness: whether the service can do its work.
 ///
 /// 200 when the database answers and every OTP instance has finished its first refresh
-/// and serves at least one feed (or is configured with `allow_empty = true`); 503
-/// otherwise, and while shutting down. The body lists every check with its state.
+/// (or loaded a feed from the database's feed store at start-up) and serves at least one
+/// feed (or is configured with `allow_empty = true`); 503 otherwise, and while shutting
+/// down. The body lists every check with its state.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -265,10 +266,14 @@ enum HealthStatus {
 }
 
 /// One instance's readiness check: its state in words, and whether it passes. An instance
-/// passes once its first refresh has finished and it serves at least one feed (the last
-/// good data of a failed refresh counts), or it is configured with `allow_empty`.
+/// passes once its first refresh has finished, or its warm start has loaded a feed from
+/// the database's feed store, and it serves at least one feed (the last good data of a
+/// failed refresh counts, and so does a version loaded from the store), or it is
+/// configured with `allow_empty`.
 fn instance_readiness(state: &AppState, instance: &InstanceRuntime) -> (String, bool) {
-    if !instance.tried() {
+    let tried = instance.tried();
+    let warm = instance.warm_start().is_some_and(|w| !w.loaded.is_empty());
+    if !tried && !warm {
         return ("first refresh not finished".into(), false);
     }
     let served = state
@@ -277,6 +282,11 @@ fn instance_readiness(state: &AppState, instance: &InstanceRuntime) -> (String, 
         .iter()
         .filter(|f| f.instance == instance.name() && f.current().is_some())
         .count();
+    let from_store = if tried {
+        ""
+    } else {
+        " (loaded from the store; first refresh not finished)"
+    };
     match served {
         0 if instance.config.allow_empty => ("ok: no feed served (allow_empty)".into(), true),
         0 => {
@@ -286,8 +296,8 @@ fn instance_readiness(state: &AppState, instance: &InstanceRuntime) -> (String, 
                 .unwrap_or_else(|| "the instance lists no feed".into());
             (format!("no feed served: {why}"), false)
         }
-        1 => ("ok: 1 feed served".into(), true),
-        n => (format!("ok: {n} feeds served"), true),
+        1 => (format!("ok: 1 feed served{from_store}"), true),
+        n => (format!("ok: {n} feeds served{from_store}"), true),
     }
 }
 

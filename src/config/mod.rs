@@ -139,6 +139,9 @@ settings! {
     refresh_min_spacing: Duration = Duration::from_secs(10), "GTFS_REFRESH_MIN_SPACING", bounds::SECONDS;
     /// Days a `feed_fetch` row is kept; older ones are deleted hourly.
     feed_fetch_retention_days: u32 = 30, "GTFS_FEED_FETCH_RETENTION_DAYS", Range::count(1, 36_500);
+    /// Versions of each feed kept in the database's feed store (the current one
+    /// included); older ones are deleted, except those a live waybill was checked against.
+    feed_versions_kept: u32 = 3, "GTFS_FEED_VERSIONS_KEPT", Range::count(1, 1000);
     /// On SIGTERM/SIGINT, /readyz answers 503 for this long before the listener closes.
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", bounds::SECONDS;
     /// Longest wait for requests in flight to finish once the listener is closed.

@@ -51,6 +51,8 @@ pub struct EffectiveConfig {
     /// Seconds between two manual refreshes of one instance.
     pub refresh_min_spacing: f64,
     pub feed_fetch_retention_days: u32,
+    /// Versions of each feed kept in the feed store.
+    pub feed_versions_kept: u32,
     pub shutdown_drain: f64,
     pub shutdown_timeout: f64,
     pub instances: Vec<InstanceConfig>,

@@ -6,6 +6,7 @@
 //! so a database that comes up after the service is picked up by itself.
 
 pub mod embedded;
+pub mod feed_store;
 pub mod fetches;
 pub mod waybills;
 

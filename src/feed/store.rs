@@ -3,6 +3,11 @@
 //! A feed's data is immutable once built ([`FeedData`]) and is swapped in atomically
 //! (`arc-swap`): readers never wait for a refresh and never see half a feed. A failed
 //! refresh leaves the last good data in place and records the error beside it.
+//!
+//! A version is either fetched from upstream by this process or, at start-up, loaded
+//! from the database's feed store (`crate::db::feed_store`, by `crate::refresh::warm`):
+//! [`FeedEntry::install`] and [`FeedEntry::install_stored`], and `GET /feeds` says which
+//! ([`LoadedFrom`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -92,6 +97,17 @@ impl Loaded {
     }
 }
 
+/// Where the version a feed serves came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadedFrom {
+    /// Fetched from upstream by this process, or confirmed unchanged by upstream since.
+    Upstream,
+    /// Read from the database's feed store at start-up, not yet confirmed by upstream
+    /// (OTP has been unreachable, or the first refresh has not finished).
+    Store,
+}
+
 /// How the last refreshes of a feed went.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FeedStatus {
@@ -104,6 +120,9 @@ pub struct FeedStatus {
     pub etag: Option<String>,
     #[serde(skip)]
     pub last_modified: Option<String>,
+    /// Where the current version came from; `None` before the first load.
+    #[serde(skip)]
+    pub loaded_from: Option<LoadedFrom>,
 }
 
 /// One feed: where it comes from, its current data, its status.
@@ -122,14 +141,37 @@ impl FeedEntry {
         self.current.load_full()
     }
 
-    /// Swaps in a new version and records the success.
-    pub fn install(&self, loaded: Loaded) {
+    /// Swaps in a new version fetched from upstream and records the success; the version
+    /// now served.
+    pub fn install(&self, loaded: Loaded) -> Arc<Loaded> {
         let at = loaded.fetched_at;
-        self.current.store(Some(Arc::new(loaded)));
+        let loaded = Arc::new(loaded);
+        self.current.store(Some(loaded.clone()));
         self.update_status(|s| {
             s.last_success_at = Some(at);
             s.last_error = None;
+            s.loaded_from = Some(LoadedFrom::Upstream);
         });
+        loaded
+    }
+
+    /// Swaps in a version read from the feed store (the warm start), with the validators
+    /// of its zip download so the next refresh can ask "has it changed?". No refresh has
+    /// succeeded for it in this process: the success time stays as it is.
+    pub fn install_stored(
+        &self,
+        loaded: Loaded,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> Arc<Loaded> {
+        let loaded = Arc::new(loaded);
+        self.current.store(Some(loaded.clone()));
+        self.update_status(|s| {
+            s.etag = etag;
+            s.last_modified = last_modified;
+            s.loaded_from = Some(LoadedFrom::Store);
+        });
+        loaded
     }
 
     pub fn status(&self) -> FeedStatus {
@@ -143,11 +185,13 @@ impl FeedEntry {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Records a refresh that found the current version still current.
+    /// Records a refresh that found the current version still current: upstream has
+    /// confirmed it, wherever it was loaded from.
     pub fn record_unchanged(&self) {
         self.update_status(|s| {
             s.last_success_at = Some(Timestamp::now());
             s.last_error = None;
+            s.loaded_from = Some(LoadedFrom::Upstream);
         });
     }
 
@@ -169,6 +213,12 @@ impl FeedEntry {
             source: self.source.clone(),
             version: current.as_ref().map(|c| c.version.clone()),
             fetched_at: current.as_ref().map(|c| c.fetched_at),
+            loaded_from: current.as_ref().and(status.loaded_from),
+            age_seconds: current.as_ref().map(|c| {
+                let age = Timestamp::now().duration_since(c.fetched_at).as_secs_f64();
+                // Milliseconds are plenty; a clock set back gives 0, not a negative age.
+                (age.max(0.0) * 1000.0).round() / 1000.0
+            }),
             counts: current.as_ref().map(|c| c.counts()),
             last_success_at: status.last_success_at,
             last_attempt_at: status.last_attempt_at,
@@ -190,7 +240,16 @@ pub struct FeedReport {
     /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
     /// first successful load.
     pub version: Option<String>,
+    /// When the current version was fetched from upstream (for a version loaded from
+    /// the store: when it was first fetched, before the restart).
     pub fetched_at: Option<Timestamp>,
+    /// `upstream`: fetched, or confirmed unchanged, by this process; `store`: loaded from
+    /// the database at start-up and not confirmed by upstream since (OTP unreachable, or
+    /// the first refresh not finished). `null` before the first load.
+    pub loaded_from: Option<LoadedFrom>,
+    /// Seconds since `fetched_at`: how old the data served is; `null` before the first
+    /// load.
+    pub age_seconds: Option<f64>,
     /// Counts of the current version: of the zip's files for a GTFS zip, of the route index
     /// for OTP feeds; `null` before the first successful load.
     pub counts: Option<FeedCountsReport>,
@@ -216,6 +275,27 @@ pub struct IndexCounts {
     /// Routes whose detail has been crawled (all of them with `prefetch_routes`).
     pub route_details: u64,
     pub agencies: u64,
+}
+
+/// What the warm start of an instance loaded from the database's feed store.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WarmStart {
+    /// When the warm start finished (before the first refresh from upstream began).
+    pub finished_at: Timestamp,
+    /// The feeds loaded from the store, each with its version.
+    pub loaded: Vec<WarmFeed>,
+    /// What could not be loaded, and why: a corrupt stored version (deleted, the feed is
+    /// fetched from upstream instead), or a database that could not be read.
+    pub errors: Vec<String>,
+}
+
+/// A feed loaded from the store at start-up.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WarmFeed {
+    pub gtfs_id: String,
+    pub version: String,
+    /// When that version was fetched from upstream.
+    pub fetched_at: Timestamp,
 }
 
 /// Every known feed, by `gtfs_id`.

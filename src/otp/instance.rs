@@ -19,6 +19,7 @@ use super::client::{Call, ClientReport, OtpClient, OtpError, Response};
 use super::{AdapterError, otp1, otp2};
 use crate::config::{Api, Config, Instance};
 use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
+use crate::feed::store::WarmStart;
 
 /// One OTP instance at run time: its configuration, client and refresh state.
 pub struct InstanceRuntime {
@@ -29,6 +30,9 @@ pub struct InstanceRuntime {
     /// One refresh at a time, whoever asks.
     single_flight: tokio::sync::Mutex<()>,
     status: Mutex<InstanceStatus>,
+    /// What the warm start loaded from the feed store (set once, before the first
+    /// refresh, by `crate::refresh::warm`).
+    warm_start: Mutex<Option<WarmStart>>,
     /// Wakes the scheduler's task for a refresh now.
     wake: Notify,
     /// When the last manual refresh was accepted (for `refresh_min_spacing`).
@@ -73,6 +77,10 @@ pub struct InstanceReport {
     /// Whether a refresh is running now.
     pub running: bool,
     pub status: InstanceStatus,
+    /// What was loaded from the database's feed store at start-up, before the first
+    /// refresh; `null` until that is done (or when the service refreshes without a
+    /// scheduler).
+    pub warm_start: Option<WarmStart>,
     pub http: ClientReport,
 }
 
@@ -86,6 +94,7 @@ impl InstanceRuntime {
             running: AtomicBool::new(false),
             single_flight: tokio::sync::Mutex::new(()),
             status: Mutex::new(InstanceStatus::default()),
+            warm_start: Mutex::new(None),
             wake: Notify::new(),
             last_manual: Mutex::new(None),
             before_2_6: AtomicBool::new(false),
@@ -114,6 +123,19 @@ impl InstanceRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// What the warm start loaded, once it is done.
+    pub fn warm_start(&self) -> Option<WarmStart> {
+        self.warm_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records what the warm start loaded.
+    pub(crate) fn set_warm_start(&self, report: WarmStart) {
+        *self.warm_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
     }
 
     /// Whether a refresh has finished at least once (`/readyz` waits for this).
@@ -160,6 +182,7 @@ impl InstanceRuntime {
             refresh_interval: self.config.refresh_interval.as_secs_f64(),
             running: self.is_running(),
             status: self.status(),
+            warm_start: self.warm_start(),
             http: self.client.report(),
         }
     }

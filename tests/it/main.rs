@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod docs;
 mod encoding;
+mod feed_store;
 mod fetch;
 mod lifecycle;
 mod openapi;

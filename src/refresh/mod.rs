@@ -9,10 +9,15 @@
 //!   `rate_limit_delay`).
 //!
 //! A failure keeps the feed's last good data and records the error on the feed and the
-//! instance. Every fetch is recorded in the `feed_fetch` table.
+//! instance. Every fetch is recorded in the `feed_fetch` table. A new version is swapped
+//! in first, then written to the database's feed store ([`save`]).
 //!
-//! The scheduler runs one task per instance: a refresh at start-up, then every
-//! `refresh_interval` ±10 %, or at once when `POST /instances/{name}/refresh` wakes it.
+//! The scheduler runs one task per instance: the warm start ([`warm`]: the versions
+//! stored before the restart), a refresh at start-up, then every `refresh_interval`
+//! ±10 %, or at once when `POST /instances/{name}/refresh` wakes it.
+
+mod save;
+pub mod warm;
 
 use bytes::Bytes;
 use jiff::Timestamp;
@@ -52,10 +57,11 @@ impl RefreshSummary {
     }
 }
 
-/// One instance's scheduler: a refresh now, then one every `refresh_interval` (±10 %) or
-/// when woken by a manual refresh; runs until dropped (`App` runs one per instance as a
-/// background task, stopped by its cancellation token).
+/// One instance's scheduler: the warm start, a refresh now, then one every
+/// `refresh_interval` (±10 %) or when woken by a manual refresh; runs until dropped (`App`
+/// runs one per instance as a background task, stopped by its cancellation token).
 pub async fn schedule(state: AppState, instance: std::sync::Arc<InstanceRuntime>) {
+    warm::warm_start(&state, &instance).await;
     loop {
         refresh_instance(&state, &instance, None).await;
         let interval = instance.config.refresh_interval;
@@ -331,30 +337,47 @@ async fn load_zip(
     let version = hex::encode(Sha256::digest(&bytes));
     outcome.version = Some(version.clone());
     entry.update_status(|s| {
-        s.etag = etag;
-        s.last_modified = last_modified;
+        s.etag.clone_from(&etag);
+        s.last_modified.clone_from(&last_modified);
     });
     if current.as_ref().is_some_and(|c| c.version == version) {
         entry.record_unchanged();
         return Ok(Outcome::Unchanged);
     }
-    let (gtfs_id, source_text, v) = (
+    // The parser and then the store read the one copy of the zip (`Bytes` is shared).
+    let (gtfs_id, source_text, v, zip) = (
         source.gtfs_id.clone(),
         source.zip_url.clone(),
         version.clone(),
+        bytes.clone(),
     );
     let snapshot = tokio::task::spawn_blocking(move || {
-        FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &bytes)
+        FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &zip)
     })
     .await
     .map_err(|e| format!("the feed parser stopped: {e}"))?
     .map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
-    entry.install(Loaded {
+    let loaded = entry.install(Loaded {
         version,
-        fetched_at: Timestamp::now(),
+        fetched_at: fetched_now(),
         data: FeedData::Snapshot(Box::new(snapshot)),
     });
+    let origin = save::Origin {
+        instance: instance.name(),
+        gtfs_id: &source.gtfs_id,
+        source: &source.zip_url,
+        etag: etag.as_deref(),
+        last_modified: last_modified.as_deref(),
+    };
+    save::save_zip(state, origin, &loaded, &bytes).await;
     Ok(Outcome::Updated)
+}
+
+/// Now, to the microsecond: the precision PostgreSQL keeps, so a version's `fetched_at`
+/// reads the same after a restart has loaded it from the feed store.
+fn fetched_now() -> Timestamp {
+    let now = Timestamp::now();
+    now.round(jiff::Unit::Microsecond).unwrap_or(now)
 }
 
 fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
@@ -414,7 +437,7 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
             }
         };
         entry.update_status(|s| s.last_attempt_at = Some(started_at));
-        let result = load_index(instance, feed, &entry).await;
+        let result = load_index(state, instance, feed, &entry).await;
         let mut outcome = FeedOutcome {
             instance: instance.name().to_owned(),
             gtfs_id: Some(feed.gtfs_id.clone()),
@@ -443,6 +466,7 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
 }
 
 async fn load_index(
+    state: &AppState,
     instance: &InstanceRuntime,
     feed: &FeedInfo,
     entry: &FeedEntry,
@@ -480,14 +504,22 @@ async fn load_index(
         }
         sort_routes(&mut routes);
     }
-    entry.install(Loaded {
+    let loaded = entry.install(Loaded {
         version: version.clone(),
-        fetched_at: Timestamp::now(),
+        fetched_at: fetched_now(),
         data: FeedData::Index(RouteIndex {
             routes,
             details,
             agencies: feed.agencies.clone(),
         }),
     });
+    let origin = save::Origin {
+        instance: instance.name(),
+        gtfs_id: &feed.gtfs_id,
+        source: instance.api_name(),
+        etag: None,
+        last_modified: None,
+    };
+    save::save_index(state, origin, loaded).await;
     Ok((Outcome::Updated, version))
 }

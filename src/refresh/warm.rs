@@ -1,0 +1,229 @@
+//! The warm start: before an instance's first refresh, the current version of each of its
+//! feeds is loaded from the database's feed store ([`crate::db::feed_store`]), so that a
+//! restarted service serves its last good data (routes, route details, trips, waybill
+//! checks) even while OTP is down.
+//!
+//! - A zip version: the stored zip is read back, checked against its sha256 and parsed
+//!   by the same code as a download ([`FeedSnapshot::from_zip_bytes`]); its ETag and
+//!   Last-Modified go with it, so the first refresh asks upstream "has it changed?".
+//! - An OTP index version: the stored route index and route details, as a refresh would
+//!   have built them.
+//!
+//! Only versions of feeds configured the same way now are loaded (a feed that became a
+//! zip feed, or an instance that changed its `api`, starts from upstream). A stored
+//! version that cannot be used because it is corrupt (a chunk missing or changed, JSON or
+//! a zip that does not parse) is logged and deleted, and the feed is fetched from
+//! upstream as if there were none. Nothing here panics on what the database holds.
+//!
+//! `/readyz` counts a feed loaded here as served, so the service is ready as soon as the
+//! warm start is done even when OTP is down; `/feeds` says `loaded_from: "store"` and
+//! `/instances` lists what was loaded (`warm_start`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::Api;
+use crate::db::feed_store::{self, Kind, ReadError, StoredIndex, StoredVersion};
+use crate::feed::model::RouteDetail;
+use crate::feed::snapshot::FeedSnapshot;
+use crate::feed::store::{FeedData, Loaded, RouteIndex, WarmFeed, WarmStart};
+use crate::otp::instance::InstanceRuntime;
+use crate::state::AppState;
+
+/// How long the warm start waits for the database (its migrations) before giving up and
+/// letting the first refresh go to upstream: a database that is down must not keep
+/// fresh data from being served.
+pub const DB_WAIT: Duration = Duration::from_secs(10);
+
+/// Loads the current stored version of each of `instance`'s feeds and records what was
+/// loaded on the instance (`GET /instances`).
+pub async fn warm_start(state: &AppState, instance: &InstanceRuntime) {
+    let mut report = WarmStart {
+        finished_at: Timestamp::now(),
+        loaded: Vec::new(),
+        errors: Vec::new(),
+    };
+    if tokio::time::timeout(DB_WAIT, state.db.wait_prepared())
+        .await
+        .is_err()
+    {
+        let why = format!(
+            "the database was not ready within {} s: nothing loaded from the feed store",
+            DB_WAIT.as_secs()
+        );
+        tracing::warn!(instance = instance.name(), "warm start: {why}");
+        report.errors.push(why);
+        report.finished_at = Timestamp::now();
+        instance.set_warm_start(report);
+        return;
+    }
+    match feed_store::current_versions(&state.db, instance.name()).await {
+        Ok(stored) => {
+            for version in stored {
+                load_one(state, instance, version, &mut report).await;
+            }
+        }
+        Err(e) => {
+            let why = format!("cannot read the feed store: {e}");
+            tracing::warn!(instance = instance.name(), "warm start: {why}");
+            report.errors.push(why);
+        }
+    }
+    tracing::info!(
+        instance = instance.name(),
+        loaded = report.loaded.len(),
+        errors = report.errors.len(),
+        "warm start finished"
+    );
+    report.finished_at = Timestamp::now();
+    instance.set_warm_start(report);
+}
+
+/// Loads one stored version, if the feed is still configured as it was stored, and
+/// swaps it in.
+async fn load_one(
+    state: &AppState,
+    instance: &InstanceRuntime,
+    stored: StoredVersion,
+    report: &mut WarmStart,
+) {
+    let zips: HashMap<&str, &str> = instance
+        .config
+        .feeds
+        .iter()
+        .map(|f| (f.gtfs_id.as_str(), f.zip_url.as_str()))
+        .collect();
+    // What this feed is now: the kind and source a refresh would give it.
+    let (kind, source) = match zips.get(stored.gtfs_id.as_str()) {
+        Some(zip_url) => (Kind::Zip, *zip_url),
+        None if matches!(instance.config.api, Api::Otp2 | Api::Otp1) => {
+            (Kind::OtpIndex, instance.api_name())
+        }
+        None => {
+            tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
+                "warm start: stored feed is no longer configured; not loaded");
+            return;
+        }
+    };
+    if stored.kind != Some(kind) {
+        tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
+            "warm start: stored feed was configured otherwise; fetched from upstream instead");
+        return;
+    }
+    let loaded = match read_version(state, &stored, source).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let why = format!(
+                "feed {} version {}: {e}",
+                stored.gtfs_id,
+                short(&stored.version)
+            );
+            if let ReadError::Corrupt { blob, .. } = &e {
+                tracing::warn!(
+                    instance = instance.name(),
+                    "warm start: {why}; deleting it, the feed is fetched from upstream"
+                );
+                if let Err(e) =
+                    feed_store::drop_corrupt(&state.db, stored.id, blob.as_deref()).await
+                {
+                    tracing::warn!(
+                        instance = instance.name(),
+                        "warm start: cannot delete the corrupt version: {e}"
+                    );
+                }
+                report.errors.push(format!("{why} (deleted)"));
+            } else {
+                tracing::warn!(instance = instance.name(), "warm start: {why}");
+                report.errors.push(why);
+            }
+            return;
+        }
+    };
+    let entry = match state.feeds.entry(&stored.gtfs_id, instance.name(), source) {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!(instance = instance.name(), "warm start: {e}");
+            report.errors.push(e);
+            return;
+        }
+    };
+    entry.install_stored(loaded, stored.etag, stored.last_modified);
+    tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
+        version = %stored.version, fetched_at = %stored.fetched_at, "warm start: feed loaded from the store");
+    report.loaded.push(WarmFeed {
+        gtfs_id: stored.gtfs_id,
+        version: stored.version,
+        fetched_at: stored.fetched_at,
+    });
+}
+
+/// The first 12 hex digits of a version, for messages.
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
+}
+
+/// Reads a stored version back into the data a refresh would have built.
+async fn read_version(
+    state: &AppState,
+    stored: &StoredVersion,
+    source: &str,
+) -> Result<Loaded, ReadError> {
+    let data = match stored.kind {
+        Some(Kind::Zip) => {
+            // A zip's version is its sha256, which is also its blob's address.
+            if stored.blob != stored.version {
+                return Err(ReadError::corrupt(format!(
+                    "the zip's blob {} is not its version",
+                    stored.blob
+                )));
+            }
+            let zip =
+                feed_store::read_blob(&state.db, &stored.blob, state.config.max_feed_bytes).await?;
+            let (gtfs_id, version, source) = (
+                stored.gtfs_id.clone(),
+                stored.version.clone(),
+                source.to_owned(),
+            );
+            let snapshot = tokio::task::spawn_blocking(move || {
+                FeedSnapshot::from_zip_bytes(&gtfs_id, &version, &source, &zip)
+            })
+            .await
+            .map_err(|e| ReadError::Unusable(format!("the feed parser stopped: {e}")))?
+            .map_err(|e| {
+                ReadError::corrupt(format!("the stored zip is not a usable GTFS feed: {e}"))
+            })?;
+            FeedData::Snapshot(Box::new(snapshot))
+        }
+        Some(Kind::OtpIndex) => {
+            // The JSON of an index is small next to a zip: max_feed_bytes bounds it too.
+            let index =
+                feed_store::read_blob(&state.db, &stored.blob, state.config.max_feed_bytes).await?;
+            let StoredIndex { routes, agencies } = serde_json::from_slice(&index)
+                .map_err(|e| ReadError::corrupt(format!("the stored route index: {e}")))?;
+            let mut details = HashMap::new();
+            for (route_id, json) in feed_store::read_route_blobs(&state.db, stored.id).await? {
+                let detail: RouteDetail = serde_json::from_slice(&json).map_err(|e| {
+                    ReadError::corrupt(format!("the stored detail of route {route_id}: {e}"))
+                })?;
+                details.insert(route_id, detail);
+            }
+            FeedData::Index(RouteIndex {
+                routes,
+                details,
+                agencies,
+            })
+        }
+        None => {
+            return Err(ReadError::Unusable(
+                "a kind of version this build does not know".into(),
+            ));
+        }
+    };
+    Ok(Loaded {
+        version: stored.version.clone(),
+        fetched_at: stored.fetched_at,
+        data,
+    })
+}
