@@ -3,7 +3,8 @@
 //! A refresh of an instance:
 //! - for each `[[instances.feeds]]` zip: a conditional GET (ETag, Last-Modified) or a file
 //!   read; a 304 or an unchanged sha256 costs nothing more; a new version is parsed off
-//!   the async runtime into a [`FeedSnapshot`] and swapped in;
+//!   the async runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
+//!   files is read like a file, its version being the sha256 over its files ([`FeedDir`]);
 //! - for `otp2`/`otp1` instances, every other feed the instance lists: its route index,
 //!   hashed into a version; with `prefetch_routes`, each route's detail crawled (spaced by
 //!   `rate_limit_delay`).
@@ -29,6 +30,7 @@ use url::Url;
 
 use crate::config::{Api, FeedSource};
 use crate::db::fetches::{self, FeedOutcome, Outcome};
+use crate::feed::dir::FeedDir;
 use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
@@ -127,12 +129,13 @@ pub async fn refresh_instance(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZipLocation {
     Url(Url),
+    /// A local zip file, or a local directory of GTFS `.txt` files.
     File(PathBuf),
 }
 
-/// Resolves `zip_url`: `http(s)://...` as is; `/path` a local file when one is there, else
-/// that path under the instance URL; `file://...` or any other text a local path (relative
-/// to the working directory).
+/// Resolves `zip_url`: `http(s)://...` as is; `/path` a local file (or directory) when one
+/// is there, else that path under the instance URL; `file://...` or any other text a local
+/// path (relative to the working directory).
 pub async fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, String> {
     if zip_url.starts_with("http://") || zip_url.starts_with("https://") {
         return Url::parse(zip_url)
@@ -142,7 +145,7 @@ pub async fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocati
     if zip_url.starts_with('/') {
         let is_file = tokio::fs::metadata(zip_url)
             .await
-            .is_ok_and(|m| m.is_file());
+            .is_ok_and(|m| m.is_file() || m.is_dir());
         return Ok(if is_file {
             ZipLocation::File(PathBuf::from(zip_url))
         } else {
@@ -168,7 +171,7 @@ fn shown_url(url: &Url) -> String {
     url.to_string()
 }
 
-/// What a zip download gave.
+/// What a zip download (or a local read) gave.
 enum Download {
     NotModified,
     Body {
@@ -176,6 +179,14 @@ enum Download {
         etag: Option<String>,
         last_modified: Option<String>,
     },
+    /// A local directory of `.txt` files, read whole, with its version.
+    Dir(FeedDir),
+}
+
+/// What is parsed once a new version is known.
+enum NewFeed {
+    Zip(Bytes),
+    Dir(FeedDir),
 }
 
 async fn refresh_zip(
@@ -298,24 +309,30 @@ async fn load_zip(
             let meta = tokio::fs::metadata(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if meta.len() > max {
+            if meta.is_dir() {
+                let dir = tokio::task::spawn_blocking(move || FeedDir::read(&path, max))
+                    .await
+                    .map_err(|e| format!("the directory reader stopped: {e}"))??;
+                Download::Dir(dir)
+            } else if meta.len() > max {
                 return Err(format!(
                     "{} is {} bytes, over max_feed_bytes ({max})",
                     path.display(),
                     meta.len()
                 ));
-            }
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Download::Body {
-                bytes: bytes.into(),
-                etag: None,
-                last_modified: None,
+            } else {
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Download::Body {
+                    bytes: bytes.into(),
+                    etag: None,
+                    last_modified: None,
+                }
             }
         }
     };
-    let (bytes, etag, last_modified) = match download {
+    let (version, size, etag, last_modified, feed) = match download {
         Download::NotModified => {
             outcome.version = current.as_ref().map(|c| c.version.clone());
             entry.record_unchanged();
@@ -325,10 +342,22 @@ async fn load_zip(
             bytes,
             etag,
             last_modified,
-        } => (bytes, etag, last_modified),
+        } => (
+            hex::encode(Sha256::digest(&bytes)),
+            bytes.len() as u64,
+            etag,
+            last_modified,
+            NewFeed::Zip(bytes),
+        ),
+        Download::Dir(dir) => (
+            dir.version().to_owned(),
+            dir.total_bytes(),
+            None,
+            None,
+            NewFeed::Dir(dir),
+        ),
     };
-    outcome.bytes = Some(bytes.len() as u64);
-    let version = hex::encode(Sha256::digest(&bytes));
+    outcome.bytes = Some(size);
     outcome.version = Some(version.clone());
     entry.update_status(|s| {
         s.etag = etag;
@@ -343,12 +372,20 @@ async fn load_zip(
         source.zip_url.clone(),
         version.clone(),
     );
+    let what = match feed {
+        NewFeed::Zip(_) => "the zip",
+        NewFeed::Dir(_) => "the directory",
+    };
     let snapshot = tokio::task::spawn_blocking(move || {
+        let bytes = match feed {
+            NewFeed::Zip(bytes) => bytes,
+            NewFeed::Dir(dir) => dir.to_zip()?.into(),
+        };
         FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &bytes)
     })
     .await
     .map_err(|e| format!("the feed parser stopped: {e}"))?
-    .map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
+    .map_err(|e| format!("{what} is not a usable GTFS feed: {e}"))?;
     entry.install(Loaded {
         version,
         fetched_at: Timestamp::now(),

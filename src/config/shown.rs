@@ -80,7 +80,8 @@ pub struct InstanceConfig {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ZipFeedConfig {
     pub gtfs_id: String,
-    /// As configured: an absolute URL, a path under the instance's URL, or a file.
+    /// As configured: an absolute URL, a path under the instance's URL, or a local zip
+    /// file or directory of GTFS `.txt` files.
     pub zip_url: String,
 }
 

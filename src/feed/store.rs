@@ -187,8 +187,9 @@ pub struct FeedReport {
     pub instance: String,
     /// `otp2`, `otp1`, or the zip's URL or path.
     pub source: String,
-    /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
-    /// first successful load.
+    /// sha256 (hex) of the zip (for a directory, over its `.txt` files: name and bytes
+    /// in name order), or of the route index for OTP feeds; `null` before the first
+    /// successful load.
     pub version: Option<String>,
     pub fetched_at: Option<Timestamp>,
     /// Counts of the current version: of the zip's files for a GTFS zip, of the route index

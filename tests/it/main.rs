@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod demo;
 mod deploy;
 mod docs;
 mod encoding;
