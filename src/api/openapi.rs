@@ -38,6 +38,9 @@ Conventions:
 (`about:blank`), `title`, `status` and `detail`; internal errors never echo their cause.
 - Every response carries `x-request-id` (the client's own is kept, otherwise one is \
 made) and `Server-Timing` (`total`, plus phases such as `cache`, `build` or `otp`).
+- CORS, only when `cors_allowed_origins` is configured: preflights (`OPTIONS`) are \
+answered, and scripts of an allowed origin may read `ETag`, `Location`, `Retry-After`, \
+`Server-Timing`, `X-Cache` and `x-request-id`.
 - Nullable fields are always present, `null` when unknown, unless a field says it may be \
 absent.
 - Unknown paths answer 404 and known paths with another method 405, both problem+json. \

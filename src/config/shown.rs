@@ -53,6 +53,15 @@ pub struct EffectiveConfig {
     pub feed_fetch_retention_days: u32,
     pub shutdown_drain: f64,
     pub shutdown_timeout: f64,
+    /// Origins allowed to call from a browser (CORS); empty: none, no CORS headers.
+    #[schema(example = json!(["https://dispatch.example"]))]
+    pub cors_allowed_origins: Vec<String>,
+    #[schema(example = json!(["GET", "HEAD", "POST", "PATCH"]))]
+    pub cors_allowed_methods: Vec<String>,
+    #[schema(example = json!(["content-type", "if-match"]))]
+    pub cors_allowed_headers: Vec<String>,
+    /// Seconds a browser may keep a preflight's answer.
+    pub cors_max_age: f64,
     pub instances: Vec<InstanceConfig>,
 }
 

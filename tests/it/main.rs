@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod cors;
 mod demo;
 mod deploy;
 mod docs;
