@@ -44,7 +44,9 @@
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST) with
 //!   the serde helpers they share (`otp/de.rs`: errors name their JSON path), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
-//!   refresh status, whose methods ask either API.
+//!   refresh status, whose methods ask either API for a caller (refresh, crawl, or a
+//!   client's read-through, which passes on its request id and W3C `traceparent`:
+//!   [`otp::trace`]).
 //! - [`feed`]: the feed [`feed::model`] (with the one route order,
 //!   [`feed::model::RouteSummary::order_key`]), snapshots built from GTFS zips, service
 //!   calendars, and the [`feed::store::FeedStore`] that holds each feed's current version.

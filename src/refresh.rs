@@ -35,7 +35,7 @@ use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
-use crate::otp::instance::InstanceRuntime;
+use crate::otp::instance::{Caller, InstanceRuntime};
 use crate::state::AppState;
 
 /// Download progress: feed id, bytes so far, total when announced.
@@ -499,7 +499,10 @@ async fn load_index(
     let mut details = HashMap::new();
     if instance.config.prefetch_routes {
         for route in &routes {
-            match instance.route(&feed.gtfs_id, &route.route_id, true).await {
+            match instance
+                .route(&feed.gtfs_id, &route.route_id, Caller::Crawl)
+                .await
+            {
                 Ok(Some(detail)) => {
                     details.insert(route.route_id.clone(), detail);
                 }

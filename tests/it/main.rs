@@ -18,4 +18,5 @@ mod otp_sim_selftest;
 mod real_otp;
 mod routes;
 mod support;
+mod trace;
 mod waybills;
