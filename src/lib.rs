@@ -13,9 +13,10 @@
 //! - [`config`]: the typed [`config::Config`], layered defaults → TOML file → environment
 //!   by a pure function, with one error naming the key at fault. Its `mod.rs` holds the
 //!   table of flat keys and the environment check; `shown` is the typed
-//!   [`config::EffectiveConfig`] that `GET /config` answers; `instance` reads `[[instances]]`,
-//!   `value` reads and checks one value, `keys` refuses unknown keys (suggesting the one
-//!   meant) and `types` holds what they share ([`config::ConfigError`], the secrets).
+//!   [`config::EffectiveConfig`] that `GET /config` answers; `instance` reads
+//!   `[[instances]]`, `cors` the CORS lists, `value` reads and checks one value, `keys`
+//!   refuses unknown keys (suggesting the one meant) and `types` holds what they share
+//!   ([`config::ConfigError`], the secrets).
 //! - [`app`]: start and stop. [`app::App::start`] turns a config into a running
 //!   application: database, scheduler, background tasks.
 //! - [`state`]: [`state::AppState`], the one cheap-to-clone handle every handler and task
@@ -37,14 +38,20 @@
 //!     [`api::negotiate`] (`Accept-Encoding` and `If-None-Match` for cached answers),
 //!     [`api::openapi`] and [`api::problems`] (the error answers each endpoint documents).
 //!   - [`api::docs`]: `/docs`, the API explorer (Swagger UI, built into the binary).
+//!   - [`api::cors`]: CORS for browser apps on other origins (tower-http's layer, added
+//!     only when origins are configured).
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST) with
 //!   the serde helpers they share (`otp/de.rs`: errors name their JSON path), and
 //!   [`otp::instance::InstanceRuntime`], one configured instance with its client and
-//!   refresh status, whose methods ask either API.
+//!   refresh status, whose methods ask either API for a caller (refresh, crawl, or a
+//!   client's read-through, which passes on its request id and W3C `traceparent`:
+//!   [`otp::trace`]).
 //! - [`feed`]: the feed [`feed::model`] (with the one route order,
 //!   [`feed::model::RouteSummary::order_key`]), snapshots built from GTFS zips, service
 //!   calendars, and the [`feed::store::FeedStore`] that holds each feed's current version.
+//!   A feed may also be a directory of `.txt` files ([`feed::dir`]: its version, and its
+//!   files packed as a zip for the same reader).
 //!   A snapshot is made in three steps, a module each: [`feed::read`] (the zip's bytes to
 //!   the tables used, with the repairs and [`feed::read::FeedError`]), [`feed::network`]
 //!   (those tables to routes, patterns and trips) and [`feed::snapshot`] (the immutable

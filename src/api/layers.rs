@@ -8,7 +8,9 @@
 //!
 //! 1. The request id: the client's own `x-request-id` is kept as it is, otherwise a
 //!    random UUID is made. It is set on the request (so handlers, and what they call,
-//!    see it as a header and as the [`RequestId`] extension) and on the response.
+//!    see it as a header and as the [`RequestId`] extension) and on the response. A
+//!    handler that reads through to OTP passes it on, with the client's `traceparent`,
+//!    by taking a [`TraceContext`] (extracted here, used in `crate::otp::trace`).
 //! 2. The span `request` (`request_id`, `method`, `path`) the handler runs in, so every
 //!    line it logs names the request; one INFO line `finished processing request` with
 //!    `status` and `latency_us` when the answer is made.
@@ -23,16 +25,19 @@
 //! expected 503s (`/readyz` during an outage, OTP unavailable, shutting down) are no
 //! errors and must not fill the error log.
 
+use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tracing::Instrument;
 
 use super::timing::ServerTiming;
+use crate::otp::trace::{TRACEPARENT, TraceContext};
 use crate::state::AppState;
 use crate::telemetry::{self, HttpLabels};
 
@@ -43,6 +48,24 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// extensions for whoever needs to pass it on.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub HeaderValue);
+
+/// A handler that may read through to OTP takes the request's [`TraceContext`]: its id
+/// (set by `observe`) and the client's `traceparent`, as they are (two header values
+/// cloned; nothing is parsed unless OTP is called, see [`crate::otp::trace`]).
+impl<S: Send + Sync> FromRequestParts<S> for TraceContext {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let request_id = match parts.extensions.get::<RequestId>() {
+            Some(id) => Some(id.0.clone()),
+            None => parts.headers.get(&REQUEST_ID).cloned(),
+        };
+        Ok(TraceContext {
+            request_id,
+            traceparent: parts.headers.get(&TRACEPARENT).cloned(),
+        })
+    }
+}
 
 /// `router` wrapped in `observe`.
 pub(crate) fn with_layers(router: Router, state: AppState) -> Router {

@@ -20,6 +20,7 @@
 //! One layer around everything, [`layers`]: the request id (kept from the client's
 //! `x-request-id`, or made, and echoed), the tracing span that carries it and the log line
 //! per response, metrics by route template and status, and the `Server-Timing` header.
+//! Inside it, only when `cors_allowed_origins` is set, tower-http's CORS layer ([`cors`]).
 //!
 //! Compression: cached answers (route details) keep their gzip and brotli forms, made
 //! once per entry, and pick one per request in [`negotiate`]. Everything else (lists,
@@ -86,6 +87,7 @@
 //! and in [`router`]: `.merge(waybills::router())`.
 
 pub mod auth;
+pub mod cors;
 pub mod cursor;
 pub mod docs;
 pub mod error;
@@ -142,6 +144,13 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .with_state(state.clone());
+    // No origin allowed, no layer: nothing added to the cache-hit path (`cors`).
+    let router = match cors::layer(&state.config) {
+        Some(cors) => router
+            .layer(cors)
+            .layer(tower::util::MapResponseLayer::new(cors::only_for_allowed)),
+        None => router,
+    };
     with_layers(router, state)
 }
 

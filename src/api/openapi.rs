@@ -38,6 +38,12 @@ Conventions:
 (`about:blank`), `title`, `status` and `detail`; internal errors never echo their cause.
 - Every response carries `x-request-id` (the client's own is kept, otherwise one is \
 made) and `Server-Timing` (`total`, plus phases such as `cache`, `build` or `otp`).
+- A request that reads through to OTP (a route detail not cached) sends OTP its \
+`x-request-id` and a W3C `traceparent`: the client's trace (a new parent id) when it sent \
+a valid `traceparent`, else a new one.
+- CORS, only when `cors_allowed_origins` is configured: preflights (`OPTIONS`) are \
+answered, and scripts of an allowed origin may read `ETag`, `Location`, `Retry-After`, \
+`Server-Timing`, `X-Cache` and `x-request-id`.
 - Nullable fields are always present, `null` when unknown, unless a field says it may be \
 absent.
 - Unknown paths answer 404 and known paths with another method 405, both problem+json. \

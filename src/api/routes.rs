@@ -4,7 +4,8 @@
 //!   stable order (sort_order, missing last, then route_id), filtered, cursor-paged.
 //! - `GET /feeds/{gtfs_id}/routes/{route_id}`: summary, patterns and trip count, through
 //!   the [`RouteCache`](crate::cache::RouteCache): built from the feed's snapshot or
-//!   index, or read through to OTP.
+//!   index, or read through to OTP, passing on the request's `x-request-id` and
+//!   `traceparent` ([`crate::otp::trace`]).
 //! - `GET /feeds/{gtfs_id}/routes/{route_id}/trips?date=YYYY-MM-DD`: the trips running on
 //!   that service date (feeds loaded from a GTFS zip).
 //!
@@ -35,6 +36,8 @@ use crate::cache::{CachedRoute, LoadError, Loader, Lookup, RouteKey, etag_of};
 use crate::feed::model::{RouteDetail, RouteSummary};
 use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
+use crate::otp::instance::Caller;
+use crate::otp::trace::TraceContext;
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -379,6 +382,9 @@ async fn negotiated(
         ("route_id" = String, Path, description = "GTFS `route_id` inside the feed \
             (percent-encoded as a path segment)."),
         Conditional,
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context. When \
+            the route is read through to OTP, OTP is sent this trace (with a new parent \
+            id) if it is valid, else a new one, and the request's `x-request-id`."),
     ),
     responses(
         (status = 200, description = "The route, as identity, or gzip or brotli \
@@ -413,11 +419,12 @@ async fn route_detail(
     State(state): State<AppState>,
     Path((gtfs_id, route_id)): Path<(String, String)>,
     conditional: Conditional,
+    trace: TraceContext,
 ) -> ApiResult<Response> {
     let started = Instant::now();
     let (entry, loaded) = current_feed(&state, &gtfs_id)?;
     let key = RouteKey::new(&gtfs_id, &route_id, &loaded.version);
-    let loader = || route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id);
+    let loader = || route_loader(&state, &entry.instance, loaded, &gtfs_id, &route_id, trace);
     let lookup = state
         .cache
         .get(key.clone(), loader)
@@ -457,19 +464,21 @@ async fn route_detail(
 }
 
 /// Builds a route's answer: from the snapshot or the prefetched index when the feed has
-/// it, otherwise from OTP (cached for `cache_ttl`).
+/// it, otherwise from OTP (cached for `cache_ttl`), passing on the request's id and
+/// trace (`trace`; a background revalidation carries those of the request that started it).
 fn route_loader(
     state: &AppState,
     instance: &str,
     loaded: Arc<Loaded>,
     gtfs_id: &str,
     route_id: &str,
+    trace: TraceContext,
 ) -> Loader {
     let state = state.clone();
     let (instance, gtfs_id, route_id) =
         (instance.to_owned(), gtfs_id.to_owned(), route_id.to_owned());
     Arc::new(move || {
-        let (state, loaded) = (state.clone(), loaded.clone());
+        let (state, loaded, trace) = (state.clone(), loaded.clone(), trace.clone());
         let (instance, gtfs_id, route_id) = (instance.clone(), gtfs_id.clone(), route_id.clone());
         Box::pin(async move {
             let started = Instant::now();
@@ -494,7 +503,14 @@ fn route_loader(
             // The client's request waits `read_deadline` at most, whatever the timeouts,
             // retries and backoff of the call would add up to.
             let deadline = state.config.read_deadline;
-            let detail = tokio::time::timeout(deadline, instance.route(&gtfs_id, &route_id, false))
+            let upstream = trace.upstream();
+            tracing::debug!(
+                instance = instance.name(),
+                trace_id = upstream.trace_id(),
+                "route {route_id:?} of feed {gtfs_id:?} is not cached: asking OTP"
+            );
+            let call = instance.route(&gtfs_id, &route_id, Caller::Client(&upstream));
+            let detail = tokio::time::timeout(deadline, call)
                 .await
                 .map_err(|_| LoadError::Upstream(OtpError::Timeout(deadline)))?
                 .map_err(LoadError::Upstream)?;

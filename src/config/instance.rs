@@ -51,7 +51,8 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedSource {
     pub gtfs_id: String,
-    /// An absolute URL, a path relative to the instance URL, or a local file path.
+    /// An absolute URL, a path relative to the instance URL, or a local path: a zip
+    /// file, or a directory of GTFS `.txt` files.
     pub zip_url: String,
 }
 

@@ -20,10 +20,12 @@
 //!   environment variables;
 //! - `shown`: [`EffectiveConfig`], the configuration as `GET /config` shows it;
 //! - `instance`: `[[instances]]` and their feeds, read and validated;
+//! - `cors`: the CORS keys' lists (origins, methods, header names), each entry checked;
 //! - `value`: how one value is read, checked, layered and refused; the `bounds`;
 //! - `keys`: unknown keys, and the name probably meant;
 //! - `types`: what they all share: [`ConfigError`], [`Secret`], [`DatabaseUrl`].
 
+mod cors;
 mod instance;
 mod keys;
 mod shown;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+pub use cors::{HeaderNames, Methods, Origins};
 pub use instance::{Api, FeedSource, Instance};
 pub use shown::{EffectiveConfig, InstanceConfig, ZipFeedConfig};
 pub use types::{ConfigError, DatabaseUrl, REDACTED, Secret};
@@ -146,7 +149,28 @@ settings! {
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", bounds::SECONDS;
     /// Longest wait for requests in flight to finish once the listener is closed.
     shutdown_timeout: Duration = Duration::from_secs(30), "GTFS_SHUTDOWN_TIMEOUT", bounds::POSITIVE_SECONDS;
+    /// Origins whose browser scripts may call the API (CORS); empty: no CORS headers at
+    /// all, and no CORS layer.
+    cors_allowed_origins: Origins = Origins::default(), "GTFS_CORS_ALLOWED_ORIGINS", ();
+    /// Methods a CORS preflight allows.
+    cors_allowed_methods: Methods = Methods::new(&[http::Method::GET, http::Method::HEAD, http::Method::POST, http::Method::PATCH]), "GTFS_CORS_ALLOWED_METHODS", ();
+    /// Request headers a CORS preflight allows.
+    cors_allowed_headers: HeaderNames = HeaderNames::from_static(&CORS_DEFAULT_HEADERS), "GTFS_CORS_ALLOWED_HEADERS", ();
+    /// How long a browser may keep a preflight's answer (`Access-Control-Max-Age`, whole
+    /// seconds).
+    cors_max_age: Duration = Duration::from_secs(600), "GTFS_CORS_MAX_AGE", bounds::SECONDS;
 }
+
+/// The request headers the API reads, allowed to scripts by default.
+const CORS_DEFAULT_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "if-match",
+    "if-none-match",
+    "traceparent",
+    "x-request-id",
+];
 
 impl Config {
     /// [`Config::shown`] as a JSON value (keys sorted), for `gtfs-fetch config`.
@@ -309,6 +333,11 @@ mod tests {
             let text = match &defaults[key] {
                 Json::Null => continue,
                 Json::String(s) => s.clone(),
+                Json::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => other.to_string(),
             };
             Config::parse(None, |v| (v == *var).then(|| text.clone()))

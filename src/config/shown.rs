@@ -55,6 +55,15 @@ pub struct EffectiveConfig {
     pub feed_versions_kept: u32,
     pub shutdown_drain: f64,
     pub shutdown_timeout: f64,
+    /// Origins allowed to call from a browser (CORS); empty: none, no CORS headers.
+    #[schema(example = json!(["https://dispatch.example"]))]
+    pub cors_allowed_origins: Vec<String>,
+    #[schema(example = json!(["GET", "HEAD", "POST", "PATCH"]))]
+    pub cors_allowed_methods: Vec<String>,
+    #[schema(example = json!(["content-type", "if-match"]))]
+    pub cors_allowed_headers: Vec<String>,
+    /// Seconds a browser may keep a preflight's answer.
+    pub cors_max_age: f64,
     pub instances: Vec<InstanceConfig>,
 }
 
@@ -82,7 +91,8 @@ pub struct InstanceConfig {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ZipFeedConfig {
     pub gtfs_id: String,
-    /// As configured: an absolute URL, a path under the instance's URL, or a file.
+    /// As configured: an absolute URL, a path under the instance's URL, or a local zip
+    /// file or directory of GTFS `.txt` files.
     pub zip_url: String,
 }
 

@@ -12,11 +12,15 @@ use serde::Serialize;
 use super::types::{ConfigError, DatabaseUrl, REDACTED, Secret};
 
 /// Why a value was refused; [`layer`] puts the key and the value in front of it.
+#[derive(Debug)]
 pub(super) enum Refused {
     /// Not the kind of value the key takes ([`Setting::EXPECTED`] says which).
     Kind,
     /// A number, but outside the key's range.
     Range(Range),
+    /// The kind is right but a part of it is not (one entry of a list): the whole
+    /// message, naming that part.
+    Part(String),
 }
 
 /// The numbers a numeric key accepts, both ends included, in the key's own unit.
@@ -279,6 +283,7 @@ pub(super) fn refusal<T: Setting>(shown: &dyn fmt::Display, why: Refused) -> Str
     match why {
         Refused::Kind => format!("{shown} is not {}", T::EXPECTED),
         Refused::Range(range) => format!("{shown} is out of range: must be {range}"),
+        Refused::Part(why) => why,
     }
 }
 

@@ -20,7 +20,8 @@ pub struct FeedOutcome {
     pub outcome: Outcome,
     /// The HTTP status of the zip download, when there was one.
     pub http_status: Option<u16>,
-    /// sha256 of the zip, or a hash of the route index for OTP APIs.
+    /// sha256 of the zip (or of a directory's files), or a hash of the route index for
+    /// OTP APIs.
     pub version: Option<String>,
     /// Bytes downloaded.
     pub bytes: Option<u64>,

@@ -1,4 +1,4 @@
-//! Feed data: the common [`model`], and snapshots built from GTFS zips.
+//! Feed data: the common [`model`], and snapshots built from GTFS zips (or directories).
 //!
 //! - [`model`]: the shapes every source is turned into (and the route API answers with),
 //!   the route list's order, and GTFS times.
@@ -9,10 +9,14 @@
 //!   - [`read`]: the zip's bytes to the tables used, with the repairs and the
 //!     [`read::FeedError`] that says what is wrong with a feed;
 //!   - [`network`]: those tables to routes, patterns and trips, in named steps.
+//! - [`dir`]: a feed kept as a directory of `.txt` files: its version (a sha256 over the
+//!   files) and the files packed as a zip for the same reader.
 //!
-//! Imports run one way: `snapshot` → `network` → `read`, all three → `model`.
+//! Imports run one way: `snapshot` → `network` → `read`, all three → `model`; `dir` →
+//! `read`.
 
 pub mod calendar;
+pub mod dir;
 pub mod model;
 pub mod network;
 pub mod read;

@@ -237,8 +237,9 @@ pub struct FeedReport {
     pub instance: String,
     /// `otp2`, `otp1`, or the zip's URL or path.
     pub source: String,
-    /// sha256 (hex) of the zip, or of the route index for OTP feeds; `null` before the
-    /// first successful load.
+    /// sha256 (hex) of the zip (for a directory, over its `.txt` files: name and bytes
+    /// in name order), or of the route index for OTP feeds; `null` before the first
+    /// successful load.
     pub version: Option<String>,
     /// When the current version was fetched from upstream (for a version loaded from
     /// the store: when it was first fetched, before the restart).

@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::client::{Call, ClientReport, OtpClient, OtpError, Response};
+use super::trace::Upstream;
 use super::{AdapterError, otp1, otp2};
 use crate::config::{Api, Config, Instance};
 use crate::feed::model::{FeedInfo, RouteDetail, RouteSummary};
@@ -212,6 +213,28 @@ impl InstanceRuntime {
     }
 }
 
+/// Who a call to OTP is made for, which decides how it is sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// The scheduler's refresh (the feed list, route indexes): nothing added.
+    Refresh,
+    /// The prefetch crawl: spaced by `rate_limit_delay`.
+    Crawl,
+    /// A client request waiting on a cache miss: not spaced, and carrying the request's
+    /// `x-request-id` and `traceparent` ([`super::trace`]).
+    Client(&'a Upstream),
+}
+
+impl Caller<'_> {
+    fn apply(self, call: &mut Call<'_>) {
+        match self {
+            Caller::Refresh => {}
+            Caller::Crawl => call.crawl = true,
+            Caller::Client(upstream) => call.headers.extend(upstream.headers()),
+        }
+    }
+}
+
 /// The two OTP APIs behind one face: what a refresh and a read-through ask an instance.
 impl InstanceRuntime {
     /// `otp1` or `otp2`: the source of the feeds this instance lists.
@@ -225,12 +248,12 @@ impl InstanceRuntime {
     async fn graphql<T>(
         &self,
         body: &serde_json::Value,
-        crawl: bool,
+        caller: Caller<'_>,
         parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
     ) -> Result<T, OtpError> {
         let url = self.client.url(&self.config.graphql_path);
         let mut call = Call::graphql(url, body);
-        call.crawl = crawl;
+        caller.apply(&mut call);
         self.client
             .call(call, |r| {
                 ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
@@ -244,13 +267,13 @@ impl InstanceRuntime {
     async fn graphql_routes<T>(
         &self,
         request: impl Fn(otp2::Dialect) -> serde_json::Value,
-        crawl: bool,
+        caller: Caller<'_>,
         parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
     ) -> Result<T, OtpError> {
         loop {
             let dialect = self.dialect();
             let answer = self
-                .graphql(&request(dialect), crawl, |b| match parse(b) {
+                .graphql(&request(dialect), caller, |b| match parse(b) {
                     Err(_) if dialect == otp2::Dialect::Current && otp2::refuses_sort_order(b) => {
                         Ok(None)
                     }
@@ -273,11 +296,11 @@ impl InstanceRuntime {
     async fn rest<T>(
         &self,
         path: &str,
-        crawl: bool,
+        caller: Caller<'_>,
         parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
     ) -> Result<T, OtpError> {
         let mut call = Call::get(self.client.url(path));
-        call.crawl = crawl;
+        caller.apply(&mut call);
         self.client
             .call(call, |r| {
                 ok_body(r).and_then(|b| parse(b).map_err(|e| e.to_string()))
@@ -291,14 +314,18 @@ impl InstanceRuntime {
         match self.config.api {
             Api::Otp1 => {
                 let mut feeds = self
-                    .rest(&otp1::feeds_path(router), false, otp1::parse_feeds)
+                    .rest(
+                        &otp1::feeds_path(router),
+                        Caller::Refresh,
+                        otp1::parse_feeds,
+                    )
                     .await?;
                 // The feed list has no agencies; route lists name theirs by name only.
                 for feed in &mut feeds {
                     feed.agencies = self
                         .rest(
                             &otp1::agencies_path(router, &feed.gtfs_id),
-                            false,
+                            Caller::Refresh,
                             otp1::parse_agencies,
                         )
                         .await?;
@@ -306,7 +333,7 @@ impl InstanceRuntime {
                 Ok(feeds)
             }
             _ => {
-                self.graphql(&otp2::feeds_request(), false, otp2::parse_feeds)
+                self.graphql(&otp2::feeds_request(), Caller::Refresh, otp2::parse_feeds)
                     .await
             }
         }
@@ -318,7 +345,7 @@ impl InstanceRuntime {
         let gtfs_id = feed.gtfs_id.as_str();
         match self.config.api {
             Api::Otp1 => {
-                self.rest(&otp1::routes_path(router), false, |b| {
+                self.rest(&otp1::routes_path(router), Caller::Refresh, |b| {
                     otp1::parse_routes(gtfs_id, b, &feed.agencies)
                 })
                 .await
@@ -326,7 +353,7 @@ impl InstanceRuntime {
             _ => {
                 self.graphql_routes(
                     |dialect| otp2::routes_request(gtfs_id, dialect),
-                    false,
+                    Caller::Refresh,
                     |b| otp2::parse_routes(gtfs_id, b),
                 )
                 .await
@@ -334,20 +361,21 @@ impl InstanceRuntime {
         }
     }
 
-    /// One route with its patterns; `None` when the instance does not know it. `crawl`
-    /// requests are spaced by `rate_limit_delay`; a user waiting on a cache miss is not.
+    /// One route with its patterns; `None` when the instance does not know it. Crawl
+    /// requests are spaced by `rate_limit_delay`; a user waiting on a cache miss is not,
+    /// and passes on its request id and trace ([`Caller`]).
     pub async fn route(
         &self,
         gtfs_id: &str,
         route_id: &str,
-        crawl: bool,
+        caller: Caller<'_>,
     ) -> Result<Option<RouteDetail>, OtpError> {
         let router = &self.config.router;
         match self.config.api {
             Api::Otp1 => {
                 let path = otp1::route_path(router, gtfs_id, route_id);
                 let Some(summary) = self
-                    .rest_optional(&path, crawl, |b| otp1::parse_route(gtfs_id, b))
+                    .rest_optional(&path, caller, |b| otp1::parse_route(gtfs_id, b))
                     .await?
                 else {
                     return Ok(None);
@@ -355,14 +383,14 @@ impl InstanceRuntime {
                 let ids = self
                     .rest(
                         &otp1::route_patterns_path(router, gtfs_id, route_id),
-                        crawl,
+                        caller,
                         otp1::parse_pattern_ids,
                     )
                     .await?;
                 let mut patterns = Vec::with_capacity(ids.len());
                 for id in ids {
                     patterns.push(
-                        self.rest(&otp1::pattern_path(router, &id), crawl, |b| {
+                        self.rest(&otp1::pattern_path(router, &id), caller, |b| {
                             otp1::parse_pattern(gtfs_id, b)
                         })
                         .await?,
@@ -378,7 +406,7 @@ impl InstanceRuntime {
             _ => {
                 self.graphql_routes(
                     |dialect| otp2::route_request(gtfs_id, route_id, dialect),
-                    crawl,
+                    caller,
                     |b| otp2::parse_route(gtfs_id, b),
                 )
                 .await
@@ -390,11 +418,11 @@ impl InstanceRuntime {
     async fn rest_optional<T>(
         &self,
         path: &str,
-        crawl: bool,
+        caller: Caller<'_>,
         parse: impl Fn(&[u8]) -> Result<T, AdapterError>,
     ) -> Result<Option<T>, OtpError> {
         let mut call = Call::get(self.client.url(path));
-        call.crawl = crawl;
+        caller.apply(&mut call);
         self.client
             .call(call, |r| {
                 if r.status == StatusCode::NOT_FOUND {

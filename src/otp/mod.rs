@@ -7,7 +7,8 @@
 //! - [`client`]: the HTTP client that sends those requests; [`breaker`]: its per-instance
 //!   circuit breaker.
 //! - [`instance`]: one configured instance at run time, and the calls made of it through
-//!   either adapter.
+//!   either adapter, each for a [`instance::Caller`] (refresh, crawl or client).
+//! - [`trace`]: the `x-request-id` and W3C `traceparent` a client's read-through passes on.
 //!
 //! Parsers take the raw body and return the [`crate::feed::model`] types, or
 //! [`AdapterError::Malformed`] naming the JSON path that was wrong. Each answer has one
@@ -22,6 +23,7 @@ mod de;
 pub mod instance;
 pub mod otp1;
 pub mod otp2;
+pub mod trace;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdapterError {

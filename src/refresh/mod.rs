@@ -3,7 +3,8 @@
 //! A refresh of an instance:
 //! - for each `[[instances.feeds]]` zip: a conditional GET (ETag, Last-Modified) or a file
 //!   read; a 304 or an unchanged sha256 costs nothing more; a new version is parsed off
-//!   the async runtime into a [`FeedSnapshot`] and swapped in;
+//!   the async runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
+//!   files is read like a file, its version being the sha256 over its files ([`FeedDir`]);
 //! - for `otp2`/`otp1` instances, every other feed the instance lists: its route index,
 //!   hashed into a version; with `prefetch_routes`, each route's detail crawled (spaced by
 //!   `rate_limit_delay`).
@@ -34,11 +35,13 @@ use url::Url;
 
 use crate::config::{Api, FeedSource};
 use crate::db::fetches::{self, FeedOutcome, Outcome};
+use crate::feed::dir::FeedDir;
+use crate::feed::read::FeedError;
 use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
-use crate::otp::instance::InstanceRuntime;
+use crate::otp::instance::{Caller, InstanceRuntime};
 use crate::state::AppState;
 
 /// Download progress: feed id, bytes so far, total when announced.
@@ -133,12 +136,13 @@ pub async fn refresh_instance(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZipLocation {
     Url(Url),
+    /// A local zip file, or a local directory of GTFS `.txt` files.
     File(PathBuf),
 }
 
-/// Resolves `zip_url`: `http(s)://...` as is; `/path` a local file when one is there, else
-/// that path under the instance URL; `file://...` or any other text a local path (relative
-/// to the working directory).
+/// Resolves `zip_url`: `http(s)://...` as is; `/path` a local file (or directory) when one
+/// is there, else that path under the instance URL; `file://...` or any other text a local
+/// path (relative to the working directory).
 pub async fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocation, String> {
     if zip_url.starts_with("http://") || zip_url.starts_with("https://") {
         return Url::parse(zip_url)
@@ -148,7 +152,7 @@ pub async fn zip_location(client: &OtpClient, zip_url: &str) -> Result<ZipLocati
     if zip_url.starts_with('/') {
         let is_file = tokio::fs::metadata(zip_url)
             .await
-            .is_ok_and(|m| m.is_file());
+            .is_ok_and(|m| m.is_file() || m.is_dir());
         return Ok(if is_file {
             ZipLocation::File(PathBuf::from(zip_url))
         } else {
@@ -174,7 +178,7 @@ fn shown_url(url: &Url) -> String {
     url.to_string()
 }
 
-/// What a zip download gave.
+/// What a zip download (or a local read) gave.
 enum Download {
     NotModified,
     Body {
@@ -182,6 +186,14 @@ enum Download {
         etag: Option<String>,
         last_modified: Option<String>,
     },
+    /// A local directory of `.txt` files, read whole, with its version.
+    Dir(FeedDir),
+}
+
+/// What is parsed once a new version is known.
+enum NewFeed {
+    Zip(Bytes),
+    Dir(FeedDir),
 }
 
 async fn refresh_zip(
@@ -304,24 +316,30 @@ async fn load_zip(
             let meta = tokio::fs::metadata(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if meta.len() > max {
+            if meta.is_dir() {
+                let dir = tokio::task::spawn_blocking(move || FeedDir::read(&path, max))
+                    .await
+                    .map_err(|e| format!("the directory reader stopped: {e}"))??;
+                Download::Dir(dir)
+            } else if meta.len() > max {
                 return Err(format!(
                     "{} is {} bytes, over max_feed_bytes ({max})",
                     path.display(),
                     meta.len()
                 ));
-            }
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Download::Body {
-                bytes: bytes.into(),
-                etag: None,
-                last_modified: None,
+            } else {
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                Download::Body {
+                    bytes: bytes.into(),
+                    etag: None,
+                    last_modified: None,
+                }
             }
         }
     };
-    let (bytes, etag, last_modified) = match download {
+    let (version, size, etag, last_modified, feed) = match download {
         Download::NotModified => {
             outcome.version = current.as_ref().map(|c| c.version.clone());
             entry.record_unchanged();
@@ -331,10 +349,22 @@ async fn load_zip(
             bytes,
             etag,
             last_modified,
-        } => (bytes, etag, last_modified),
+        } => (
+            hex::encode(Sha256::digest(&bytes)),
+            bytes.len() as u64,
+            etag,
+            last_modified,
+            NewFeed::Zip(bytes),
+        ),
+        Download::Dir(dir) => (
+            dir.version().to_owned(),
+            dir.total_bytes(),
+            None,
+            None,
+            NewFeed::Dir(dir),
+        ),
     };
-    outcome.bytes = Some(bytes.len() as u64);
-    let version = hex::encode(Sha256::digest(&bytes));
+    outcome.bytes = Some(size);
     outcome.version = Some(version.clone());
     entry.update_status(|s| {
         s.etag.clone_from(&etag);
@@ -344,19 +374,28 @@ async fn load_zip(
         entry.record_unchanged();
         return Ok(Outcome::Unchanged);
     }
-    // The parser and then the store read the one copy of the zip (`Bytes` is shared).
-    let (gtfs_id, source_text, v, zip) = (
+    // The parser and then the store read the one copy of the zip (`Bytes` is shared); a
+    // directory is packed into one first, so that the store keeps it like any zip.
+    let (gtfs_id, source_text, v) = (
         source.gtfs_id.clone(),
         source.zip_url.clone(),
         version.clone(),
-        bytes.clone(),
     );
-    let snapshot = tokio::task::spawn_blocking(move || {
-        FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &zip)
+    let what = match feed {
+        NewFeed::Zip(_) => "the zip",
+        NewFeed::Dir(_) => "the directory",
+    };
+    let (snapshot, zip) = tokio::task::spawn_blocking(move || {
+        let zip: Bytes = match feed {
+            NewFeed::Zip(bytes) => bytes,
+            NewFeed::Dir(dir) => dir.to_zip()?.into(),
+        };
+        let snapshot = FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &zip)?;
+        Ok((snapshot, zip))
     })
     .await
     .map_err(|e| format!("the feed parser stopped: {e}"))?
-    .map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
+    .map_err(|e: FeedError| format!("{what} is not a usable GTFS feed: {e}"))?;
     let loaded = entry.install(Loaded {
         version,
         fetched_at: fetched_now(),
@@ -369,7 +408,7 @@ async fn load_zip(
         etag: etag.as_deref(),
         last_modified: last_modified.as_deref(),
     };
-    save::save_zip(state, origin, &loaded, &bytes).await;
+    save::save_zip(state, origin, &loaded, &zip).await;
     Ok(Outcome::Updated)
 }
 
@@ -486,7 +525,10 @@ async fn load_index(
     let mut details = HashMap::new();
     if instance.config.prefetch_routes {
         for route in &routes {
-            match instance.route(&feed.gtfs_id, &route.route_id, true).await {
+            match instance
+                .route(&feed.gtfs_id, &route.route_id, Caller::Crawl)
+                .await
+            {
                 Ok(Some(detail)) => {
                     details.insert(route.route_id.clone(), detail);
                 }

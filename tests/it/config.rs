@@ -71,6 +71,9 @@ fn sample(var: &str) -> (&'static str, Value) {
         "GTFS_API_TOKEN" | "GTFS_OPS_TOKEN" => ("tok-123", json!("***")),
         "WAYBILLS_DB_MIN_CONNECTIONS" => ("3", json!(3)),
         "GTFS_RETRY_ATTEMPTS" => ("7", json!(7)),
+        "GTFS_CORS_ALLOWED_ORIGINS" => ("https://a.example", json!(["https://a.example"])),
+        "GTFS_CORS_ALLOWED_METHODS" => ("get,PUT", json!(["GET", "PUT"])),
+        "GTFS_CORS_ALLOWED_HEADERS" => ("X-A", json!(["x-a"])),
         v if v.ends_with("_TIMEOUT")
             || v.ends_with("_DELAY")
             || v.ends_with("_KEEPALIVE")
@@ -79,7 +82,8 @@ fn sample(var: &str) -> (&'static str, Value) {
             || v.ends_with("_LIFETIME")
             || v.ends_with("_DRAIN")
             || v.ends_with("_SPACING")
-            || v.ends_with("_DEADLINE") =>
+            || v.ends_with("_DEADLINE")
+            || v.ends_with("_MAX_AGE") =>
         {
             ("0.25", json!(0.25))
         }

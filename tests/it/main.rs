@@ -4,6 +4,8 @@
 mod cache;
 mod cli;
 mod config;
+mod cors;
+mod demo;
 mod deploy;
 mod docs;
 mod encoding;
@@ -17,4 +19,5 @@ mod otp_sim_selftest;
 mod real_otp;
 mod routes;
 mod support;
+mod trace;
 mod waybills;

@@ -183,6 +183,7 @@ impl OtpSim {
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             by_key: Mutex::new(HashMap::new()),
+            recorded: Mutex::new(Default::default()),
             live: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
             accept: Mutex::new(None),
@@ -226,11 +227,26 @@ impl OtpSim {
             .unwrap_or(0)
     }
 
-    /// Sets every counter (connections, requests, by key) back to 0.
+    /// Sets every counter (connections, requests, by key) back to 0, and forgets the
+    /// recorded requests.
     pub fn reset_counts(&self) {
         self.inner.connections.store(0, Ordering::SeqCst);
         self.inner.requests.store(0, Ordering::SeqCst);
         self.inner.by_key.lock().unwrap().clear();
+        self.inner.recorded.lock().unwrap().clear();
+    }
+
+    /// The headers of the requests received (the last [`RECORDED_REQUESTS`]), oldest
+    /// first, each with its key as [`OtpSim::requests_for`] counts it (GraphQL operation
+    /// name, or path).
+    pub fn received(&self) -> Vec<(String, HeaderMap)> {
+        self.inner
+            .recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Connections open right now.

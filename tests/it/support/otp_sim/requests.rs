@@ -69,8 +69,13 @@ pub(super) async fn handle(
 
     let graphql = is_graphql_path(&path) && parts.method == Method::POST;
     let gql = graphql.then(|| GqlRequest::parse(&parts.headers, &body));
-    if let Some(Ok(g)) = &gql {
-        inner.count(&g.operation_for_count());
+    match &gql {
+        Some(Ok(g)) => {
+            let operation = g.operation_for_count();
+            inner.count(&operation);
+            inner.record(&operation, &parts.headers);
+        }
+        _ => inner.record(&path, &parts.headers),
     }
 
     let settings = inner.settings.borrow().clone();

@@ -64,6 +64,9 @@ pub(super) struct AcceptTask {
     pub(super) handle: JoinHandle<()>,
 }
 
+/// How many requests' headers the simulator keeps (the oldest are forgotten).
+pub const RECORDED_REQUESTS: usize = 1000;
+
 pub(super) struct Inner {
     pub(super) addr: SocketAddr,
     pub(super) settings: watch::Sender<Settings>,
@@ -71,6 +74,8 @@ pub(super) struct Inner {
     pub(super) connections: AtomicU64,
     pub(super) requests: AtomicU64,
     pub(super) by_key: Mutex<HashMap<String, u64>>,
+    /// The last [`RECORDED_REQUESTS`] requests' keys and headers, oldest first.
+    pub(super) recorded: Mutex<std::collections::VecDeque<(String, HeaderMap)>>,
     pub(super) live: Mutex<HashMap<u64, Arc<ConnCtl>>>,
     pub(super) next_conn: AtomicU64,
     pub(super) accept: Mutex<Option<AcceptTask>>,
@@ -110,6 +115,15 @@ impl Inner {
         let (stop, stop_rx) = oneshot::channel();
         let handle = tokio::spawn(accept_loop(self.clone(), listener, stop_rx));
         *self.accept.lock().unwrap() = Some(AcceptTask { stop, handle });
+    }
+
+    /// Keeps `key` (as [`Inner::count`] counts it) and the request's headers.
+    pub(super) fn record(&self, key: &str, headers: &HeaderMap) {
+        let mut recorded = self.recorded.lock().unwrap();
+        if recorded.len() == RECORDED_REQUESTS {
+            recorded.pop_front();
+        }
+        recorded.push_back((key.to_owned(), headers.clone()));
     }
 
     pub(super) fn count(&self, key: &str) {
