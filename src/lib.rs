@@ -37,6 +37,8 @@
 //!     [`api::negotiate`] (`Accept-Encoding` and `If-None-Match` for cached answers),
 //!     [`api::openapi`] and [`api::problems`] (the error answers each endpoint documents).
 //!   - [`api::docs`]: `/docs`, the API explorer (Swagger UI, built into the binary).
+//!   - [`api::console`]: `/ui`, the operator console (plain HTML, CSS and JavaScript in
+//!     `src/api/console/`, built into the binary), behind the ops guard.
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST) with
 //!   the serde helpers they share (`otp/de.rs`: errors name their JSON path), and

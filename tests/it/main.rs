@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod console;
 mod deploy;
 mod docs;
 mod encoding;
