@@ -40,6 +40,8 @@
 //!   - [`api::docs`]: `/docs`, the API explorer (Swagger UI, built into the binary).
 //!   - [`api::cors`]: CORS for browser apps on other origins (tower-http's layer, added
 //!     only when origins are configured).
+//!   - [`api::console`]: `/ui`, the operator console (plain HTML, CSS and JavaScript in
+//!     `src/api/console/`, built into the binary), behind the ops guard.
 //! - [`otp`]: talking to OpenTripPlanner: the tuned, circuit-broken
 //!   [`otp::client::OtpClient`], the adapters for OTP 2 (GraphQL) and OTP 1 (REST) with
 //!   the serde helpers they share (`otp/de.rs`: errors name their JSON path), and

@@ -1,8 +1,9 @@
 //! The HTTP API: one `router()` per area, merged here, wrapped in the layers every
 //! response goes through, and its OpenAPI document (`GET /openapi.json`).
 //!
-//! An area file (`feeds.rs`, `ops.rs`, `routes.rs`, `waybills.rs`) holds its handlers and
-//! their documentation; what they share is a stack below them:
+//! An area file (`feeds.rs`, `ops.rs`, `routes.rs`, `waybills.rs`, and the two pages:
+//! `docs.rs`, the API explorer, and `console.rs`, the operator console) holds its
+//! handlers and their documentation; what they share is a stack below them:
 //!
 //! - [`extract`]: [`extract::JsonBody`] (a JSON body, every way it can be wrong answered
 //!   as problem+json), [`extract::Query`] (query parameters into a
@@ -87,6 +88,7 @@
 //! and in [`router`]: `.merge(waybills::router())`.
 
 pub mod auth;
+pub mod console;
 pub mod cors;
 pub mod cursor;
 pub mod docs;
@@ -123,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .merge(feeds::router())
         .merge(waybills::router())
         .merge(docs::router())
+        .merge(console::router(state.clone()))
         .routes(utoipa_axum::routes!(openapi::openapi_json).with_state(openapi_json.clone()))
         .layer(compression())
         // Its own: cached answers bring their compressed forms (module docs).

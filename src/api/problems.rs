@@ -71,6 +71,15 @@ pub struct OpsForbidden(pub Problem);
 )]
 pub struct NoSuchDocsFile(pub Problem);
 
+/// 404 of `/ui/{file}`.
+#[derive(IntoResponses)]
+#[response(
+    status = 404,
+    description = "No such file of the console.",
+    content_type = "application/problem+json"
+)]
+pub struct NoSuchConsoleFile(pub Problem);
+
 // --- Feeds and instances ----------------------------------------------------------------
 
 #[derive(IntoResponses)]

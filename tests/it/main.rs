@@ -4,6 +4,7 @@
 mod cache;
 mod cli;
 mod config;
+mod console;
 mod cors;
 mod demo;
 mod deploy;

@@ -36,6 +36,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/{file}"),
+    ("GET", "/ui"),
+    ("GET", "/ui/{file}"),
     ("GET", "/feeds"),
     ("GET", "/feeds/{gtfs_id}/fetches"),
     ("GET", "/instances"),
@@ -53,7 +55,14 @@ const ENDPOINTS: &[(&str, &str)] = &[
 const WRITES: &[(&str, &str)] = &[("POST", "/waybills"), ("PATCH", "/waybills/{id}")];
 
 /// The ops endpoints behind the loopback-or-token guard.
-const GUARDED: &[&str] = &["/readyz", "/config", "/memory-stats", "/metrics"];
+const GUARDED: &[&str] = &[
+    "/readyz",
+    "/config",
+    "/memory-stats",
+    "/metrics",
+    "/ui",
+    "/ui/{file}",
+];
 
 const METHODS: &[&str] = &[
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
