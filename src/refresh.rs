@@ -32,6 +32,7 @@ use crate::db::fetches::{self, FeedOutcome, Outcome};
 use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
+use crate::memory;
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
 use crate::otp::instance::InstanceRuntime;
 use crate::state::AppState;
@@ -343,17 +344,21 @@ async fn load_zip(
         source.zip_url.clone(),
         version.clone(),
     );
-    let snapshot = tokio::task::spawn_blocking(move || {
-        FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &bytes)
+    let (snapshot, peak) = tokio::task::spawn_blocking(move || {
+        memory::thread_peak(|| FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &bytes))
     })
     .await
-    .map_err(|e| format!("the feed parser stopped: {e}"))?
-    .map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
+    .map_err(|e| format!("the feed parser stopped: {e}"))?;
+    let mut snapshot = snapshot.map_err(|e| format!("the zip is not a usable GTFS feed: {e}"))?;
+    snapshot.build_peak_bytes = peak;
     entry.install(Loaded {
         version,
         fetched_at: Timestamp::now(),
         data: FeedData::Snapshot(Box::new(snapshot)),
     });
+    // The build's raw tables are freed by now, and the old snapshot too unless a request
+    // still holds it: give their pages back rather than keep them resident while idle.
+    let _ = tokio::task::spawn_blocking(memory::purge).await;
     Ok(Outcome::Updated)
 }
 

@@ -53,6 +53,9 @@ pub struct FeedSnapshot {
     pub counts: FeedCounts,
     /// Estimate of the heap this snapshot holds (strings plus vec and map capacity).
     pub approx_bytes: usize,
+    /// The most its build held allocated at once (the zip's raw tables included), when
+    /// the caller measured it ([`crate::memory::thread_peak`]); 0 when not measured.
+    pub build_peak_bytes: u64,
 }
 
 impl fmt::Debug for FeedSnapshot {
@@ -63,6 +66,7 @@ impl fmt::Debug for FeedSnapshot {
             .field("source", &self.source)
             .field("counts", &self.counts)
             .field("approx_bytes", &self.approx_bytes)
+            .field("build_peak_bytes", &self.build_peak_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +101,7 @@ impl FeedSnapshot {
             calendar,
             counts,
             approx_bytes: 0,
+            build_peak_bytes: 0,
         };
         snapshot.approx_bytes = snapshot.estimate_heap_bytes();
         Ok(snapshot)
