@@ -76,7 +76,8 @@
 //!   `GTFS_LOG_FORMAT` says) and the metrics registry.
 //!
 //! The global allocator is jemalloc, so `/memory-stats` can report what the
-//! application itself holds (allocated) next to what the process holds (RSS).
+//! application itself holds (allocated) next to what the process holds (RSS); [`memory`]
+//! asks it for a feed build's peak and gives the build's freed pages back after a swap.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -89,6 +90,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod memory;
 pub mod otp;
 pub mod refresh;
 pub mod server;

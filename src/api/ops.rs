@@ -163,6 +163,7 @@ async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
     Json(MemoryStats {
         process: ProcessMemory {
             rss_bytes: mem.rss_bytes,
+            peak_rss_bytes: crate::memory::peak_rss_bytes(),
             virtual_bytes: mem.virtual_bytes,
         },
         allocator: AllocatorMemory {
@@ -182,6 +183,7 @@ async fn memory_stats(State(state): State<AppState>) -> Json<MemoryStats> {
                     gtfs_id: f.gtfs_id.clone(),
                     version: current.as_ref().map(|c| c.version.clone()),
                     approx_bytes: current.as_ref().map_or(0, |c| c.approx_bytes() as u64),
+                    build_peak_bytes: current.as_ref().and_then(|c| c.build_peak_bytes()),
                 }
             })
             .collect(),
@@ -345,6 +347,9 @@ struct MemoryStats {
 #[derive(Serialize, ToSchema)]
 struct ProcessMemory {
     rss_bytes: u64,
+    /// The most the process has held resident since it started (`VmHWM`): with feeds
+    /// from zips, usually the peak of the largest feed build.
+    peak_rss_bytes: u64,
     virtual_bytes: u64,
 }
 
@@ -363,6 +368,10 @@ struct FeedMemory {
     version: Option<String>,
     /// Rough heap size of the current version; 0 when none.
     approx_bytes: u64,
+    /// The most the build of the current version held allocated at once (the zip's raw
+    /// tables with the snapshot being made); after it, the build's freed memory is given
+    /// back to the system. `null` for a feed read from an OTP index (nothing is built).
+    build_peak_bytes: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -53,6 +53,9 @@ pub struct FeedSnapshot {
     pub counts: FeedCounts,
     /// Estimate of the heap this snapshot holds (strings plus vec and map capacity).
     pub approx_bytes: usize,
+    /// The most its build held allocated at once, the zip's raw tables included
+    /// ([`crate::memory::thread_peak`]); 0 when the allocator could not say.
+    pub build_peak_bytes: u64,
 }
 
 impl fmt::Debug for FeedSnapshot {
@@ -63,19 +66,30 @@ impl fmt::Debug for FeedSnapshot {
             .field("source", &self.source)
             .field("counts", &self.counts)
             .field("approx_bytes", &self.approx_bytes)
+            .field("build_peak_bytes", &self.build_peak_bytes)
             .finish_non_exhaustive()
     }
 }
 
 impl FeedSnapshot {
-    /// Parses a GTFS zip and builds the snapshot. CPU-bound (hundreds of milliseconds for a
-    /// large feed): call it from `spawn_blocking`.
+    /// Parses a GTFS zip and builds the snapshot, noting the most the build held
+    /// allocated at once ([`FeedSnapshot::build_peak_bytes`]). CPU-bound (hundreds of
+    /// milliseconds for a large feed): call it from `spawn_blocking`.
     pub fn from_zip_bytes(
         gtfs_id: &str,
         version: &str,
         source: &str,
         bytes: &[u8],
     ) -> Result<Self, FeedError> {
+        let (built, peak) =
+            crate::memory::thread_peak(|| Self::build(gtfs_id, version, source, bytes));
+        built.map(|snapshot| FeedSnapshot {
+            build_peak_bytes: peak,
+            ..snapshot
+        })
+    }
+
+    fn build(gtfs_id: &str, version: &str, source: &str, bytes: &[u8]) -> Result<Self, FeedError> {
         let tables = read::tables(gtfs_id, bytes)?;
         let Parts {
             agencies,
@@ -97,6 +111,7 @@ impl FeedSnapshot {
             calendar,
             counts,
             approx_bytes: 0,
+            build_peak_bytes: 0,
         };
         snapshot.approx_bytes = snapshot.estimate_heap_bytes();
         Ok(snapshot)

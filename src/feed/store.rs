@@ -81,6 +81,15 @@ impl Loaded {
         }
     }
 
+    /// The most the build of a zip's snapshot held allocated at once, for
+    /// `/memory-stats`; `None` for an OTP index (nothing is built) or when the allocator
+    /// could not say.
+    pub fn build_peak_bytes(&self) -> Option<u64> {
+        self.snapshot()
+            .map(|s| s.build_peak_bytes)
+            .filter(|&peak| peak > 0)
+    }
+
     /// Rough heap size, for `/memory-stats`.
     pub fn approx_bytes(&self) -> usize {
         match &self.data {

@@ -40,6 +40,7 @@ use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::read::FeedError;
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
+use crate::memory;
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
 use crate::otp::instance::{Caller, InstanceRuntime};
 use crate::state::AppState;
@@ -409,6 +410,9 @@ async fn load_zip(
         last_modified: last_modified.as_deref(),
     };
     save::save_zip(state, origin, &loaded, &zip).await;
+    // The build's raw tables are freed by now, and the old snapshot too unless a request
+    // still holds it: give their pages back rather than keep them resident while idle.
+    let _ = tokio::task::spawn_blocking(memory::purge).await;
     Ok(Outcome::Updated)
 }
 

@@ -29,6 +29,7 @@ use crate::db::feed_store::{self, Kind, ReadError, StoredIndex, StoredVersion};
 use crate::feed::model::RouteDetail;
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, Loaded, RouteIndex, WarmFeed, WarmStart};
+use crate::memory;
 use crate::otp::instance::InstanceRuntime;
 use crate::state::AppState;
 
@@ -194,6 +195,8 @@ async fn read_version(
             .map_err(|e| {
                 ReadError::corrupt(format!("the stored zip is not a usable GTFS feed: {e}"))
             })?;
+            // As after a refresh: the build's raw tables go back to the system now.
+            let _ = tokio::task::spawn_blocking(memory::purge).await;
             FeedData::Snapshot(Box::new(snapshot))
         }
         Some(Kind::OtpIndex) => {

@@ -89,6 +89,30 @@ async fn memory_stats_shows_process_allocator_and_a_prewarmed_pool() {
     app.stop().await.unwrap();
 }
 
+/// A feed built from a zip says what its build held at its peak: more than the snapshot
+/// it keeps (the raw tables were there too); the process says the most it ever held.
+#[tokio::test]
+async fn memory_stats_show_the_peak_of_each_feed_build() {
+    let sim = OtpSim::start(&["bart"]).await;
+    let app = spawn_loaded(sim_config(&sim.url(), "gtfs", &zip_feeds(&["bart"]), &[])).await;
+    let body: Value = app.get("/memory-stats").await.json();
+    let feed = &body["feeds"][0];
+    let (peak, kept) = (
+        feed["build_peak_bytes"].as_u64().unwrap_or(0),
+        feed["approx_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        kept > 0 && peak > kept,
+        "build peak {peak}, snapshot {kept}: {body}"
+    );
+    let process = &body["process"];
+    assert!(
+        process["peak_rss_bytes"].as_u64().unwrap() >= process["rss_bytes"].as_u64().unwrap(),
+        "the peak is the most ever held: {body}"
+    );
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_status() {
     let app = spawn_app().await;
