@@ -17,7 +17,9 @@
 # tests/browser/console.mjs opens /ui with the network cut (no host name resolves but
 # the service's; any request elsewhere is aborted and fails the test), checks what the
 # page shows against /instances, /feeds, /memory-stats and /waybills, and saves
-# target/console.png and target/console-phone.png (390x844).
+# target/console.png and target/console-phone.png (390x844); then it opens the API
+# explorer (/docs) the same way and checks that Swagger UI renders every operation of
+# /openapi.json with nothing asked of another site (target/docs.png).
 # Bounded in time (TIMEOUT_S for the browser part, 120 s for the service to be ready);
 # the service and the temp dir are gone on exit, whatever happens. Exit code: non-zero
 # on any failed check; the last line says `browser: N passed, M failed`.

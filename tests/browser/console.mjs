@@ -215,7 +215,28 @@ async function run(context) {
     document.documentElement.scrollWidth - window.innerWidth);
   check('on a phone (390x844) nothing runs off the side', overflow <= 0, `${overflow} px too wide`);
   await page.screenshot({ path: join(OUT, 'console-phone.png'), fullPage: true });
-  return `screenshots: ${join(OUT, 'console.png')}, ${join(OUT, 'console-phone.png')}`;
+
+  // The API explorer (/docs), with the same network cut: Swagger UI from the binary
+  // renders every operation of /openapi.json, and asks nothing of any other site.
+  const docs = await context.newPage();
+  const docsRequests = [];
+  const docsProblems = [];
+  docs.on('request', (r) => docsRequests.push(r.url()));
+  docs.on('pageerror', (e) => docsProblems.push(e.message));
+  const spec = await json('/openapi.json');
+  const operations = Object.values(spec.paths)
+    .reduce((n, item) => n + Object.keys(item).filter((k) => k !== 'parameters').length, 0);
+  await docs.goto(`${BASE}/docs`, { waitUntil: 'load' });
+  const rendered = await docs.waitForFunction((n) => document.querySelectorAll('.opblock').length >= n,
+    operations, { timeout: 20_000 }).then(() => true, () => false);
+  const docsForeign = docsRequests.filter((u) => new URL(u).origin !== origin);
+  check('the API explorer renders every operation with the network cut',
+    rendered && docsForeign.length === 0 && docsProblems.length === 0,
+    `${operations} operations in /openapi.json, ${await docs.locator('.opblock').count()} shown; ` +
+    `elsewhere: ${JSON.stringify(docsForeign)}; errors: ${JSON.stringify(docsProblems)}`);
+  await docs.screenshot({ path: join(OUT, 'docs.png') });
+  await docs.close();
+  return `screenshots: ${join(OUT, 'console.png')}, ${join(OUT, 'console-phone.png')}, ${join(OUT, 'docs.png')}`;
 }
 
 // What the page shows, by data-testid: raw values (data-value) and some texts.
