@@ -11,7 +11,8 @@
 # Per size and round, service first then reference, each a fresh process:
 #   service   `serve` with one `api = "gtfs"` instance whose feed is the local zip, on a
 #             throwaway PostgreSQL (pg_virtualenv, started once, so its start-up is not
-#             counted); time from exec to `/readyz` 200 (polled every 20 ms); peak RSS
+#             counted; a fresh database per run, so nothing is warm-started from the
+#             feed store); time from exec to `/readyz` 200 (polled every 20 ms); peak RSS
 #             (`VmHWM`); the snapshot's size and its build's peak from `/memory-stats`;
 #             RSS and allocated bytes 3 s after ready (what a refresh leaves behind).
 #   reference gtfs_parse: seconds of `Gtfs::from_reader` over the zip's bytes; its VmHWM.
@@ -52,7 +53,6 @@ fi
 
 BIN=${BIN:-target/release/gtfs-fetch}
 PARSE=target/release/examples/gtfs_parse
-export DATABASE_URL="postgres://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$PGDATABASE"
 tmp=$(mktemp -d /tmp/gtfs-big.XXXXXX)
 cleanup() {
     [ -n "${svc:-}" ] && kill "$svc" 2>/dev/null && wait "$svc" 2>/dev/null || true
@@ -63,7 +63,7 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 vmhwm() { awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$1/status"; }
 
-# One service run on zip $1: prints "ready_s peak_rss snapshot build_peak rss_after alloc_after".
+# One service run on zip $1 with a new database named $2: prints "ready_s peak_rss snapshot build_peak rss_after alloc_after".
 service_run() {
     cat >"$tmp/big.toml" <<TOML
 listen = "127.0.0.1:$PORT"
@@ -77,9 +77,13 @@ refresh_interval = 604800
 gtfs_id = "big"
 zip_url = "$(realpath "$1")"
 TOML
+    # A database of its own for each run: the feed store would otherwise warm-start the
+    # service with the version an earlier run stored.
+    createdb "$2"
     local started ready=""
     started=$(now)
-    RUST_LOG=warn "$BIN" --config "$tmp/big.toml" serve >"$tmp/service.log" 2>&1 &
+    DATABASE_URL="postgres://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$2" RUST_LOG=warn \
+        "$BIN" --config "$tmp/big.toml" serve >"$tmp/service.log" 2>&1 &
     svc=$!
     for _ in $(seq 1 30000); do
         if curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then
@@ -107,7 +111,7 @@ echo "size,round,stop_times,service_ready_s,service_peak_rss,snapshot_bytes,buil
 for n in $SIZES; do
     zip="$OUT/$FIXTURE-x$n.zip"
     for round in $(seq 1 "$ROUNDS"); do
-        read -r ready peak snapshot build rss alloc < <(service_run "$zip")
+        read -r ready peak snapshot build rss alloc < <(service_run "$zip" "big_${n}_$round")
         ref=$("$PARSE" "$zip")
         echo "$n,$round,$(jq -r .stop_times <<<"$ref"),$ready,$peak,$snapshot,$build,$rss,$alloc,$(jq -r '.seconds, .peak_rss_bytes' <<<"$ref" | paste -sd,)" \
             | tee -a "$OUT/results.csv" >&2
@@ -148,7 +152,7 @@ PY
 
 if command -v gnuplot >/dev/null; then
     gnuplot <<GP
-set terminal pngcairo size 1000,420
+set terminal pngcairo size 1000,420 noenhanced
 set output "$OUT/big_feed.png"
 set multiplot layout 1,2 title "$FIXTURE enlarged: service vs gtfs-structures"
 set xlabel "million stop_times"; set key left top
