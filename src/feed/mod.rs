@@ -8,12 +8,13 @@
 //!   bytes, and its queries. It is built in two steps, one module each:
 //!   - [`read`]: the zip's bytes to the tables used, with the repairs and the
 //!     [`read::FeedError`] that says what is wrong with a feed;
-//!   - [`network`]: those tables to routes, patterns and trips, in named steps.
+//!   - [`network`]: those tables to routes, patterns and trips, in named steps, with
+//!     `stop_times.txt` read as a stream ([`stop_times`]) and folded trip by trip.
 //! - [`dir`]: a feed kept as a directory of `.txt` files: its version (a sha256 over the
 //!   files) and the files packed as a zip for the same reader.
 //!
-//! Imports run one way: `snapshot` → `network` → `read`, all three → `model`; `dir` →
-//! `read`.
+//! Imports run one way: `snapshot` → `network` → `stop_times` → `read`, all → `model`;
+//! `dir` → `read`.
 
 pub mod calendar;
 pub mod dir;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod network;
 pub mod read;
 pub mod snapshot;
+mod stop_times;
 pub mod store;
 #[cfg(test)]
 mod testkit;

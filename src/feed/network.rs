@@ -17,10 +17,10 @@
 //! [`FeedCounts::skipped_trips`].
 
 use std::collections::HashMap;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use gtfs_structures::{
-    Agency, DirectionType, ExactTimes, RawFrequency, RawStopTime, RawTrip, Route, RouteType, Stop,
+    Agency, DirectionType, ExactTimes, RawFrequency, RawTrip, Route, RouteType, Stop,
 };
 use serde::Serialize;
 
@@ -29,7 +29,8 @@ use super::model::{
     AgencyInfo, FrequencyWindow, Pattern, RouteDetail, RouteSummary, StopRef, TripInfo,
     mode_of_route_type, sort_routes,
 };
-use super::read::Tables;
+use super::read::{FeedError, Tables};
+use super::stop_times::{RowCount, StopTimeRow, StopTimesFile};
 
 /// Row counts of the feed's files (rows, not distinct ids), plus what the snapshot derived.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -75,8 +76,9 @@ pub(super) struct Network {
     pub route_trips: Vec<Range<u32>>,
 }
 
-/// Builds the parts of a snapshot from the feed's tables. CPU-bound, as the caller is.
-pub(super) fn build(gtfs_id: &str, tables: Tables) -> Parts {
+/// Builds the parts of a snapshot from the feed's tables, reading `stop_times.txt` on the
+/// way; its rows are the only error left. CPU-bound, as the caller is.
+pub(super) fn build(gtfs_id: &str, tables: Tables) -> Result<Parts, FeedError> {
     Builder {
         gtfs_id,
         notes: Vec::new(),
@@ -87,7 +89,8 @@ pub(super) fn build(gtfs_id: &str, tables: Tables) -> Parts {
 /// No time given (stop_times fields are optional except at the ends of a trip).
 const NO_TIME: u32 = u32::MAX;
 
-/// A stop_time reduced to what the snapshot needs: 16 bytes instead of ~150 plus strings.
+/// A stop_time reduced to what the snapshot needs: 16 bytes, and only for one trip at a
+/// time (or, when the file is not grouped by trip, for the whole file).
 #[derive(Clone, Copy)]
 struct StopEvent {
     sequence: u32,
@@ -96,26 +99,141 @@ struct StopEvent {
     departure: u32,
 }
 
-/// The stop_times of a feed as [`StopEvent`]s, grouped by trip (trips numbered as in
-/// trips.txt) and each trip's sorted by `stop_sequence`.
-struct TripEvents {
-    /// Trip `t`'s events are `events[bounds[t]..bounds[t + 1]]`.
-    events: Vec<StopEvent>,
-    bounds: Vec<u32>,
-    /// Parallel to `events`: the stops alone, so that a trip's stop sequence is a slice
-    /// (the key of its pattern).
-    stop_seq: Vec<u32>,
+/// No stop sequence: the trip has no stop_times.
+const NO_SEQUENCE: u32 = u32::MAX;
+
+/// What a trip's stop_times come to in the snapshot: its stop sequence (a number in
+/// [`TripShapes::sequences`]) and its first and last times.
+#[derive(Clone, Copy)]
+struct TripShape {
+    /// [`NO_SEQUENCE`] when the trip has no stop_times.
+    sequence: u32,
+    /// [`NO_TIME`] (both) when no stop_time of the trip has a time.
+    start: u32,
+    end: u32,
+}
+
+/// Every trip's [`TripShape`] (parallel to trips.txt's rows), and the distinct stop
+/// sequences they use: a feed has far fewer of them than trips, and far fewer trips than
+/// stop_times.
+struct TripShapes {
+    shapes: Vec<TripShape>,
+    /// Sequence `n`'s stops, each stop numbered as in [`StopNames`].
+    sequences: Vec<Box<[u32]>>,
     /// stop_ids that stop_times use but stops.txt lacks, numbered after stops.txt's stops.
     unknown_stops: Vec<String>,
 }
 
-impl TripEvents {
-    fn range(&self, trip: u32) -> Range<usize> {
-        self.bounds[trip as usize] as usize..self.bounds[trip as usize + 1] as usize
+impl TripShapes {
+    fn of(&self, trip: u32) -> TripShape {
+        self.shapes[trip as usize]
+    }
+}
+
+/// Folds stop_times rows, in file order, into [`TripShapes`]: rows are numbered (trip and
+/// stop), a trip's events are kept until it is [finished](Self::finish), and the stop
+/// sequence is interned.
+struct ShapeFold<'i> {
+    stop_index: &'i HashMap<&'i str, u32>,
+    trip_index: &'i HashMap<&'i str, u32>,
+    known_stops: usize,
+    unknown_stops: Vec<String>,
+    unknown_stop_index: HashMap<String, u32>,
+    orphan_rows: usize,
+    shapes: Vec<TripShape>,
+    interned: HashMap<Box<[u32]>, u32>,
+}
+
+impl<'i> ShapeFold<'i> {
+    fn new(
+        stop_index: &'i HashMap<&'i str, u32>,
+        trip_index: &'i HashMap<&'i str, u32>,
+        known_stops: usize,
+        trip_total: usize,
+    ) -> Self {
+        ShapeFold {
+            stop_index,
+            trip_index,
+            known_stops,
+            unknown_stops: Vec::new(),
+            unknown_stop_index: HashMap::new(),
+            orphan_rows: 0,
+            shapes: vec![
+                TripShape {
+                    sequence: NO_SEQUENCE,
+                    start: NO_TIME,
+                    end: NO_TIME,
+                };
+                trip_total
+            ],
+            interned: HashMap::new(),
+        }
     }
 
-    fn of(&self, trip: u32) -> &[StopEvent] {
-        &self.events[self.range(trip)]
+    /// The row's trip number and event; `None` for a row of an unknown trip (counted). An
+    /// unknown stop_id gets a number after stops.txt's, in order of first appearance.
+    fn event(&mut self, row: &StopTimeRow) -> Option<(u32, StopEvent)> {
+        let Some(&trip) = self.trip_index.get(row.trip_id) else {
+            self.orphan_rows += 1;
+            return None;
+        };
+        let stop = match self.stop_index.get(row.stop_id) {
+            Some(&s) => s,
+            None => match self.unknown_stop_index.get(row.stop_id) {
+                Some(&s) => s,
+                None => {
+                    let s = (self.known_stops + self.unknown_stops.len()) as u32;
+                    self.unknown_stops.push(row.stop_id.to_owned());
+                    self.unknown_stop_index.insert(row.stop_id.to_owned(), s);
+                    s
+                }
+            },
+        };
+        Some((
+            trip,
+            StopEvent {
+                sequence: row.stop_sequence,
+                stop,
+                arrival: row.arrival_time.unwrap_or(NO_TIME),
+                departure: row.departure_time.unwrap_or(NO_TIME),
+            },
+        ))
+    }
+
+    fn is_finished(&self, trip: u32) -> bool {
+        self.shapes[trip as usize].sequence != NO_SEQUENCE
+    }
+
+    /// Records a trip from all its events (in file order; sorted here by `stop_sequence`,
+    /// stably, so equal sequences keep file order).
+    fn finish(&mut self, trip: u32, events: &mut [StopEvent]) {
+        if !events.is_sorted_by_key(|e| e.sequence) {
+            events.sort_by_key(|e| e.sequence);
+        }
+        let (start, end) = trip_times(events).unwrap_or((NO_TIME, NO_TIME));
+        let stops: Box<[u32]> = events.iter().map(|e| e.stop).collect();
+        let next = self.interned.len() as u32;
+        let sequence = *self.interned.entry(stops).or_insert(next);
+        self.shapes[trip as usize] = TripShape {
+            sequence,
+            start,
+            end,
+        };
+    }
+
+    fn into_shapes(self) -> (TripShapes, usize) {
+        let mut sequences: Vec<Box<[u32]>> = vec![Box::default(); self.interned.len()];
+        for (stops, n) in self.interned {
+            sequences[n as usize] = stops;
+        }
+        (
+            TripShapes {
+                shapes: self.shapes,
+                sequences,
+                unknown_stops: self.unknown_stops,
+            },
+            self.orphan_rows,
+        )
     }
 }
 
@@ -173,7 +291,7 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// Counts the rows, converts agencies and the calendar, builds the network, and
     /// reports what was tolerated.
-    fn build(mut self, tables: Tables) -> Parts {
+    fn build(mut self, tables: Tables) -> Result<Parts, FeedError> {
         let Tables {
             agencies,
             routes,
@@ -195,7 +313,7 @@ impl Builder<'_> {
             routes: routes.len(),
             stops: stops.len(),
             trips: trips.len(),
-            stop_times: stop_times.len(),
+            stop_times: 0,
             calendar: calendar.len(),
             calendar_dates: calendar_dates.len(),
             frequencies: frequencies.len(),
@@ -204,14 +322,14 @@ impl Builder<'_> {
         };
         let agencies = agencies.into_iter().map(agency_info).collect();
         let calendar = ServiceCalendar::new(calendar, calendar_dates);
-        let network = self.network(routes, stops, trips, stop_times, frequencies, &mut counts);
+        let network = self.network(routes, stops, trips, &stop_times, frequencies, &mut counts)?;
         self.report(&counts);
-        Parts {
+        Ok(Parts {
             agencies,
             calendar,
             counts,
             network,
-        }
+        })
     }
 
     /// The steps from the raw rows to routes, patterns and trips, in order. Each step
@@ -221,10 +339,10 @@ impl Builder<'_> {
         routes: Vec<Route>,
         stops: Vec<Stop>,
         raw_trips: Vec<RawTrip>,
-        stop_times: Vec<RawStopTime>,
+        stop_times: &StopTimesFile,
         frequencies: Vec<RawFrequency>,
         counts: &mut FeedCounts,
-    ) -> Network {
+    ) -> Result<Network, FeedError> {
         let routes = self.route_list(routes);
         let route_index: HashMap<String, usize> = routes
             .iter()
@@ -233,26 +351,27 @@ impl Builder<'_> {
             .collect();
         let stop_index = stop_numbers(&stops);
         let trip_index_raw = self.trip_numbers(&raw_trips);
-        let events = self.stop_events(
+        let shapes = self.trip_shapes(
             stop_times,
             &stop_index,
             &trip_index_raw,
             stops.len(),
             raw_trips.len(),
-        );
+            counts,
+        )?;
         let mut trip_windows =
             self.frequency_windows(&frequencies, &trip_index_raw, raw_trips.len());
-        let mut by_route = self.trips_by_route(&raw_trips, &route_index, &events, counts);
+        let mut by_route = self.trips_by_route(&raw_trips, &route_index, &shapes, counts);
 
         let stop_names = StopNames {
             stops: &stops,
-            unknown: &events.unknown_stops,
+            unknown: &shapes.unknown_stops,
         };
         let mut plans: Vec<Vec<TripPlan>> = Vec::with_capacity(routes.len());
         let mut route_patterns: Vec<Vec<Pattern>> = Vec::with_capacity(routes.len());
         for (route, group) in routes.iter().zip(&mut by_route) {
             let (patterns, route_plans) =
-                patterns_of_route(&route.route_id, group, &raw_trips, &events, &stop_names);
+                patterns_of_route(&route.route_id, group, &raw_trips, &shapes, &stop_names);
             counts.patterns += patterns.len();
             route_patterns.push(patterns);
             plans.push(route_plans);
@@ -260,7 +379,7 @@ impl Builder<'_> {
         drop(by_route);
         drop(stop_index);
         drop(trip_index_raw);
-        drop(events);
+        drop(shapes);
         drop(stops);
 
         let (trips, route_trips) = kept_trips(raw_trips, plans, &mut trip_windows);
@@ -270,14 +389,14 @@ impl Builder<'_> {
             .map(|(i, t)| (t.trip_id.clone(), i as u32))
             .collect();
         let route_details = route_details(&routes, route_patterns, &route_trips);
-        Network {
+        Ok(Network {
             routes,
             route_index,
             route_details,
             trips,
             trip_index,
             route_trips,
-        }
+        })
     }
 
     /// The route summaries in list order, one per `route_id`. A duplicated route_id
@@ -315,61 +434,86 @@ impl Builder<'_> {
         trip_index_raw
     }
 
-    /// stop_times as compact events grouped by trip (a counting sort: no per-trip `Vec`),
-    /// then by sequence; the rows are freed as soon as the events are made. A stop_time of
-    /// an unknown trip is dropped; an unknown stop_id gets a number after stops.txt's.
-    fn stop_events(
+    /// Reads stop_times.txt as a stream and folds every trip into its [`TripShape`]. Real
+    /// feeds list a trip's rows together, so a trip is finished when the next trip's rows
+    /// begin, and only one trip's events are ever held. If a trip's rows turn out to be
+    /// scattered, the file is read again and its events are grouped first
+    /// ([`Self::grouped_shapes`]): same result, more memory.
+    fn trip_shapes(
         &mut self,
-        stop_times: Vec<RawStopTime>,
+        stop_times: &StopTimesFile,
         stop_index: &HashMap<&str, u32>,
         trip_index_raw: &HashMap<&str, u32>,
         known_stops: usize,
         trip_total: usize,
-    ) -> TripEvents {
-        let mut unknown_stops: Vec<String> = Vec::new();
-        let mut unknown_stop_index: HashMap<String, u32> = HashMap::new();
-        let mut trip_of_event: Vec<u32> = Vec::with_capacity(stop_times.len());
+        counts: &mut FeedCounts,
+    ) -> Result<TripShapes, FeedError> {
+        let mut fold = ShapeFold::new(stop_index, trip_index_raw, known_stops, trip_total);
+        let mut current: Option<u32> = None;
+        let mut events: Vec<StopEvent> = Vec::new();
+        let mut scattered = false;
+        let read = stop_times.for_each_row(|row| {
+            let Some((trip, event)) = fold.event(&row) else {
+                return ControlFlow::Continue(());
+            };
+            if current != Some(trip) {
+                if let Some(done) = current {
+                    fold.finish(done, &mut events);
+                    events.clear();
+                }
+                if fold.is_finished(trip) {
+                    scattered = true;
+                    return ControlFlow::Break(());
+                }
+                current = Some(trip);
+            }
+            events.push(event);
+            ControlFlow::Continue(())
+        })?;
+        let (shapes, read) = if scattered {
+            drop(fold);
+            self.grouped_shapes(
+                stop_times,
+                stop_index,
+                trip_index_raw,
+                known_stops,
+                trip_total,
+            )?
+        } else {
+            if let Some(done) = current {
+                fold.finish(done, &mut events);
+            }
+            let (shapes, orphans) = fold.into_shapes();
+            (shapes, (read, orphans))
+        };
+        let (read, orphan_rows) = read;
+        self.note_stop_times(read, orphan_rows, &shapes.unknown_stops);
+        counts.stop_times = read.rows;
+        Ok(shapes)
+    }
+
+    /// The way for a file whose trips' rows are scattered: every row as an event, grouped
+    /// by trip with a counting sort (no per-trip `Vec`), then each trip finished.
+    fn grouped_shapes(
+        &mut self,
+        stop_times: &StopTimesFile,
+        stop_index: &HashMap<&str, u32>,
+        trip_index_raw: &HashMap<&str, u32>,
+        known_stops: usize,
+        trip_total: usize,
+    ) -> Result<(TripShapes, (RowCount, usize)), FeedError> {
+        let mut fold = ShapeFold::new(stop_index, trip_index_raw, known_stops, trip_total);
         let mut bounds = vec![0u32; trip_total + 1];
-        let mut orphan_stop_times = 0usize;
-        let mut events_unsorted: Vec<StopEvent> = Vec::with_capacity(stop_times.len());
-        for st in &stop_times {
-            let Some(&trip) = trip_index_raw.get(st.trip_id.as_str()) else {
-                orphan_stop_times += 1;
-                continue;
-            };
-            let stop = match stop_index.get(st.stop_id.as_str()) {
-                Some(&s) => s,
-                None => *unknown_stop_index
-                    .entry(st.stop_id.clone())
-                    .or_insert_with(|| {
-                        unknown_stops.push(st.stop_id.clone());
-                        (known_stops + unknown_stops.len() - 1) as u32
-                    }),
-            };
-            bounds[trip as usize + 1] += 1;
-            trip_of_event.push(trip);
-            events_unsorted.push(StopEvent {
-                sequence: st.stop_sequence,
-                stop,
-                arrival: st.arrival_time.unwrap_or(NO_TIME),
-                departure: st.departure_time.unwrap_or(NO_TIME),
-            });
-        }
-        // The rows are done with: free them before building anything else.
-        drop(stop_times);
-        drop(unknown_stop_index);
-        if orphan_stop_times > 0 {
-            self.notes.push(format!(
-                "{orphan_stop_times} stop_times rows of unknown trips dropped"
-            ));
-        }
-        if !unknown_stops.is_empty() {
-            self.notes.push(format!(
-                "{} stop_id(s) used in stop_times.txt but missing from stops.txt (first: {})",
-                unknown_stops.len(),
-                unknown_stops[0]
-            ));
-        }
+        let mut trip_of_event: Vec<u32> = Vec::new();
+        let mut unsorted: Vec<StopEvent> = Vec::new();
+        let read = stop_times.for_each_row(|row| {
+            if let Some((trip, event)) = fold.event(&row) {
+                bounds[trip as usize + 1] += 1;
+                trip_of_event.push(trip);
+                unsorted.push(event);
+            }
+            ControlFlow::Continue(())
+        })?;
         for i in 1..bounds.len() {
             bounds[i] += bounds[i - 1];
         }
@@ -381,28 +525,44 @@ impl Builder<'_> {
                 arrival: NO_TIME,
                 departure: NO_TIME,
             };
-            events_unsorted.len()
+            unsorted.len()
         ];
-        for (e, &t) in events_unsorted.iter().zip(&trip_of_event) {
+        for (e, &t) in unsorted.iter().zip(&trip_of_event) {
             let slot = &mut cursor[t as usize];
             events[*slot as usize] = *e;
             *slot += 1;
         }
-        drop(events_unsorted);
+        drop(unsorted);
         drop(trip_of_event);
         drop(cursor);
         for t in 0..trip_total {
-            let slice = &mut events[bounds[t] as usize..bounds[t + 1] as usize];
-            if !slice.is_sorted_by_key(|e| e.sequence) {
-                slice.sort_by_key(|e| e.sequence);
+            let range = bounds[t] as usize..bounds[t + 1] as usize;
+            if !range.is_empty() {
+                fold.finish(t as u32, &mut events[range]);
             }
         }
-        let stop_seq = events.iter().map(|e| e.stop).collect();
-        TripEvents {
-            events,
-            bounds,
-            stop_seq,
-            unknown_stops,
+        let (shapes, orphans) = fold.into_shapes();
+        Ok((shapes, (read, orphans)))
+    }
+
+    /// Notes what reading stop_times.txt tolerated.
+    fn note_stop_times(&mut self, read: RowCount, orphan_rows: usize, unknown_stops: &[String]) {
+        if read.padded > 0 {
+            self.notes.push(format!(
+                "{} stop_times.txt rows shorter than their header padded with empty fields",
+                read.padded
+            ));
+        }
+        if orphan_rows > 0 {
+            self.notes.push(format!(
+                "{orphan_rows} stop_times rows of unknown trips dropped"
+            ));
+        }
+        if let Some(first) = unknown_stops.first() {
+            self.notes.push(format!(
+                "{} stop_id(s) used in stop_times.txt but missing from stops.txt (first: {first})",
+                unknown_stops.len(),
+            ));
         }
     }
 
@@ -441,7 +601,7 @@ impl Builder<'_> {
         &mut self,
         raw_trips: &[RawTrip],
         route_index: &HashMap<String, usize>,
-        events: &TripEvents,
+        shapes: &TripShapes,
         counts: &mut FeedCounts,
     ) -> Vec<Vec<u32>> {
         let mut by_route: Vec<Vec<u32>> = vec![Vec::new(); route_index.len()];
@@ -453,10 +613,10 @@ impl Builder<'_> {
                 no_route += 1;
                 continue;
             };
-            let slice = events.of(i as u32);
-            if slice.is_empty() {
+            let shape = shapes.of(i as u32);
+            if shape.sequence == NO_SEQUENCE {
                 no_stop_times += 1;
-            } else if trip_times(slice).is_none() {
+            } else if shape.start == NO_TIME {
                 no_times += 1;
             } else {
                 by_route[r].push(i as u32);
@@ -500,24 +660,27 @@ fn stop_numbers(stops: &[Stop]) -> HashMap<&str, u32> {
 /// One route's patterns and its trips' plans. A pattern is a distinct (direction, stop
 /// sequence); patterns are numbered per direction in order of first appearance, trips
 /// taken in `trip_id` order so that the numbers do not depend on the file's row order.
-fn patterns_of_route(
+fn patterns_of_route<'a>(
     route_id: &str,
     group: &mut [u32],
-    raw_trips: &[RawTrip],
-    events: &TripEvents,
+    raw_trips: &'a [RawTrip],
+    shapes: &'a TripShapes,
     stops: &StopNames,
 ) -> (Vec<Pattern>, Vec<TripPlan>) {
     group.sort_unstable_by(|&a, &b| raw_trips[a as usize].id.cmp(&raw_trips[b as usize].id));
-    let mut accs: Vec<PatternAcc> = Vec::new();
-    let mut lookup: HashMap<(Option<u8>, &[u32]), u32> = HashMap::new();
+    let mut accs: Vec<PatternAcc<'a>> = Vec::new();
+    let mut lookup: HashMap<(Option<u8>, u32), u32> = HashMap::new();
     let mut next_number: [u32; 3] = [0; 3];
     let mut plans = Vec::with_capacity(group.len());
     for &i in group.iter() {
         let t = &raw_trips[i as usize];
-        let range = events.range(i);
-        let (start, end) = trip_times(&events.events[range.clone()]).unwrap_or_default();
+        let TripShape {
+            sequence,
+            start,
+            end,
+        } = shapes.of(i);
         let direction = t.direction_id.map(direction_number);
-        let key = (direction, &events.stop_seq[range]);
+        let key = (direction, sequence);
         let pattern = *lookup.entry(key).or_insert_with(|| {
             let slot = direction.map_or(2, usize::from);
             let number = next_number[slot];
@@ -525,7 +688,7 @@ fn patterns_of_route(
             accs.push(PatternAcc {
                 direction,
                 number,
-                stops: key.1,
+                stops: &shapes.sequences[sequence as usize],
                 trip_count: 0,
                 headsigns: HashMap::new(),
             });
@@ -717,6 +880,66 @@ mod tests {
     use crate::feed::testkit::*;
     use jiff::civil::date;
     use std::collections::{BTreeMap, HashMap, HashSet};
+
+    /// The zip with stop_times.txt's rows sorted by stop_sequence (then file order), so
+    /// that no trip's rows are together any more.
+    fn with_scattered_stop_times(zip_bytes: &[u8]) -> Vec<u8> {
+        use std::io::{Read, Write};
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
+        let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for i in 0..archive.len() {
+            let mut member = archive.by_index(i).unwrap();
+            let name = member.name().to_owned();
+            let mut data = Vec::new();
+            member.read_to_end(&mut data).unwrap();
+            if name.ends_with("stop_times.txt") {
+                let mut reader = csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .from_reader(&data[..]);
+                let headers = reader.headers().unwrap().clone();
+                let seq = headers
+                    .iter()
+                    .position(|h| h.trim() == "stop_sequence")
+                    .unwrap();
+                let mut rows: Vec<csv::StringRecord> =
+                    reader.records().map(Result::unwrap).collect();
+                rows.sort_by_key(|r| r[seq].trim().parse::<u32>().unwrap());
+                let mut writer = csv::WriterBuilder::new()
+                    .flexible(true)
+                    .from_writer(Vec::new());
+                writer.write_record(&headers).unwrap();
+                for row in &rows {
+                    writer.write_record(row).unwrap();
+                }
+                data = writer.into_inner().unwrap();
+            }
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            out.start_file(name, options).unwrap();
+            out.write_all(&data).unwrap();
+        }
+        out.finish().unwrap().into_inner()
+    }
+
+    /// A trip's rows are folded as they stream by when the file lists them together, and
+    /// grouped first when it does not: both ways give the same snapshot, on real feeds
+    /// (sample-feed with its short rows and frequencies, caltrain, bart).
+    #[test]
+    fn scattered_stop_times_give_the_same_snapshot_as_grouped_ones() {
+        for (name, bytes) in [
+            ("sample-feed", fixture!("sample-feed")),
+            ("caltrain", fixture!("caltrain")),
+            ("bart", fixture!("bart")),
+        ] {
+            let grouped = load(name, &bytes);
+            let scattered = load(name, &with_scattered_stop_times(&bytes));
+            assert!(grouped.counts.stop_times > 0, "{name}");
+            assert_eq!(scattered.counts, grouped.counts, "{name}");
+            assert_eq!(scattered.routes, grouped.routes, "{name}");
+            assert_eq!(scattered.route_details, grouped.route_details, "{name}");
+            assert_eq!(scattered.trips, grouped.trips, "{name}");
+        }
+    }
 
     #[test]
     fn caltrain_counts_route_trips_and_patterns_match_the_csv() {

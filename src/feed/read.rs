@@ -6,7 +6,8 @@
 //! are known to be there:
 //!
 //! - the zip is read with the raw reader ([`gtfs_structures::RawGtfs`]: one `Vec` of rows
-//!   per file), without `shapes.txt`. Why not [`gtfs_structures::Gtfs`]: it re-links every
+//!   per file), without `shapes.txt`, and without `stop_times.txt`, which is only found
+//!   here and read later as a stream ([`super::stop_times`]). Why not [`gtfs_structures::Gtfs`]: it re-links every
 //!   stop_time to an `Arc<Stop>`, converts files this service never uses (fares, shapes,
 //!   pathways, levels...) and refuses the whole feed when one of those is broken;
 //! - a missing required file (`agency.txt`, `routes.txt`, `stops.txt`, `trips.txt`,
@@ -19,18 +20,19 @@
 //!   value is this feed's error, not the process's.
 
 use gtfs_structures::{
-    Agency, Calendar, CalendarDate, GtfsReader, RawFrequency, RawGtfs, RawStopTime, RawTrip, Route,
-    Stop,
+    Agency, Calendar, CalendarDate, GtfsReader, RawFrequency, RawGtfs, RawTrip, Route, Stop,
 };
 
+use super::stop_times::StopTimesFile;
+
 /// The GTFS files this service uses, each read whole and parsed (optional files that are
-/// absent are empty).
-pub(super) struct Tables {
+/// absent are empty), except `stop_times.txt`, the largest, which is found but not read.
+pub(super) struct Tables<'z> {
     pub agencies: Vec<Agency>,
     pub routes: Vec<Route>,
     pub stops: Vec<Stop>,
     pub trips: Vec<RawTrip>,
-    pub stop_times: Vec<RawStopTime>,
+    pub stop_times: StopTimesFile<'z>,
     pub frequencies: Vec<RawFrequency>,
     pub calendar: Vec<Calendar>,
     pub calendar_dates: Vec<CalendarDate>,
@@ -42,8 +44,8 @@ pub(super) struct Tables {
 /// Reads the zip's tables. On a CSV error it tries once more with short rows padded:
 /// gtfs-structures refuses rows with fewer fields than the header, which real feeds have
 /// (sample-feed's stop_times). CPU-bound, as the caller is.
-pub(super) fn tables(gtfs_id: &str, bytes: &[u8]) -> Result<Tables, FeedError> {
-    match read_once(bytes) {
+pub(super) fn tables<'z>(gtfs_id: &str, bytes: &'z [u8]) -> Result<Tables<'z>, FeedError> {
+    match read_once(bytes, bytes) {
         Err(err @ FeedError::Csv { .. }) => match pad_short_rows(bytes) {
             Some((padded, rows)) => {
                 tracing::warn!(
@@ -51,7 +53,9 @@ pub(super) fn tables(gtfs_id: &str, bytes: &[u8]) -> Result<Tables, FeedError> {
                     rows,
                     "feed has CSV rows shorter than their header; padded them with empty fields"
                 );
-                read_once(&padded)
+                // The padded copy only serves the other files: stop_times.txt is read
+                // from the original, and pads its own rows.
+                read_once(&padded, bytes)
             }
             None => Err(err),
         },
@@ -59,8 +63,9 @@ pub(super) fn tables(gtfs_id: &str, bytes: &[u8]) -> Result<Tables, FeedError> {
     }
 }
 
-/// One read of the zip with gtfs-structures, then [`check`] of its files.
-fn read_once(bytes: &[u8]) -> Result<Tables, FeedError> {
+/// One read of the zip with gtfs-structures, then [`check`] of its files; `stop_times.txt`
+/// is looked up in `original` (the same zip, unless `bytes` is a repaired copy).
+fn read_once<'z>(bytes: &[u8], original: &'z [u8]) -> Result<Tables<'z>, FeedError> {
     // gtfs-structures 0.52 panics on some malformed values: a 6-byte route_color that is
     // not ASCII (`parse_color` slices inside a character), an hour of 1193047 or more
     // (`parse_time` overflows u32; debug builds panic). That is this feed's error, not the
@@ -68,6 +73,7 @@ fn read_once(bytes: &[u8]) -> Result<Tables, FeedError> {
     let raw = std::panic::catch_unwind(|| {
         GtfsReader::default()
             .read_shapes(false)
+            .read_stop_times(false)
             .raw()
             .read_from_reader(std::io::Cursor::new(bytes))
     })
@@ -78,13 +84,13 @@ fn read_once(bytes: &[u8]) -> Result<Tables, FeedError> {
         ))
     })?
     .map_err(FeedError::from_gtfs)?;
-    check(raw)
+    check(raw, StopTimesFile::find(original))
 }
 
 /// The files of a raw read, checked: every missing required file at once, then the first
 /// unreadable file this service uses, is the error; an unreadable file it does not use is
 /// only noted.
-fn check(raw: RawGtfs) -> Result<Tables, FeedError> {
+fn check(raw: RawGtfs, stop_times: Option<StopTimesFile<'_>>) -> Result<Tables<'_>, FeedError> {
     let RawGtfs {
         calendar,
         calendar_dates,
@@ -93,7 +99,6 @@ fn check(raw: RawGtfs) -> Result<Tables, FeedError> {
         trips,
         agencies,
         frequencies,
-        stop_times,
         shapes,
         fare_attributes,
         fare_rules,
@@ -155,21 +160,21 @@ fn check(raw: RawGtfs) -> Result<Tables, FeedError> {
         ("routes.txt", is_missing(&routes)),
         ("stops.txt", is_missing(&stops)),
         ("trips.txt", is_missing(&trips)),
-        ("stop_times.txt", is_missing(&stop_times)),
+        ("stop_times.txt", stop_times.is_none()),
     ]
     .into_iter()
     .filter(|(_, missing)| *missing)
     .map(|(file, _)| file.to_owned())
     .collect();
-    if !missing.is_empty() {
+    let Some(stop_times) = stop_times.filter(|_| missing.is_empty()) else {
         return Err(FeedError::MissingFiles(missing));
-    }
+    };
     Ok(Tables {
         agencies: agencies.map_err(FeedError::from_gtfs)?,
         routes: routes.map_err(FeedError::from_gtfs)?,
         stops: stops.map_err(FeedError::from_gtfs)?,
         trips: trips.map_err(FeedError::from_gtfs)?,
-        stop_times: stop_times.map_err(FeedError::from_gtfs)?,
+        stop_times,
         frequencies: optional(frequencies)?,
         calendar: optional(calendar)?,
         calendar_dates: optional(calendar_dates)?,
@@ -250,7 +255,7 @@ pub enum FeedError {
 impl FeedError {
     /// Translates a gtfs-structures error. Its own messages are terse ("impossible to read
     /// csv file 'x'"); the useful part is in `source()`, so the chain is folded in.
-    fn from_gtfs(err: gtfs_structures::Error) -> Self {
+    pub(super) fn from_gtfs(err: gtfs_structures::Error) -> Self {
         use gtfs_structures::Error as E;
         match err {
             E::Zip(e) => FeedError::Zip(e.to_string()),
@@ -893,8 +898,9 @@ mod tests {
         assert!(loaded > total / 4, "{loaded} of {total}");
     }
 
-    /// gtfs-structures 0.52 panics on a 6-byte non-ASCII colour (in any build) and on an
-    /// hour past 1193046 (u32 overflow, in debug builds): a feed error, not a panic.
+    /// gtfs-structures 0.52 panics on a 6-byte non-ASCII colour (in any build): a feed
+    /// error, not a panic. An hour past 1193046 overflowed its `u32` (a panic in debug
+    /// builds); stop_times.txt is read here now, and says so.
     #[test]
     fn a_panic_in_the_gtfs_reader_is_a_feed_error() {
         let routes = "route_id,agency_id,route_short_name,route_long_name,route_type,route_color\nR1,A,1,One,3,1\u{e9}234\n";
@@ -908,11 +914,13 @@ mod tests {
             "{err}"
         );
         let stop_times = "trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,1193047:00:00,1193047:00:00,S1,1\n";
-        let result =
-            FeedSnapshot::from_zip_bytes("x", "v", "s", &minimal_feed(ROUTES, TRIPS, stop_times));
-        if cfg!(debug_assertions) {
-            assert!(matches!(result, Err(FeedError::Invalid(_))), "{result:?}");
-        }
+        let err =
+            FeedSnapshot::from_zip_bytes("x", "v", "s", &minimal_feed(ROUTES, TRIPS, stop_times))
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stop_times.txt line 2: '1193047:00:00' is not a valid time; HH:MM:SS format is expected. (row has 5 fields, header 5: T1,1193047:00:00,1193047:00:00,S1,1)"
+        );
     }
 
     #[test]

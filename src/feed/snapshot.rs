@@ -96,7 +96,7 @@ impl FeedSnapshot {
             calendar,
             counts,
             network,
-        } = network::build(gtfs_id, tables);
+        } = network::build(gtfs_id, tables)?;
         let mut snapshot = FeedSnapshot {
             gtfs_id: gtfs_id.to_owned(),
             version: version.to_owned(),

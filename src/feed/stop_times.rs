@@ -1,0 +1,348 @@
+//! `stop_times.txt`, read as a stream: the largest file of a feed (tens of millions of
+//! rows in a national feed) is never held whole, neither as text nor as rows.
+//!
+//! [`StopTimesFile::for_each_row`] inflates the zip member and hands each row to the
+//! caller as a [`StopTimeRow`] that borrows from the CSV record: no allocation per row.
+//! The rules are gtfs-structures' own, so a feed loads or fails as it did when the file
+//! was read whole with its `RawStopTime`:
+//!
+//! - the member is found the way gtfs-structures finds it (any folder, the last entry of
+//!   that name wins), a UTF-8 BOM is skipped, fields and headers are trimmed;
+//! - every column `RawStopTime` knows is checked with gtfs-structures' own types (pickup
+//!   and drop-off types, timepoint, ...), and times follow its `HH:MM:SS` rule;
+//! - an error names the file, line and column, and is made by the same
+//!   [`FeedError::from_gtfs`] as every other file's;
+//! - a row shorter than its header is padded with empty fields (the repair
+//!   [`super::read`] makes for the other files; gtfs-structures refuses such rows), and
+//!   counted.
+//!
+//! One difference: an hour of 1193047 or more overflowed gtfs-structures' `u32` (a panic
+//! in debug builds, a wrapped time in release builds); here it is a clear error.
+
+use std::io::Read;
+use std::ops::ControlFlow;
+
+use gtfs_structures::{ContinuousPickupDropOff, PickupDropOffType, TicketingType, TimepointType};
+use serde::{Deserialize, Deserializer};
+
+use super::read::FeedError;
+
+/// The file's name in the zip and in errors.
+const FILE: &str = "stop_times.txt";
+
+/// `stop_times.txt` inside a zip's bytes, not read yet.
+pub(super) struct StopTimesFile<'z> {
+    zip: &'z [u8],
+    /// Index of the member in the archive.
+    member: usize,
+}
+
+/// One row of `stop_times.txt`: what the snapshot uses, borrowed from the record. The
+/// other columns of gtfs-structures' `RawStopTime` are checked, then forgotten.
+#[derive(Deserialize)]
+pub(super) struct StopTimeRow<'r> {
+    pub trip_id: &'r str,
+    #[serde(deserialize_with = "optional_time")]
+    pub arrival_time: Option<u32>,
+    #[serde(deserialize_with = "optional_time")]
+    pub departure_time: Option<u32>,
+    pub stop_id: &'r str,
+    pub stop_sequence: u32,
+    #[serde(borrow, rename = "stop_headsign")]
+    _stop_headsign: Option<&'r str>,
+    #[serde(default, rename = "pickup_type")]
+    _pickup_type: PickupDropOffType,
+    #[serde(default, rename = "drop_off_type")]
+    _drop_off_type: PickupDropOffType,
+    #[serde(default, rename = "continuous_pickup")]
+    _continuous_pickup: ContinuousPickupDropOff,
+    #[serde(default, rename = "continuous_drop_off")]
+    _continuous_drop_off: ContinuousPickupDropOff,
+    #[serde(rename = "shape_dist_traveled")]
+    _shape_dist_traveled: Option<f32>,
+    #[serde(default, rename = "timepoint")]
+    _timepoint: TimepointType,
+    #[serde(default, rename = "ticketing_type")]
+    _ticketing_type: TicketingType,
+}
+
+/// What a read of the whole file saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RowCount {
+    /// Data rows (the header is not one).
+    pub rows: usize,
+    /// Rows shorter than their header that were padded with empty fields.
+    pub padded: usize,
+}
+
+impl<'z> StopTimesFile<'z> {
+    /// Finds `stop_times.txt` in the zip: `None` when the archive has none (or cannot be
+    /// opened, which the caller has already reported).
+    pub fn find(zip: &'z [u8]) -> Option<Self> {
+        let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).ok()?;
+        // As gtfs-structures: a member named stop_times.txt in any folder; the last wins.
+        let member = (0..archive.len()).rev().find(|&i| {
+            archive.name_for_index(i).is_some_and(|name| {
+                std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(FILE))
+            })
+        })?;
+        Some(StopTimesFile { zip, member })
+    }
+
+    /// Reads the rows in file order and gives each to `each`, until `each` breaks (the count
+    /// is then of the rows read so far). Stops at the first row that does not parse, with
+    /// the error that names it.
+    pub fn for_each_row(
+        &self,
+        mut each: impl FnMut(StopTimeRow<'_>) -> ControlFlow<()>,
+    ) -> Result<RowCount, FeedError> {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(self.zip))
+            .map_err(|e| FeedError::Zip(e.to_string()))?;
+        let mut member = archive
+            .by_index(self.member)
+            .map_err(|e| FeedError::Zip(e.to_string()))?;
+        let mut bom = [0u8; 3];
+        member.read_exact(&mut bom).map_err(|e| {
+            FeedError::from_gtfs(gtfs_structures::Error::NamedFileIO {
+                file_name: FILE.to_owned(),
+                source: Box::new(e),
+            })
+        })?;
+        let head: &[u8] = if bom == [0xef, 0xbb, 0xbf] { &[] } else { &bom };
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::Fields)
+            .buffer_capacity(1 << 16)
+            .from_reader(head.chain(member));
+        let headers: csv::StringRecord = reader
+            .headers()
+            .map_err(|e| csv_error(e, None))?
+            .iter()
+            .map(str::trim)
+            .collect();
+        let mut count = RowCount::default();
+        let mut record = csv::StringRecord::new();
+        while reader
+            .read_record(&mut record)
+            .map_err(|e| csv_error(e, None))?
+        {
+            count.rows += 1;
+            if record.len() < headers.len() {
+                count.padded += 1;
+                while record.len() < headers.len() {
+                    record.push_field("");
+                }
+            }
+            let flow = match record.deserialize::<StopTimeRow>(Some(&headers)) {
+                Ok(row) => each(row),
+                Err(e) => return Err(csv_error(e, Some((&headers, &record)))),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// A CSV error of this file, with the row when there is one, worded as every other file's.
+fn csv_error(
+    source: csv::Error,
+    row: Option<(&csv::StringRecord, &csv::StringRecord)>,
+) -> FeedError {
+    FeedError::from_gtfs(gtfs_structures::Error::CSVError {
+        file_name: FILE.to_owned(),
+        source,
+        line_in_error: row.map(|(headers, values)| gtfs_structures::error::LineError {
+            headers: headers.iter().map(String::from).collect(),
+            values: values.iter().map(String::from).collect(),
+        }),
+    })
+}
+
+/// An optional GTFS time, as gtfs-structures reads `arrival_time` and `departure_time`.
+fn optional_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let text: Option<&str> = Deserialize::deserialize(deserializer)?;
+    text.map(|t| parse_time(t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// `H:MM:SS` (hours may exceed 24 and have any number of digits) in seconds: the rule of
+/// gtfs-structures' `parse_time`, with the same error, and no overflow.
+fn parse_time(text: &str) -> Result<u32, gtfs_structures::Error> {
+    let invalid = || gtfs_structures::Error::InvalidTime(text.to_owned());
+    if text.len() < 7 {
+        return Err(invalid());
+    }
+    let mut parts = text.split(':');
+    let (Some(h), Some(m), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    if m.len() != 2 || s.len() != 2 {
+        return Err(invalid());
+    }
+    let (h, m, s): (u32, u32, u32) = match (h.parse(), m.parse(), s.parse()) {
+        (Ok(h), Ok(m), Ok(s)) => (h, m, s),
+        _ => return Err(invalid()),
+    };
+    h.checked_mul(3600)
+        .and_then(|t| t.checked_add(m * 60 + s))
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+    use super::*;
+    use crate::feed::testkit::{AGENCY, ROUTES, TRIPS, fixture, minimal_feed, zip_of};
+
+    /// Every row, as gtfs-structures reads it whole with `RawStopTime`.
+    fn reference_rows(zip: &[u8]) -> Result<Vec<gtfs_structures::RawStopTime>, String> {
+        gtfs_structures::GtfsReader::default()
+            .read_shapes(false)
+            .raw()
+            .read_from_reader(std::io::Cursor::new(zip))
+            .map_err(|e| e.to_string())?
+            .stop_times
+            .map_err(|e| FeedError::from_gtfs(e).to_string())
+    }
+
+    type Kept = (String, Option<u32>, Option<u32>, String, u32);
+
+    fn streamed_rows(zip: &[u8]) -> Result<Vec<Kept>, String> {
+        let file = StopTimesFile::find(zip).ok_or("no stop_times.txt")?;
+        let mut rows = Vec::new();
+        file.for_each_row(|r| {
+            rows.push((
+                r.trip_id.to_owned(),
+                r.arrival_time,
+                r.departure_time,
+                r.stop_id.to_owned(),
+                r.stop_sequence,
+            ));
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(rows)
+    }
+
+    /// The stream gives exactly the rows gtfs-structures reads, on every fixture feed with
+    /// rows that parse as they are (sample-feed has short rows: see below).
+    #[test]
+    fn the_stream_reads_what_gtfs_structures_reads() {
+        for (name, zip) in [
+            ("bart", fixture!("bart")),
+            ("caltrain", fixture!("caltrain")),
+            ("cdmx", fixture!("cdmx")),
+            ("wmata", fixture!("wmata")),
+        ] {
+            let want: Vec<Kept> = reference_rows(&zip)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.trip_id,
+                        r.arrival_time,
+                        r.departure_time,
+                        r.stop_id,
+                        r.stop_sequence,
+                    )
+                })
+                .collect();
+            assert!(!want.is_empty(), "{name}");
+            assert_eq!(streamed_rows(&zip).unwrap(), want, "{name}");
+        }
+    }
+
+    /// Broken values fail with the very message gtfs-structures' read gives (file, line,
+    /// column, the row).
+    #[test]
+    fn a_broken_row_fails_as_gtfs_structures_says() {
+        let header = "trip_id,arrival_time,departure_time,stop_id,stop_sequence,pickup_type,timepoint,shape_dist_traveled";
+        for bad in [
+            "T1,08:00:00,08:00:00,S1,x,0,1,",
+            "T1,8:00,08:00:00,S1,1,0,1,",
+            "T1,08:00:00,08:00:00,S1,1,zz,1,",
+            "T1,08:00:00,08:00:00,S1,1,0,7.5,",
+            "T1,08:00:00,08:00:00,S1,1,0,1,far",
+            "T1,08:0:00,08:00:00,S1,1,0,1,",
+        ] {
+            let stop_times = format!("{header}\nT1,07:00:00,07:00:00,S1,0,0,1,\n{bad}\n");
+            let zip = minimal_feed(ROUTES, TRIPS, &stop_times);
+            let want = reference_rows(&zip).expect_err(bad);
+            assert_eq!(streamed_rows(&zip).expect_err(bad), want, "{bad}");
+        }
+    }
+
+    /// Short rows, which gtfs-structures refuses, are padded with empty fields and
+    /// counted; one that still does not parse is the error of the padded row.
+    #[test]
+    fn short_rows_are_padded() {
+        let stop_times = "trip_id,stop_id,stop_sequence,pickup_type,arrival_time,departure_time\nT1,S1,1,0,07:00:00,07:00:00\nT1,S2,2\nT1,S3,3,0,07:20:00,07:20:00\n";
+        let zip = minimal_feed(ROUTES, TRIPS, stop_times);
+        assert!(reference_rows(&zip).is_err());
+        let mut times = Vec::new();
+        let count = StopTimesFile::find(&zip)
+            .unwrap()
+            .for_each_row(|r| {
+                times.push((r.stop_sequence, r.arrival_time));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(count, RowCount { rows: 3, padded: 1 });
+        assert_eq!(
+            times,
+            [(1, Some(7 * 3600)), (2, None), (3, Some(7 * 3600 + 1200))]
+        );
+
+        let stop_times = "trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\nT1,07:10:00,07:10:00,S2\n";
+        let zip = minimal_feed(ROUTES, TRIPS, stop_times);
+        let err = StopTimesFile::find(&zip)
+            .unwrap()
+            .for_each_row(|_| ControlFlow::Continue(()))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stop_times.txt line 3: column stop_sequence: cannot parse integer from empty string (row has 5 fields, header 5: T1,07:10:00,07:10:00,S2,)"
+        );
+    }
+
+    #[test]
+    fn times_follow_the_gtfs_structures_rule_without_overflow() {
+        assert_eq!(parse_time("08:05:09").unwrap(), 8 * 3600 + 5 * 60 + 9);
+        assert_eq!(parse_time("125:00:00").unwrap(), 125 * 3600);
+        assert_eq!(parse_time("1193046:28:15").unwrap(), u32::MAX);
+        for bad in [
+            "1193047:00:00",
+            "8:5:09",
+            "08:05",
+            "0a:00:00",
+            "08:05:09:00",
+            "",
+        ] {
+            assert_eq!(
+                parse_time(bad).unwrap_err().to_string(),
+                format!("'{bad}' is not a valid time; HH:MM:SS format is expected."),
+            );
+        }
+    }
+
+    #[test]
+    fn the_member_is_found_in_a_folder_and_a_bom_is_skipped() {
+        let stop_times = "\u{feff}trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\n";
+        let zip = zip_of(&[("feed/stop_times.txt", stop_times), ("agency.txt", AGENCY)]);
+        let file = StopTimesFile::find(&zip).unwrap();
+        let mut ids = Vec::new();
+        let count = file
+            .for_each_row(|r| {
+                ids.push(r.trip_id.to_owned());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(count.rows, 1);
+        assert_eq!(ids, ["T1"]);
+        assert!(StopTimesFile::find(&zip_of(&[("agency.txt", AGENCY)])).is_none());
+    }
+}
