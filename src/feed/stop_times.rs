@@ -37,17 +37,28 @@ pub(super) struct StopTimesFile<'z> {
     member: usize,
 }
 
-/// One row of `stop_times.txt`: what the snapshot uses, borrowed from the record. The
-/// other columns of gtfs-structures' `RawStopTime` are checked, then forgotten.
-#[derive(Deserialize)]
+/// One row of `stop_times.txt`: what the snapshot uses, borrowed from the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct StopTimeRow<'r> {
     pub trip_id: &'r str,
-    #[serde(deserialize_with = "optional_time")]
     pub arrival_time: Option<u32>,
-    #[serde(deserialize_with = "optional_time")]
     pub departure_time: Option<u32>,
     pub stop_id: &'r str,
     pub stop_sequence: u32,
+}
+
+/// A row as gtfs-structures' `RawStopTime` reads it (by column name, each column with its
+/// type), for the rows [`Columns::fast`] does not take, and for the error of a row that
+/// does not parse. The columns the snapshot does not use are checked, then forgotten.
+#[derive(Deserialize)]
+struct CheckedRow<'r> {
+    trip_id: &'r str,
+    #[serde(deserialize_with = "optional_time")]
+    arrival_time: Option<u32>,
+    #[serde(deserialize_with = "optional_time")]
+    departure_time: Option<u32>,
+    stop_id: &'r str,
+    stop_sequence: u32,
     #[serde(borrow, rename = "stop_headsign")]
     _stop_headsign: Option<&'r str>,
     #[serde(default, rename = "pickup_type")]
@@ -64,6 +75,125 @@ pub(super) struct StopTimeRow<'r> {
     _timepoint: TimepointType,
     #[serde(default, rename = "ticketing_type")]
     _ticketing_type: TicketingType,
+}
+
+impl<'r> From<CheckedRow<'r>> for StopTimeRow<'r> {
+    fn from(row: CheckedRow<'r>) -> Self {
+        StopTimeRow {
+            trip_id: row.trip_id,
+            arrival_time: row.arrival_time,
+            departure_time: row.departure_time,
+            stop_id: row.stop_id,
+            stop_sequence: row.stop_sequence,
+        }
+    }
+}
+
+/// Values of a checked-then-forgotten column that [`CheckedRow`] surely accepts.
+#[derive(Clone, Copy)]
+enum Accepts {
+    /// `pickup_type`, `drop_off_type`, `continuous_pickup`, `continuous_drop_off`.
+    EmptyOrZeroToThree,
+    /// `timepoint`.
+    EmptyZeroOrOne,
+    /// `ticketing_type`: a present but empty value is refused by gtfs-structures.
+    ZeroOrOne,
+    /// `shape_dist_traveled`.
+    EmptyOrFloat,
+}
+
+impl Accepts {
+    fn accepts(self, value: &str) -> bool {
+        match self {
+            Accepts::EmptyOrZeroToThree => matches!(value, "" | "0" | "1" | "2" | "3"),
+            Accepts::EmptyZeroOrOne => matches!(value, "" | "0" | "1"),
+            Accepts::ZeroOrOne => matches!(value, "0" | "1"),
+            Accepts::EmptyOrFloat => value.is_empty() || value.parse::<f32>().is_ok(),
+        }
+    }
+}
+
+/// The header's column positions, for reading a row by position instead of by name (the
+/// serde way costs a name lookup per field per row). Only made when every column of
+/// [`CheckedRow`] appears at most once and the five the snapshot uses are all there.
+struct Columns {
+    width: usize,
+    trip_id: usize,
+    arrival_time: usize,
+    departure_time: usize,
+    stop_id: usize,
+    stop_sequence: usize,
+    checked: Vec<(usize, Accepts)>,
+}
+
+impl Columns {
+    fn of(headers: &csv::StringRecord) -> Option<Columns> {
+        let position = |name: &str| -> Result<Option<usize>, ()> {
+            let mut found = headers.iter().enumerate().filter(|(_, h)| *h == name);
+            match (found.next(), found.next()) {
+                (Some((i, _)), None) => Ok(Some(i)),
+                (None, _) => Ok(None),
+                (Some(_), Some(_)) => Err(()),
+            }
+        };
+        let required = |name: &str| position(name).ok().flatten();
+        let mut checked = Vec::new();
+        for (name, accepts) in [
+            ("pickup_type", Accepts::EmptyOrZeroToThree),
+            ("drop_off_type", Accepts::EmptyOrZeroToThree),
+            ("continuous_pickup", Accepts::EmptyOrZeroToThree),
+            ("continuous_drop_off", Accepts::EmptyOrZeroToThree),
+            ("timepoint", Accepts::EmptyZeroOrOne),
+            ("ticketing_type", Accepts::ZeroOrOne),
+            ("shape_dist_traveled", Accepts::EmptyOrFloat),
+        ] {
+            if let Some(i) = position(name).ok()? {
+                checked.push((i, accepts));
+            }
+        }
+        position("stop_headsign").ok()?;
+        Some(Columns {
+            width: headers.len(),
+            trip_id: required("trip_id")?,
+            arrival_time: required("arrival_time")?,
+            departure_time: required("departure_time")?,
+            stop_id: required("stop_id")?,
+            stop_sequence: required("stop_sequence")?,
+            checked,
+        })
+    }
+
+    /// The row read by position, when its every value is one that [`CheckedRow`] reads the
+    /// same way; `None` sends the row the serde way (which then reads it or names its
+    /// error).
+    fn fast<'r>(&self, record: &'r csv::StringRecord) -> Option<StopTimeRow<'r>> {
+        if record.len() != self.width {
+            return None;
+        }
+        let time = |i: usize| -> Option<Option<u32>> {
+            match &record[i] {
+                "" => Some(None),
+                text => fast_time(text).map(Some),
+            }
+        };
+        let sequence = &record[self.stop_sequence];
+        if sequence.is_empty()
+            || sequence.len() > 9
+            || !sequence.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        if !self.checked.iter().all(|&(i, a)| a.accepts(&record[i])) {
+            return None;
+        }
+        Some(StopTimeRow {
+            trip_id: &record[self.trip_id],
+            arrival_time: time(self.arrival_time)?,
+            departure_time: time(self.departure_time)?,
+            stop_id: &record[self.stop_id],
+            stop_sequence: sequence.parse().ok()?,
+        })
+    }
 }
 
 /// What a read of the whole file saw.
@@ -111,7 +241,6 @@ impl<'z> StopTimesFile<'z> {
         let head: &[u8] = if bom == [0xef, 0xbb, 0xbf] { &[] } else { &bom };
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
-            .trim(csv::Trim::Fields)
             .buffer_capacity(1 << 16)
             .from_reader(head.chain(member));
         let headers: csv::StringRecord = reader
@@ -120,6 +249,7 @@ impl<'z> StopTimesFile<'z> {
             .iter()
             .map(str::trim)
             .collect();
+        let columns = Columns::of(&headers);
         let mut count = RowCount::default();
         let mut record = csv::StringRecord::new();
         while reader
@@ -127,15 +257,27 @@ impl<'z> StopTimesFile<'z> {
             .map_err(|e| csv_error(e, None))?
         {
             count.rows += 1;
+            // As gtfs-structures' reader does (`csv::Trim::Fields`), but only for the rare
+            // record that has something to trim: trimming rebuilds the record.
+            if record
+                .iter()
+                .any(|f| f.starts_with(char::is_whitespace) || f.ends_with(char::is_whitespace))
+            {
+                record.trim();
+            }
             if record.len() < headers.len() {
                 count.padded += 1;
                 while record.len() < headers.len() {
                     record.push_field("");
                 }
             }
-            let flow = match record.deserialize::<StopTimeRow>(Some(&headers)) {
-                Ok(row) => each(row),
-                Err(e) => return Err(csv_error(e, Some((&headers, &record)))),
+            let fast = columns.as_ref().and_then(|c| c.fast(&record));
+            let flow = match fast {
+                Some(row) => each(row),
+                None => match record.deserialize::<CheckedRow>(Some(&headers)) {
+                    Ok(row) => each(row.into()),
+                    Err(e) => return Err(csv_error(e, Some((&headers, &record)))),
+                },
             };
             if flow.is_break() {
                 break;
@@ -165,6 +307,27 @@ fn optional_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u3
     let text: Option<&str> = Deserialize::deserialize(deserializer)?;
     text.map(|t| parse_time(t).map_err(serde::de::Error::custom))
         .transpose()
+}
+
+/// [`parse_time`] for the usual text, digits only (`H:MM:SS`, up to 9 digits of hours):
+/// `None` sends anything else to [`parse_time`].
+fn fast_time(text: &str) -> Option<u32> {
+    let b = text.as_bytes();
+    let n = b.len();
+    if !(7..=15).contains(&n) || b[n - 3] != b':' || b[n - 6] != b':' {
+        return None;
+    }
+    let digits = |r: &[u8]| -> Option<u32> {
+        r.iter().try_fold(0u32, |acc, &d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (h, m, s) = (
+        digits(&b[..n - 6])?,
+        digits(&b[n - 5..n - 3])?,
+        digits(&b[n - 2..])?,
+    );
+    h.checked_mul(3600)?.checked_add(m * 60 + s)
 }
 
 /// `H:MM:SS` (hours may exceed 24 and have any number of digits) in seconds: the rule of
@@ -309,6 +472,73 @@ mod tests {
         );
     }
 
+    /// The by-position read takes a row only if the by-name read gives the same row: tried
+    /// with odd values in every column, and on every row of the fixture feeds.
+    #[test]
+    fn the_fast_read_agrees_with_the_checked_read() {
+        let header = "trip_id,arrival_time,departure_time,stop_id,stop_sequence,stop_headsign,pickup_type,drop_off_type,continuous_pickup,continuous_drop_off,shape_dist_traveled,timepoint,ticketing_type";
+        let headers: csv::StringRecord = header.split(',').collect();
+        let columns = Columns::of(&headers).unwrap();
+        let base = [
+            "T1", "08:00:00", "08:01:00", "S1", "3", "", "0", "1", "", "", "1.5", "1", "0",
+        ];
+        let odd = [
+            "",
+            " ",
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "-1",
+            "+1",
+            "0x1f",
+            "1e3",
+            "NaN",
+            "inf",
+            "07",
+            "8:00:00",
+            "08:00:00",
+            "123:59:59",
+            "1193046:28:15",
+            "1193047:00:00",
+            "08:0:00",
+            "+8:00:00",
+            "08:00:00:00",
+            "999999999:00:00",
+            "0000000008:00:00",
+            "4294967295",
+            "4294967296",
+            "é",
+            "\u{0}",
+        ];
+        let mut taken = 0;
+        for column in 0..base.len() {
+            for value in odd {
+                let mut fields = base;
+                fields[column] = value;
+                let record: csv::StringRecord = fields.iter().collect();
+                let checked = record
+                    .deserialize::<CheckedRow>(Some(&headers))
+                    .map(StopTimeRow::from);
+                if let Some(fast) = columns.fast(&record) {
+                    taken += 1;
+                    assert_eq!(Ok(fast), checked.map_err(|e| e.to_string()), "{fields:?}");
+                }
+            }
+        }
+        assert!(taken > base.len() * 5, "{taken}");
+        // Duplicated or missing columns: no by-position read at all.
+        for header in [
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence,pickup_type,pickup_type",
+            "trip_id,arrival_time,stop_id,stop_sequence",
+            "trip_id,arrival_time,departure_time,stop_id,stop_sequence,stop_headsign,stop_headsign",
+        ] {
+            let headers: csv::StringRecord = header.split(',').collect();
+            assert!(Columns::of(&headers).is_none(), "{header}");
+        }
+    }
+
     #[test]
     fn times_follow_the_gtfs_structures_rule_without_overflow() {
         assert_eq!(parse_time("08:05:09").unwrap(), 8 * 3600 + 5 * 60 + 9);
@@ -331,7 +561,7 @@ mod tests {
 
     #[test]
     fn the_member_is_found_in_a_folder_and_a_bom_is_skipped() {
-        let stop_times = "\u{feff}trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\n";
+        let stop_times = "\u{feff}trip_id, arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\n T2 , 07:00:00,07:00:00 ,\u{a0}S1,\t2\n";
         let zip = zip_of(&[("feed/stop_times.txt", stop_times), ("agency.txt", AGENCY)]);
         let file = StopTimesFile::find(&zip).unwrap();
         let mut ids = Vec::new();
@@ -341,8 +571,33 @@ mod tests {
                 ControlFlow::Continue(())
             })
             .unwrap();
-        assert_eq!(count.rows, 1);
-        assert_eq!(ids, ["T1"]);
+        assert_eq!(count.rows, 2);
+        // Fields and headers trimmed, as gtfs-structures does.
+        assert_eq!(ids, ["T1", "T2"]);
+        let whole = zip_of(&[("stop_times.txt", stop_times)]);
+        let want: Vec<_> = gtfs_structures::GtfsReader::default()
+            .raw()
+            .read_from_reader(std::io::Cursor::new(&whole))
+            .unwrap()
+            .stop_times
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.trip_id, r.stop_id, r.arrival_time, r.stop_sequence))
+            .collect();
+        let mut got = Vec::new();
+        StopTimesFile::find(&whole)
+            .unwrap()
+            .for_each_row(|r| {
+                got.push((
+                    r.trip_id.to_owned(),
+                    r.stop_id.to_owned(),
+                    r.arrival_time,
+                    r.stop_sequence,
+                ));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(got, want);
         assert!(StopTimesFile::find(&zip_of(&[("agency.txt", AGENCY)])).is_none());
     }
 }
