@@ -99,6 +99,10 @@ struct StopEvent {
     departure: u32,
 }
 
+/// Trips or stops by id, numbered in file order: looked up once per stop_times row, so with
+/// a fast (seeded) hasher.
+type IdIndex<'a> = foldhash::HashMap<&'a str, u32>;
+
 /// No stop sequence: the trip has no stop_times.
 const NO_SEQUENCE: u32 = u32::MAX;
 
@@ -134,20 +138,20 @@ impl TripShapes {
 /// stop), a trip's events are kept until it is [finished](Self::finish), and the stop
 /// sequence is interned.
 struct ShapeFold<'i> {
-    stop_index: &'i HashMap<&'i str, u32>,
-    trip_index: &'i HashMap<&'i str, u32>,
+    stop_index: &'i IdIndex<'i>,
+    trip_index: &'i IdIndex<'i>,
     known_stops: usize,
     unknown_stops: Vec<String>,
-    unknown_stop_index: HashMap<String, u32>,
+    unknown_stop_index: foldhash::HashMap<String, u32>,
     orphan_rows: usize,
     shapes: Vec<TripShape>,
-    interned: HashMap<Box<[u32]>, u32>,
+    interned: foldhash::HashMap<Box<[u32]>, u32>,
 }
 
 impl<'i> ShapeFold<'i> {
     fn new(
-        stop_index: &'i HashMap<&'i str, u32>,
-        trip_index: &'i HashMap<&'i str, u32>,
+        stop_index: &'i IdIndex<'i>,
+        trip_index: &'i IdIndex<'i>,
         known_stops: usize,
         trip_total: usize,
     ) -> Self {
@@ -156,7 +160,7 @@ impl<'i> ShapeFold<'i> {
             trip_index,
             known_stops,
             unknown_stops: Vec::new(),
-            unknown_stop_index: HashMap::new(),
+            unknown_stop_index: Default::default(),
             orphan_rows: 0,
             shapes: vec![
                 TripShape {
@@ -166,7 +170,7 @@ impl<'i> ShapeFold<'i> {
                 };
                 trip_total
             ],
-            interned: HashMap::new(),
+            interned: Default::default(),
         }
     }
 
@@ -420,8 +424,9 @@ impl Builder<'_> {
 
     /// Trips by id, numbered in trips.txt order. A duplicated trip_id resolves to its last
     /// row, so the earlier rows get no stop_times and are left out later.
-    fn trip_numbers<'t>(&mut self, raw_trips: &'t [RawTrip]) -> HashMap<&'t str, u32> {
-        let mut trip_index_raw: HashMap<&str, u32> = HashMap::with_capacity(raw_trips.len());
+    fn trip_numbers<'t>(&mut self, raw_trips: &'t [RawTrip]) -> IdIndex<'t> {
+        let mut trip_index_raw =
+            IdIndex::with_capacity_and_hasher(raw_trips.len(), Default::default());
         for (i, t) in raw_trips.iter().enumerate() {
             trip_index_raw.insert(t.id.as_str(), i as u32);
         }
@@ -442,8 +447,8 @@ impl Builder<'_> {
     fn trip_shapes(
         &mut self,
         stop_times: &StopTimesFile,
-        stop_index: &HashMap<&str, u32>,
-        trip_index_raw: &HashMap<&str, u32>,
+        stop_index: &IdIndex<'_>,
+        trip_index_raw: &IdIndex<'_>,
         known_stops: usize,
         trip_total: usize,
         counts: &mut FeedCounts,
@@ -497,8 +502,8 @@ impl Builder<'_> {
     fn grouped_shapes(
         &mut self,
         stop_times: &StopTimesFile,
-        stop_index: &HashMap<&str, u32>,
-        trip_index_raw: &HashMap<&str, u32>,
+        stop_index: &IdIndex<'_>,
+        trip_index_raw: &IdIndex<'_>,
         known_stops: usize,
         trip_total: usize,
     ) -> Result<(TripShapes, (RowCount, usize)), FeedError> {
@@ -571,7 +576,7 @@ impl Builder<'_> {
     fn frequency_windows(
         &mut self,
         frequencies: &[RawFrequency],
-        trip_index_raw: &HashMap<&str, u32>,
+        trip_index_raw: &IdIndex<'_>,
         trip_total: usize,
     ) -> Vec<Vec<FrequencyWindow>> {
         let mut windows: Vec<(u32, FrequencyWindow)> = Vec::with_capacity(frequencies.len());
@@ -649,8 +654,8 @@ impl Builder<'_> {
 }
 
 /// Stops by id, numbered in stops.txt order.
-fn stop_numbers(stops: &[Stop]) -> HashMap<&str, u32> {
-    let mut stop_index: HashMap<&str, u32> = HashMap::with_capacity(stops.len());
+fn stop_numbers(stops: &[Stop]) -> IdIndex<'_> {
+    let mut stop_index = IdIndex::with_capacity_and_hasher(stops.len(), Default::default());
     for (i, s) in stops.iter().enumerate() {
         stop_index.insert(s.id.as_str(), i as u32);
     }
