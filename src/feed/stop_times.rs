@@ -268,40 +268,111 @@ impl<'z> StopTimesFile<'z> {
             .collect();
         let columns = Columns::of(&headers);
         let mut count = RowCount::default();
-        let mut record = csv::StringRecord::new();
-        while reader
-            .read_record(&mut record)
-            .map_err(|e| csv_error(e, None))?
-        {
-            count.rows += 1;
-            // As gtfs-structures' reader does (`csv::Trim::Fields`), but only for the rare
-            // record that has something to trim: trimming rebuilds the record.
-            if record
-                .iter()
-                .any(|f| f.starts_with(char::is_whitespace) || f.ends_with(char::is_whitespace))
-            {
-                record.trim();
-            }
-            if record.len() < headers.len() {
-                count.padded += 1;
-                while record.len() < headers.len() {
-                    record.push_field("");
+        // Inflating and splitting the CSV take as long as reading the rows and folding
+        // them: the first runs on a thread of its own, a batch of records ahead.
+        std::thread::scope(|scope| {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<csv::StringRecord>>();
+            scope.spawn(move || split_records(reader, full_tx, empty_rx));
+            for batch in full_rx {
+                let Batch { mut records, end } = batch;
+                for record in &mut records {
+                    count.rows += 1;
+                    let flow = read_row(record, &headers, columns.as_ref(), &mut count, &mut each)?;
+                    if flow.is_break() {
+                        return Ok(count);
+                    }
+                }
+                match end {
+                    None => {
+                        // The splitter may be gone already: then the batch is just dropped.
+                        let _ = empty_tx.send(records);
+                    }
+                    Some(Ok(())) => break,
+                    Some(Err(e)) => return Err(csv_error(e, None)),
                 }
             }
-            let fast = columns.as_ref().and_then(|c| c.fast(&record));
-            let flow = match fast {
-                Some(row) => each(row),
-                None => match record.deserialize::<CheckedRow>(Some(&headers)) {
-                    Ok(row) => each(row.into()),
-                    Err(e) => return Err(csv_error(e, Some((&headers, &record)))),
-                },
-            };
-            if flow.is_break() {
-                break;
+            Ok(count)
+        })
+    }
+}
+
+/// Records split from the file, and after the last one, how the file ended.
+struct Batch {
+    records: Vec<csv::StringRecord>,
+    /// `None`: more batches follow. `Some(Ok)`: the end of the file. `Some(Err)`: the CSV
+    /// error that stopped the split.
+    end: Option<Result<(), csv::Error>>,
+}
+
+/// Records per [`Batch`], and batches split ahead of the reader.
+const BATCH_RECORDS: usize = 1024;
+const BATCHES_AHEAD: usize = 4;
+
+/// The splitting thread: fills batches (reusing the ones given back) until the file ends,
+/// a CSV error, or the reader stops listening.
+fn split_records<R: Read>(
+    mut reader: csv::Reader<R>,
+    full: std::sync::mpsc::SyncSender<Batch>,
+    empty: std::sync::mpsc::Receiver<Vec<csv::StringRecord>>,
+) {
+    loop {
+        let mut records = empty.try_recv().unwrap_or_default();
+        records.resize_with(BATCH_RECORDS, csv::StringRecord::new);
+        let mut filled = 0;
+        let mut end = None;
+        while filled < BATCH_RECORDS {
+            match reader.read_record(&mut records[filled]) {
+                Ok(true) => filled += 1,
+                Ok(false) => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                Err(e) => {
+                    end = Some(Err(e));
+                    break;
+                }
             }
         }
-        Ok(count)
+        records.truncate(filled);
+        let last = end.is_some();
+        if full.send(Batch { records, end }).is_err() || last {
+            return;
+        }
     }
+}
+
+/// One record to a row for `each`: trimmed and padded as gtfs-structures' reader would
+/// need, read by position when it can be, else the serde way (or its error).
+fn read_row<'r>(
+    record: &'r mut csv::StringRecord,
+    headers: &csv::StringRecord,
+    columns: Option<&Columns>,
+    count: &mut RowCount,
+    each: &mut impl FnMut(StopTimeRow<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, FeedError> {
+    // As gtfs-structures' reader does (`csv::Trim::Fields`), but only for the rare record
+    // that has something to trim: trimming rebuilds the record.
+    if record
+        .iter()
+        .any(|f| f.starts_with(char::is_whitespace) || f.ends_with(char::is_whitespace))
+    {
+        record.trim();
+    }
+    if record.len() < headers.len() {
+        count.padded += 1;
+        while record.len() < headers.len() {
+            record.push_field("");
+        }
+    }
+    let record: &csv::StringRecord = record;
+    Ok(match columns.and_then(|c| c.fast(record)) {
+        Some(row) => each(row),
+        None => match record.deserialize::<CheckedRow>(Some(headers)) {
+            Ok(row) => each(row.into()),
+            Err(e) => return Err(csv_error(e, Some((headers, record)))),
+        },
+    })
 }
 
 /// A CSV error of this file, with the row when there is one, worded as every other file's.
