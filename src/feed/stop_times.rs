@@ -344,8 +344,8 @@ fn split_records<R: Read>(
 
 /// One record to a row for `each`: trimmed and padded as gtfs-structures' reader would
 /// need, read by position when it can be, else the serde way (or its error).
-fn read_row<'r>(
-    record: &'r mut csv::StringRecord,
+fn read_row(
+    record: &mut csv::StringRecord,
     headers: &csv::StringRecord,
     columns: Option<&Columns>,
     count: &mut RowCount,
