@@ -23,13 +23,16 @@ use std::ptr;
 pub fn thread_peak<T>(work: impl FnOnce() -> T) -> (T, u64) {
     let reset = void_ctl(c"thread.peak.reset");
     let out = work();
-    let peak = if reset {
-        // SAFETY: `thread.peak.read` is a NUL-terminated name whose value is a uint64_t.
-        unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.peak.read\0") }.unwrap_or(0)
-    } else {
-        0
-    };
+    let peak = if reset { thread_peak_so_far() } else { 0 };
     (out, peak)
+}
+
+/// Inside [`thread_peak`]'s `work`: the most bytes this thread has held so far beyond
+/// what it held when `work` started (the same sampled `thread.peak`). 0 when the
+/// allocator cannot say. A read costs a `mallctl`: call it every so many rows, not per row.
+pub fn thread_peak_so_far() -> u64 {
+    // SAFETY: `thread.peak.read` is a NUL-terminated name whose value is a uint64_t.
+    unsafe { tikv_jemalloc_ctl::raw::read::<u64>(b"thread.peak.read\0") }.unwrap_or(0)
 }
 
 /// Returns every arena's unused dirty pages to the system now (`arena.<all>.purge`),
@@ -85,6 +88,18 @@ mod tests {
         // 64 MiB held at once, then freed: the peak is that, not the 1 MiB held last.
         assert!(peak >= 64 << 20, "peak {peak}");
         assert!(peak < 80 << 20, "peak {peak}");
+    }
+
+    #[test]
+    fn the_peak_so_far_grows_inside_the_work() {
+        let (seen, _) = thread_peak(|| {
+            let before = thread_peak_so_far();
+            let big = vec![1u8; 32 << 20];
+            std::hint::black_box(&big);
+            (before, thread_peak_so_far())
+        });
+        assert!(seen.0 < 1 << 20, "{seen:?}");
+        assert!(seen.1 >= 32 << 20, "{seen:?}");
     }
 
     #[test]

@@ -119,6 +119,9 @@ settings! {
     cache_ttl: Duration = Duration::from_secs(3600), "GTFS_CACHE_TTL", bounds::POSITIVE_SECONDS;
     /// Larger feed downloads are refused.
     max_feed_bytes: u64 = 536_870_912, "GTFS_MAX_FEED_BYTES", bounds::BYTES;
+    /// Memory one feed build may hold beyond the zip (what it reads, the rows it folds);
+    /// a feed that needs more is refused and the last good snapshot stays.
+    max_build_bytes: u64 = 2_147_483_648, "GTFS_MAX_BUILD_BYTES", bounds::BYTES;
     /// Where the embedded PostgreSQL keeps its files.
     data_dir: PathBuf = PathBuf::from("./data"), "GTFS_DATA_DIR", ();
     /// PostgreSQL URL; unset: an embedded local PostgreSQL under `data_dir`.

@@ -33,6 +33,8 @@ pub struct EffectiveConfig {
     pub cache_max_bytes: u64,
     pub cache_ttl: f64,
     pub max_feed_bytes: u64,
+    /// Memory one feed build may hold beyond the zip.
+    pub max_build_bytes: u64,
     pub data_dir: String,
     /// `null`: the embedded PostgreSQL. The password is `***`.
     #[schema(example = "postgres://app:***@db:5432/waybills")]

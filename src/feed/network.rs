@@ -78,12 +78,41 @@ pub(super) struct Network {
 
 /// Builds the parts of a snapshot from the feed's tables, reading `stop_times.txt` on the
 /// way; its rows are the only error left. CPU-bound, as the caller is.
-pub(super) fn build(gtfs_id: &str, tables: Tables) -> Result<Parts, FeedError> {
+pub(super) fn build(gtfs_id: &str, tables: Tables, budget: Budget) -> Result<Parts, FeedError> {
     Builder {
         gtfs_id,
+        budget,
         notes: Vec::new(),
     }
     .build(tables)
+}
+
+/// The memory a build may hold beyond the zip (`max_build_bytes`), checked after each
+/// step and every [`Budget::EVERY_ROWS`] stop_times rows against this thread's peak
+/// ([`crate::memory::thread_peak_so_far`]), so a feed too large for the budget is
+/// stopped early, not after it has taken the memory.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    pub max_bytes: u64,
+}
+
+impl Budget {
+    /// Rows between two checks: a check costs one `mallctl`.
+    const EVERY_ROWS: usize = 1 << 16;
+
+    pub fn check(self) -> Result<(), FeedError> {
+        if self.max_bytes == u64::MAX {
+            return Ok(());
+        }
+        let held = crate::memory::thread_peak_so_far();
+        if held > self.max_bytes {
+            return Err(FeedError::OverBudget {
+                held,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// No time given (stop_times fields are optional except at the ends of a trip).
@@ -288,6 +317,7 @@ struct PatternAcc<'a> {
 
 struct Builder<'a> {
     gtfs_id: &'a str,
+    budget: Budget,
     /// Problems that are tolerated, reported in one warning at the end.
     notes: Vec<String>,
 }
@@ -457,7 +487,17 @@ impl Builder<'_> {
         let mut current: Option<u32> = None;
         let mut events: Vec<StopEvent> = Vec::new();
         let mut scattered = false;
+        let budget = self.budget;
+        let mut over_budget = Ok(());
+        let mut rows = 0usize;
         let read = stop_times.for_each_row(|row| {
+            rows += 1;
+            if rows.is_multiple_of(Budget::EVERY_ROWS) {
+                over_budget = budget.check();
+                if over_budget.is_err() {
+                    return ControlFlow::Break(());
+                }
+            }
             let Some((trip, event)) = fold.event(&row) else {
                 return ControlFlow::Continue(());
             };
@@ -475,6 +515,7 @@ impl Builder<'_> {
             events.push(event);
             ControlFlow::Continue(())
         })?;
+        over_budget?;
         let (shapes, read) = if scattered {
             drop(fold);
             self.grouped_shapes(
@@ -511,7 +552,15 @@ impl Builder<'_> {
         let mut bounds = vec![0u32; trip_total + 1];
         let mut trip_of_event: Vec<u32> = Vec::new();
         let mut unsorted: Vec<StopEvent> = Vec::new();
+        let budget = self.budget;
+        let mut over_budget = Ok(());
         let read = stop_times.for_each_row(|row| {
+            if unsorted.len() % Budget::EVERY_ROWS == Budget::EVERY_ROWS - 1 {
+                over_budget = budget.check();
+                if over_budget.is_err() {
+                    return ControlFlow::Break(());
+                }
+            }
             if let Some((trip, event)) = fold.event(&row) {
                 bounds[trip as usize + 1] += 1;
                 trip_of_event.push(trip);
@@ -519,6 +568,7 @@ impl Builder<'_> {
             }
             ControlFlow::Continue(())
         })?;
+        over_budget?;
         for i in 1..bounds.len() {
             bounds[i] += bounds[i - 1];
         }

@@ -250,6 +250,12 @@ pub enum FeedError {
     /// Any other reason gtfs-structures gave, with its whole error chain.
     #[error("invalid GTFS feed: {0}")]
     Invalid(String),
+    /// Building the snapshot held more memory than the build may (`max_build_bytes`):
+    /// it was stopped there.
+    #[error(
+        "building the snapshot held {held} bytes (beyond the zip), over max_build_bytes ({max}): refused"
+    )]
+    OverBudget { held: u64, max: u64 },
 }
 
 impl FeedError {

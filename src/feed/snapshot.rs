@@ -24,7 +24,7 @@ use jiff::civil::Date;
 
 use super::calendar::ServiceCalendar;
 use super::model::{AgencyInfo, RouteDetail, RouteSummary, TripInfo};
-use super::network::{self, FeedCounts, Parts};
+use super::network::{self, Budget, FeedCounts, Parts};
 use super::read::{self, FeedError};
 
 /// One feed, immutable once built; share it behind an `Arc`.
@@ -81,22 +81,45 @@ impl FeedSnapshot {
         source: &str,
         bytes: &[u8],
     ) -> Result<Self, FeedError> {
+        Self::from_zip_bytes_within(gtfs_id, version, source, bytes, u64::MAX)
+    }
+
+    /// [`FeedSnapshot::from_zip_bytes`], stopped with [`FeedError::OverBudget`] as soon as
+    /// the build holds more than `max_build_bytes` beyond the zip (`u64::MAX`: no bound).
+    pub fn from_zip_bytes_within(
+        gtfs_id: &str,
+        version: &str,
+        source: &str,
+        bytes: &[u8],
+        max_build_bytes: u64,
+    ) -> Result<Self, FeedError> {
+        let budget = Budget {
+            max_bytes: max_build_bytes,
+        };
         let (built, peak) =
-            crate::memory::thread_peak(|| Self::build(gtfs_id, version, source, bytes));
+            crate::memory::thread_peak(|| Self::build(gtfs_id, version, source, bytes, budget));
         built.map(|snapshot| FeedSnapshot {
             build_peak_bytes: peak,
             ..snapshot
         })
     }
 
-    fn build(gtfs_id: &str, version: &str, source: &str, bytes: &[u8]) -> Result<Self, FeedError> {
+    fn build(
+        gtfs_id: &str,
+        version: &str,
+        source: &str,
+        bytes: &[u8],
+        budget: Budget,
+    ) -> Result<Self, FeedError> {
         let tables = read::tables(gtfs_id, bytes)?;
+        budget.check()?;
         let Parts {
             agencies,
             calendar,
             counts,
             network,
-        } = network::build(gtfs_id, tables)?;
+        } = network::build(gtfs_id, tables, budget)?;
+        budget.check()?;
         let mut snapshot = FeedSnapshot {
             gtfs_id: gtfs_id.to_owned(),
             version: version.to_owned(),
@@ -257,6 +280,28 @@ mod tests {
     use crate::feed::testkit::*;
     use gtfs_structures::GtfsReader;
     use jiff::civil::date;
+
+    /// A build is stopped once it holds more than its budget, with the figures; the same
+    /// feed builds within a budget that fits it.
+    #[test]
+    fn a_build_over_its_memory_budget_is_stopped() {
+        let bytes = fixture!("bart");
+        let err =
+            FeedSnapshot::from_zip_bytes_within("bart", "v", "s", &bytes, 500_000).unwrap_err();
+        let FeedError::OverBudget { held, max } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(max, 500_000);
+        assert!(held > max, "{held}");
+        assert!(
+            err.to_string().contains("over max_build_bytes (500000)"),
+            "{err}"
+        );
+        let snapshot =
+            FeedSnapshot::from_zip_bytes_within("bart", "v", "s", &bytes, 64 << 20).unwrap();
+        assert!(snapshot.build_peak_bytes > 500_000);
+        assert!(snapshot.build_peak_bytes < 64 << 20);
+    }
 
     #[test]
     fn bart_keeps_trips_past_midnight_on_their_service_date() {

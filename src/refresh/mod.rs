@@ -386,12 +386,14 @@ async fn load_zip(
         NewFeed::Zip(_) => "the zip",
         NewFeed::Dir(_) => "the directory",
     };
+    let max_build_bytes = state.config.max_build_bytes;
     let (snapshot, zip) = tokio::task::spawn_blocking(move || {
         let zip: Bytes = match feed {
             NewFeed::Zip(bytes) => bytes,
             NewFeed::Dir(dir) => dir.to_zip()?.into(),
         };
-        let snapshot = FeedSnapshot::from_zip_bytes(&gtfs_id, &v, &source_text, &zip)?;
+        let snapshot =
+            FeedSnapshot::from_zip_bytes_within(&gtfs_id, &v, &source_text, &zip, max_build_bytes)?;
         Ok((snapshot, zip))
     })
     .await

@@ -27,6 +27,7 @@ use jiff::Timestamp;
 use crate::config::Api;
 use crate::db::feed_store::{self, Kind, ReadError, StoredIndex, StoredVersion};
 use crate::feed::model::RouteDetail;
+use crate::feed::read::FeedError;
 use crate::feed::snapshot::FeedSnapshot;
 use crate::feed::store::{FeedData, Loaded, RouteIndex, WarmFeed, WarmStart};
 use crate::memory;
@@ -187,13 +188,22 @@ async fn read_version(
                 stored.version.clone(),
                 source.to_owned(),
             );
+            let max_build_bytes = state.config.max_build_bytes;
             let snapshot = tokio::task::spawn_blocking(move || {
-                FeedSnapshot::from_zip_bytes(&gtfs_id, &version, &source, &zip)
+                FeedSnapshot::from_zip_bytes_within(
+                    &gtfs_id,
+                    &version,
+                    &source,
+                    &zip,
+                    max_build_bytes,
+                )
             })
             .await
             .map_err(|e| ReadError::Unusable(format!("the feed parser stopped: {e}")))?
-            .map_err(|e| {
-                ReadError::corrupt(format!("the stored zip is not a usable GTFS feed: {e}"))
+            .map_err(|e| match e {
+                // Too large for this process's budget, not broken: kept for another.
+                e @ FeedError::OverBudget { .. } => ReadError::Unusable(e.to_string()),
+                e => ReadError::corrupt(format!("the stored zip is not a usable GTFS feed: {e}")),
             })?;
             // As after a refresh: the build's raw tables go back to the system now.
             let _ = tokio::task::spawn_blocking(memory::purge).await;

@@ -34,7 +34,7 @@ fn built_in_defaults_are_the_design_table() {
         "http_tcp_keepalive": 60.0, "http_connect_timeout": 2.0, "http_request_timeout": 30.0,
         "retry_attempts": 2, "retry_delay": 1.0, "rate_limit_delay": 0.05, "breaker_failures": 5,
         "breaker_open": 30.0, "cache_max_bytes": 268435456u64, "cache_ttl": 3600.0,
-        "max_feed_bytes": 536870912u64, "data_dir": "./data", "database_url": null,
+        "max_feed_bytes": 536870912u64, "max_build_bytes": 2147483648u64, "data_dir": "./data", "database_url": null,
         "db_max_connections": 20, "db_min_connections": 5, "db_acquire_timeout": 5.0,
         "db_idle_timeout": 300.0, "db_max_lifetime": 1800.0, "api_token": null, "ops_token": null,
     });

@@ -214,6 +214,32 @@ async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
     app.stop().await.unwrap();
 }
 
+/// A feed whose build needs more memory than `max_build_bytes` is refused, naming the
+/// figure, and the last good snapshot stays (caltrain builds within 1 MB, bart does not).
+#[tokio::test]
+async fn a_feed_over_the_build_memory_budget_is_refused_and_the_last_good_one_kept() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &[("GTFS_MAX_BUILD_BYTES", "1000000")],
+    ))
+    .await;
+    let good = feed(&feeds(&app).await, "caltrain").clone();
+    assert_eq!(good["last_error"], Value::Null);
+
+    let bart = std::fs::read(crate::support::fixture_path("bart")).unwrap();
+    sim.set_zip("caltrain", bart);
+    app.refresh_now().await;
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    let error = f["last_error"].as_str().unwrap();
+    assert!(error.contains("over max_build_bytes (1000000)"), "{error}");
+    assert_eq!(f["version"], good["version"], "last good version kept");
+    assert_eq!(f["counts"], good["counts"], "last good data kept");
+    app.stop().await.unwrap();
+}
+
 /// A client for the simulator's instance, with environment overrides.
 fn client(sim: &OtpSim, env: &[(&str, &str)]) -> OtpClient {
     let config = sim_config(&sim.url(), "otp1", "", env);
