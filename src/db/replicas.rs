@@ -127,14 +127,22 @@ pub async fn notify(db: &Db, channel: &str, payload: &impl Serialize) -> anyhow:
     Ok(())
 }
 
-/// When each feed of `instance` was last fetched without failure (updated or confirmed
-/// unchanged), by whichever replica, by `gtfs_id`.
+/// When each stored feed of `instance` was last fetched without failure (updated or
+/// confirmed unchanged), by whichever replica, by `gtfs_id`.
 pub async fn last_successes(db: &Db, instance: &str) -> sqlx::Result<Vec<(String, Timestamp)>> {
+    // Per current feed, the newest fetch that did not fail: a walk down the
+    // (instance, gtfs_id, started_at DESC) index that stops at the first one.
     let rows = sqlx::query(
-        "SELECT gtfs_id, max(finished_at) AS at FROM feed_fetch
-         WHERE instance = $1 AND gtfs_id IS NOT NULL AND outcome <> 'failed'
-           AND finished_at IS NOT NULL
-         GROUP BY gtfs_id",
+        "SELECT c.gtfs_id, f.finished_at AS at
+         FROM feed_current c
+         CROSS JOIN LATERAL (
+             SELECT finished_at FROM feed_fetch
+             WHERE instance = c.instance AND gtfs_id = c.gtfs_id
+               AND outcome <> 'failed' AND finished_at IS NOT NULL
+             ORDER BY started_at DESC
+             LIMIT 1
+         ) f
+         WHERE c.instance = $1",
     )
     .bind(instance)
     .fetch_all(&db.pool)

@@ -81,21 +81,42 @@ pub async fn catch_up(state: &AppState, instance: &InstanceRuntime) -> anyhow::R
     Ok(report.loaded.len())
 }
 
-/// [`catch_up`], logged rather than returned.
-pub async fn catch_up_logged(state: &AppState, instance: &InstanceRuntime, why: &str) {
-    match catch_up(state, instance).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            instance = instance.name(),
-            loaded = n,
-            "{why}: loaded the versions the lease holder stored"
-        ),
-        Err(e) => tracing::warn!(
-            instance = instance.name(),
-            "{why}: cannot load from the feed store: {e:#}"
-        ),
+/// [`catch_up`], logged rather than returned, tried up to `tries` times: right after the
+/// database comes back the pool may still hold connections that died with it, and each
+/// failure drops one (a connection is checked when it is given back).
+pub async fn catch_up_logged(state: &AppState, instance: &InstanceRuntime, why: &str, tries: u32) {
+    for attempt in 1..=tries {
+        match catch_up(state, instance).await {
+            Ok(0) => return,
+            Ok(n) => {
+                tracing::info!(
+                    instance = instance.name(),
+                    loaded = n,
+                    "{why}: loaded the versions the lease holder stored"
+                );
+                return;
+            }
+            Err(e) if attempt < tries => {
+                tracing::debug!(instance = instance.name(), attempt, "{why}: {e:#}");
+                tokio::time::sleep(CATCH_UP_RETRY).await;
+            }
+            Err(e) => tracing::warn!(
+                instance = instance.name(),
+                "{why}: cannot load from the feed store: {e:#}"
+            ),
+        }
     }
 }
+
+/// The pause between two tries of a catch-up.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(200);
+
+/// Tries of the catch-up after the listener connected again: the database has just come
+/// back, and the pool may hold several dead connections.
+const RECONNECTED_TRIES: u32 = 20;
+
+/// Tries of the catch-up a notification starts (the database has just answered).
+const NOTIFIED_TRIES: u32 = 3;
 
 /// The listener task: runs until cancelled (`crate::app::App::stop`).
 pub async fn listen(state: AppState) {
@@ -117,8 +138,14 @@ pub async fn listen(state: AppState) {
                 delay = RECONNECT_FIRST;
                 // Versions stored before LISTEN took effect were announced to nobody here.
                 for instance in &state.instances {
-                    if instance.role() == Some(RefreshRole::Follower) {
-                        catch_up_logged(&state, instance, "listening again").await;
+                    // Before the scheduler's first look the warm start loads; the holder
+                    // has the newest data.
+                    if matches!(
+                        instance.role(),
+                        Some(RefreshRole::Follower | RefreshRole::Alone)
+                    ) {
+                        catch_up_logged(&state, instance, "listening again", RECONNECTED_TRIES)
+                            .await;
                     }
                 }
                 loop {
@@ -196,7 +223,7 @@ async fn on_notification(state: &AppState, channel: &str, payload: &str) {
                     from = notice.replica,
                     "new version announced"
                 );
-                catch_up_logged(state, instance, "new version announced").await;
+                catch_up_logged(state, instance, "new version announced", NOTIFIED_TRIES).await;
             }
         }
         REFRESH_CHANNEL => {

@@ -150,8 +150,12 @@ pub async fn run(state: &AppState, instance: &InstanceRuntime) {
                 if manual {
                     forward_manual(state, instance, holder.as_deref()).await;
                 }
-                if due {
-                    follow::catch_up_logged(state, instance, "catching up").await;
+                // Back from a spell without the database: versions may have been
+                // stored meanwhile, announced to nobody here.
+                let back = matches!(last, Some(Look::Alone));
+                if due || back {
+                    // One try: the next look comes soon enough, and the database may be away.
+                    follow::catch_up_logged(state, instance, "catching up", 1).await;
                     next = Instant::now() + jittered();
                 }
             }

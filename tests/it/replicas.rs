@@ -9,6 +9,8 @@
 //! - a manual refresh asked of a replica that does not hold the lease costs upstream one
 //!   refresh;
 //! - the holder killed: another replica refreshes within one interval;
+//! - a follower cut off from the database serves what it has, and once the link is back
+//!   it loads the version stored meanwhile (its notification was lost) at once;
 //! - waybills sent to two replicas at once: one key gives one row; two overlapping duties
 //!   of one vehicle give one 201 and one 409.
 
@@ -472,4 +474,150 @@ async fn waybills_sent_to_two_replicas_at_once_are_one_row_or_one_conflict() {
         statuses.sort();
         assert_eq!(statuses, [201, 409], "round {round}: {answers:?}");
     }
+}
+
+/// A cuttable link to PostgreSQL's Unix socket: a socket of its own in `dir`, whose
+/// connections are piped to the real one until [`DbLink::cut`] closes them all and
+/// refuses new ones, until [`DbLink::restore`].
+struct DbLink {
+    dir: tempfile::TempDir,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DbLink {
+    async fn start(real_socket: std::path::PathBuf) -> DbLink {
+        let dir = tempfile::Builder::new().prefix("pglink").tempdir().unwrap();
+        let listener = tokio::net::UnixListener::bind(dir.path().join(".s.PGSQL.5432")).unwrap();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let watch = cut.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut cut = watch.subscribe();
+                let real = real_socket.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::UnixStream::connect(&real).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        DbLink { dir, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+
+    /// `url` with its socket directory replaced by this link's.
+    fn url(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "host" {
+                    self.dir.path().display().to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        url.to_string()
+    }
+}
+
+impl Drop for DbLink {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut.send_replace(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_database_serves_what_it_has_and_catches_up_when_back() {
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let database = fresh_database().await;
+    let Some(socket_dir) = url::Url::parse(&database)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, v)| k == "host" && v.starts_with('/'))
+        .map(|(_, v)| std::path::PathBuf::from(v.into_owned()))
+    else {
+        eprintln!("skipped: the test database is not on a Unix socket");
+        return;
+    };
+    let link = DbLink::start(socket_dir.join(".s.PGSQL.5432")).await;
+    // A long interval: nothing but the reconnection can bring the new version in time.
+    let holder = Replica::start(config(&sim, &database, "direct", 60.0, "gtfs")).await;
+    holder
+        .app()
+        .wait_ready_status(200, Duration::from_secs(60))
+        .await;
+    let follower = Replica::start(config(&sim, &link.url(&database), "linked", 60.0, "gtfs")).await;
+    follower
+        .app()
+        .wait_ready_status(200, Duration::from_secs(60))
+        .await;
+    let old = holder.version("caltrain").await;
+    assert_eq!(follower.version("caltrain").await, old);
+    assert_eq!(follower.lease().await["role"], "follower");
+    let routes = follower.app().get(&routes_path("caltrain")).await.ok();
+
+    link.cut();
+    // A new version, stored and announced while the follower cannot hear it.
+    let new_zip = fixture_zip("sample-feed");
+    let new_version = json!(sha256(&new_zip));
+    sim.set_zip("caltrain", new_zip.to_vec());
+    let before = holder.app().state.instances[0].status().refreshes;
+    let res = holder
+        .app()
+        .client
+        .post(holder.app().url("/instances/sim/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while holder.app().state.instances[0].status().refreshes <= before {
+        assert!(Instant::now() < deadline, "the holder did not refresh");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(holder.version("caltrain").await, new_version);
+    // The follower serves what it has meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        follower.app().get(&routes_path("caltrain")).await.ok(),
+        routes
+    );
+    assert_eq!(follower.version("caltrain").await, old);
+
+    link.restore();
+    let restored = Instant::now();
+    while follower.version("caltrain").await != new_version {
+        assert!(
+            restored.elapsed() < Duration::from_secs(20),
+            "the follower did not catch up after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "caught up {:?} after the link came back",
+        restored.elapsed()
+    );
 }
