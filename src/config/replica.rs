@@ -9,7 +9,7 @@ use super::value::{Refused, Setting};
 /// The longest replica id accepted.
 pub const REPLICA_ID_MAX: usize = 64;
 
-/// A replica's id as configured: 1 to [`REPLICA_ID_MAX`] characters among ASCII letters,
+/// A replica's id as configured: 1 to 64 (`REPLICA_ID_MAX`) characters among ASCII letters,
 /// digits and `.`, `_`, `:`, `-` (a host name, a pod name, `host:port`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplicaId(String);

@@ -43,7 +43,7 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 /// The longest a look at the lease may take before the replica acts alone.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a lease lasts without renewal: half of `interval`, at least [`MIN_TTL`].
+/// How long a lease lasts without renewal: half of `interval`, at least `MIN_TTL` (1 s).
 pub fn ttl(interval: Duration) -> Duration {
     (interval / 2).max(MIN_TTL)
 }
