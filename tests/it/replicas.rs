@@ -218,6 +218,12 @@ async fn three_replicas_fetch_about_once_per_interval_and_serve_a_new_version_to
         let lease = r.lease().await;
         let role = if i == h { "holder" } else { "follower" };
         assert_eq!(lease["role"], role, "replica {i}: {lease}");
+        let metrics = r.app().get("/metrics").await.text();
+        let held = format!(
+            "gtfs_fetch_refresh_lease_held{{instance=\"sim\"}} {}",
+            u8::from(i == h)
+        );
+        assert!(metrics.lines().any(|l| l == held), "replica {i}: no {held}");
     }
 
     // bart's routes were crawled once, by the holder; the others serve every route's
