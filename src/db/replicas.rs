@@ -7,7 +7,8 @@
 //! - notifications: [`VERSION_CHANNEL`] carries a [`VersionNotice`] from the transaction
 //!   that stores a new version (`crate::db::feed_store`), so it is sent only if that
 //!   commits; [`REFRESH_CHANNEL`] carries a [`RefreshNotice`], a manual refresh asked of
-//!   a replica that does not hold the lease, for the holder;
+//!   a replica that does not hold the lease, for the holder; [`REFRESHED_CHANNEL`]
+//!   carries a [`RefreshedNotice`], how the holder's refresh went, for the others;
 //! - [`last_successes`]: when the holder last fetched each feed successfully
 //!   (`feed_fetch`), so that the other replicas report the same freshness.
 
@@ -25,6 +26,9 @@ pub const VERSION_CHANNEL: &str = "gtfs_fetch_feed_version";
 
 /// `NOTIFY` channel of manual refreshes forwarded to the lease holder ([`RefreshNotice`]).
 pub const REFRESH_CHANNEL: &str = "gtfs_fetch_refresh";
+
+/// `NOTIFY` channel of refreshes finished by a lease holder ([`RefreshedNotice`]).
+pub const REFRESHED_CHANNEL: &str = "gtfs_fetch_refreshed";
 
 /// PostgreSQL refuses a `NOTIFY` payload of 8000 bytes or more.
 pub const MAX_PAYLOAD: usize = 7999;
@@ -44,6 +48,37 @@ pub struct VersionNotice {
 pub struct RefreshNotice {
     pub instance: String,
     pub replica: String,
+}
+
+/// The lease holder finished a refresh of `instance`: the other replicas show it as
+/// theirs (`GET /instances`, each feed's last attempt and error), so that whichever
+/// replica is asked tells how the instance's refreshes go.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshedNotice {
+    pub instance: String,
+    pub replica: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The refresh's first error; `None`: it succeeded.
+    pub error: Option<String>,
+    /// Each feed it looked at, with its error if it failed (errors shortened, the list
+    /// left empty when it would not fit in a notification).
+    pub feeds: Vec<RefreshedFeed>,
+}
+
+/// One feed of a [`RefreshedNotice`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshedFeed {
+    pub gtfs_id: String,
+    pub error: Option<String>,
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+pub fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// An instance's lease as the database has it.
@@ -109,8 +144,8 @@ pub async fn release(db: &Db, instance: &str, replica: &str) -> sqlx::Result<boo
     Ok(done.rows_affected() > 0)
 }
 
-/// Sends `payload` (JSON) on `channel`, unless it is too long for PostgreSQL (then
-/// nothing is sent: the other replicas catch up on their next interval).
+/// Sends `payload` (JSON) on `channel`; an error when it is too long for PostgreSQL
+/// (nothing is sent).
 pub async fn notify(db: &Db, channel: &str, payload: &impl Serialize) -> anyhow::Result<()> {
     use anyhow::Context;
 
@@ -150,4 +185,15 @@ pub async fn last_successes(db: &Db, instance: &str) -> sqlx::Result<Vec<(String
     rows.iter()
         .map(|row| Ok((row.try_get("gtfs_id")?, from_db(row.try_get("at")?))))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortened_cuts_at_a_character() {
+        assert_eq!(shortened("abc", 5), "abc");
+        assert_eq!(shortened("àéîõü", 2), "àé…");
+    }
 }

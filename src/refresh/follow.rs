@@ -8,6 +8,10 @@
 //!   version within about a second of each other. A `gtfs_fetch_refresh` notification (a
 //!   manual refresh asked of another replica) wakes this replica's scheduler if it holds
 //!   that instance's lease.
+//! - A `gtfs_fetch_refreshed` notification (the holder finished a refresh) is shown as
+//!   this replica's own refresh: `GET /instances` (`status`) and each feed's last attempt
+//!   and error say the same on every replica, and `gtfs-fetch refresh` asking any replica
+//!   sees the refresh finish.
 //! - When the connection is lost (the database restarted, a network cut) notifications
 //!   sent meanwhile are lost: the task connects again, with backoff, and catches up every
 //!   instance once `LISTEN` is back. Until then the replica serves what it has.
@@ -28,7 +32,10 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::warm;
 use crate::db::feed_store;
-use crate::db::replicas::{self, REFRESH_CHANNEL, RefreshNotice, VERSION_CHANNEL, VersionNotice};
+use crate::db::replicas::{
+    self, REFRESH_CHANNEL, REFRESHED_CHANNEL, RefreshNotice, RefreshedNotice, VERSION_CHANNEL,
+    VersionNotice,
+};
 use crate::feed::store::WarmStart;
 use crate::otp::instance::{InstanceRuntime, RefreshRole};
 use crate::state::AppState;
@@ -183,7 +190,7 @@ async fn subscribe(pool: &sqlx::PgPool) -> anyhow::Result<PgListener> {
     // that the catch-up runs after it.
     listener.eager_reconnect(false);
     listener
-        .listen_all([VERSION_CHANNEL, REFRESH_CHANNEL])
+        .listen_all([VERSION_CHANNEL, REFRESH_CHANNEL, REFRESHED_CHANNEL])
         .await
         .context("cannot LISTEN")?;
     Ok(listener)
@@ -226,6 +233,21 @@ async fn on_notification(state: &AppState, channel: &str, payload: &str) {
                 catch_up_logged(state, instance, "new version announced", NOTIFIED_TRIES).await;
             }
         }
+        REFRESHED_CHANNEL => {
+            let Ok(notice) = serde_json::from_str::<RefreshedNotice>(payload) else {
+                tracing::warn!(payload, "a refresh report this build cannot read");
+                return;
+            };
+            if notice.replica == state.replica_id {
+                return;
+            }
+            if let Some(instance) = state
+                .instance(&notice.instance)
+                .filter(|i| i.role() != Some(RefreshRole::Holder))
+            {
+                mirror_refresh(state, instance, &notice);
+            }
+        }
         REFRESH_CHANNEL => {
             let Ok(notice) = serde_json::from_str::<RefreshNotice>(payload) else {
                 tracing::warn!(payload, "a refresh notification this build cannot read");
@@ -244,4 +266,44 @@ async fn on_notification(state: &AppState, channel: &str, payload: &str) {
         }
         _ => {}
     }
+}
+
+/// Shows the holder's refresh as this replica's: the instance's refresh status, and each
+/// feed's last attempt and error. Its new versions are loaded already: PostgreSQL
+/// delivers notifications in commit order, and they were stored before this was sent.
+fn mirror_refresh(state: &AppState, instance: &InstanceRuntime, notice: &RefreshedNotice) {
+    for feed in &notice.feeds {
+        let Some(entry) = state
+            .feeds
+            .get(&feed.gtfs_id)
+            .filter(|e| e.instance == instance.name())
+        else {
+            continue;
+        };
+        entry.update_status(|s| {
+            s.last_attempt_at = Some(notice.started_at);
+            match &feed.error {
+                Some(e) => {
+                    s.last_error = Some(e.clone());
+                    s.last_error_at = Some(notice.finished_at);
+                }
+                None => {
+                    s.last_error = None;
+                    s.last_success_at = Some(notice.finished_at);
+                }
+            }
+        });
+    }
+    instance.update(|s| {
+        s.refreshes += 1;
+        s.last_started_at = Some(notice.started_at);
+        s.last_finished_at = Some(notice.finished_at);
+        match &notice.error {
+            Some(e) => s.last_error = Some(e.clone()),
+            None => {
+                s.last_success_at = Some(notice.finished_at);
+                s.last_error = None;
+            }
+        }
+    });
 }

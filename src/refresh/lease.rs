@@ -10,6 +10,9 @@
 //!   released). A refresh renews it while it runs, however long it takes.
 //! - The holder refreshes every `refresh_interval` (±10 %), or at once when woken by a
 //!   manual refresh, and stores each new version, which announces it to the others.
+//!   After each refresh it tells them how it went (`NOTIFY gtfs_fetch_refreshed`), and
+//!   they show it as theirs: every replica's `GET /instances` counts the instance's
+//!   refreshes, whoever made them.
 //! - A replica that does not hold the lease never asks upstream on its schedule: every
 //!   `refresh_interval` it reads the store instead (a catch-up, in case an announcement
 //!   was lost). A manual refresh asked of it is forwarded to the holder (`NOTIFY
@@ -32,8 +35,12 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::RefreshSummary;
 use super::follow;
-use crate::db::replicas::{self, REFRESH_CHANNEL, RefreshNotice};
+use crate::db::replicas::{
+    self, MAX_PAYLOAD, REFRESH_CHANNEL, REFRESHED_CHANNEL, RefreshNotice, RefreshedFeed,
+    RefreshedNotice,
+};
 use crate::otp::instance::{InstanceRuntime, RefreshRole};
 use crate::state::AppState;
 
@@ -164,14 +171,18 @@ pub async fn run(state: &AppState, instance: &InstanceRuntime) {
     }
 }
 
-/// A refresh by the lease holder, renewing the lease while it runs.
+/// A refresh by the lease holder, renewing the lease while it runs, then told to the
+/// other replicas.
 async fn refresh_holding(state: &AppState, instance: &InstanceRuntime) {
     let every = look_every(instance.config.refresh_interval);
     let refresh = super::refresh_instance(state, instance, None);
     tokio::pin!(refresh);
     loop {
         tokio::select! {
-            _ = &mut refresh => return,
+            summary = &mut refresh => {
+                tell_refreshed(state, instance, &summary).await;
+                return;
+            }
             () = tokio::time::sleep(every) => {
                 if look(state, instance).await != Look::Holder {
                     tracing::warn!(
@@ -181,6 +192,51 @@ async fn refresh_holding(state: &AppState, instance: &InstanceRuntime) {
                 }
             }
         }
+    }
+}
+
+/// Longest error text per feed in a [`RefreshedNotice`].
+const NOTICE_ERROR_CHARS: usize = 300;
+
+/// Tells the other replicas how a refresh went (`GET /instances` on any of them, and the
+/// `refresh` command asking any of them, then say it).
+async fn tell_refreshed(state: &AppState, instance: &InstanceRuntime, summary: &RefreshSummary) {
+    let status = instance.status();
+    let (Some(started_at), Some(finished_at)) = (status.last_started_at, status.last_finished_at)
+    else {
+        return;
+    };
+    let mut notice = RefreshedNotice {
+        instance: instance.name().to_owned(),
+        replica: state.replica_id.clone(),
+        started_at,
+        finished_at,
+        error: status
+            .last_error
+            .map(|e| replicas::shortened(&e, NOTICE_ERROR_CHARS)),
+        feeds: summary
+            .feeds
+            .iter()
+            .filter_map(|f| {
+                Some(RefreshedFeed {
+                    gtfs_id: f.gtfs_id.clone()?,
+                    error: f
+                        .error
+                        .as_deref()
+                        .map(|e| replicas::shortened(e, NOTICE_ERROR_CHARS)),
+                })
+            })
+            .collect(),
+    };
+    let too_long = serde_json::to_string(&notice).map_or(true, |t| t.len() > MAX_PAYLOAD);
+    if too_long {
+        notice.feeds.clear();
+    }
+    if let Err(e) = replicas::notify(&state.db, REFRESHED_CHANNEL, &notice).await {
+        tracing::debug!(
+            instance = instance.name(),
+            "cannot tell the other replicas: {e:#}"
+        );
     }
 }
 

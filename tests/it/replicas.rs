@@ -7,7 +7,7 @@
 //!   is made once and the route details reach every replica from the database;
 //! - a new upstream version is served by every replica within 2 s of the first;
 //! - a manual refresh asked of a replica that does not hold the lease costs upstream one
-//!   refresh;
+//!   refresh, and that replica reports it as done;
 //! - the holder killed: another replica refreshes within one interval;
 //! - a follower cut off from the database serves what it has, and once the link is back
 //!   it loads the version stored meanwhile (its notification was lost) at once;
@@ -314,6 +314,9 @@ async fn a_manual_refresh_asked_of_a_follower_is_one_refresh_by_the_holder() {
     let (replicas, _) = start(&sim, 2, 60.0, "gtfs", &["caltrain"]).await;
     let h = holder(&replicas).await;
     let follower = &replicas[1 - h];
+    let refreshes = |instances: &Value| instances["instances"][0]["status"]["refreshes"].as_u64();
+    // The first refresh may have been made before the follower listened.
+    let heard = refreshes(&follower.app().get("/instances").await.ok()).unwrap();
     sim.reset_counts();
     let res = follower
         .app()
@@ -335,6 +338,22 @@ async fn a_manual_refresh_asked_of_a_follower_is_one_refresh_by_the_holder() {
         instances["instances"][0]["status"]["refreshes"], 2,
         "{instances}"
     );
+    // The follower asked says so too, as `gtfs-fetch refresh` asking it waits to see.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let instances = follower.app().get("/instances").await.ok();
+        let status = &instances["instances"][0]["status"];
+        if refreshes(&instances) == Some(heard + 1) {
+            assert!(status["last_error"].is_null(), "{status}");
+            assert!(!status["last_success_at"].is_null(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never heard: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
