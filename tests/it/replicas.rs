@@ -9,6 +9,7 @@
 //! - a manual refresh asked of a replica that does not hold the lease costs upstream one
 //!   refresh, and that replica reports it as done;
 //! - the holder killed: another replica refreshes within one interval;
+//! - a replica started while the upstream is down serves every feed at once;
 //! - a follower cut off from the database serves what it has, and once the link is back
 //!   it loads the version stored meanwhile (its notification was lost) at once;
 //! - waybills sent to two replicas at once: one key gives one row; two overlapping duties
@@ -402,6 +403,35 @@ async fn the_holder_killed_another_replica_refreshes_within_one_interval() {
     for r in &mut survivors {
         r.kill();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_with_the_upstream_down_serves_the_stored_feed_at_once() {
+    let sim = OtpSim::start(&["caltrain", "bart"]).await;
+    let (replicas, database) = start(&sim, 2, 60.0, "otp2", &["caltrain", "bart"]).await;
+    let expected = replicas[0].versions().await;
+    sim.stop_listening().await;
+    sim.reset_counts();
+    let started = Instant::now();
+    let third = Replica::start(config(&sim, &database, "r3", 60.0, "otp2")).await;
+    third
+        .app()
+        .wait_ready_status(200, Duration::from_secs(30))
+        .await;
+    eprintln!(
+        "ready {:?} after start with the upstream down",
+        started.elapsed()
+    );
+    assert_eq!(third.versions().await, expected);
+    assert_eq!(third.lease().await["role"], "follower");
+    let list = third
+        .app()
+        .get(&with_query(&routes_path("bart"), &[("limit", "1000")]))
+        .await
+        .ok();
+    let route = list["routes"][0]["route_id"].as_str().unwrap();
+    third.app().get(&route_path("bart", route)).await.ok();
+    assert_eq!(sim.requests(), 0, "nothing asked of the upstream");
 }
 
 /// A caltrain route with trips on [`DAY`], and that day.
