@@ -207,7 +207,7 @@ fn sha256(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_fetch_about_once_per_interval_and_serve_a_new_version_together() {
     let sim = OtpSim::start(&["caltrain", "bart"]).await;
-    let interval = 2.0;
+    let interval = 3.0;
     let (replicas, _) = start(&sim, 3, interval, "otp2", &["caltrain", "bart"]).await;
     let h = holder(&replicas).await;
     let ids: BTreeSet<String> = futures::future::join_all(replicas.iter().map(|r| r.id()))
@@ -256,14 +256,16 @@ async fn three_replicas_fetch_about_once_per_interval_and_serve_a_new_version_to
 
     // About one zip request per interval in all (three replicas alone would make nine).
     sim.reset_counts();
-    let window = Duration::from_secs_f64(interval * 3.0);
+    let window = Duration::from_secs_f64(interval * 4.0);
     tokio::time::sleep(window).await;
     let zips = sim.requests_for(ZIP);
     let indexes = sim.requests_for("Routes");
     eprintln!("in {window:?}: {zips} zip requests, {indexes} route index requests");
-    assert!((2..=4).contains(&zips), "{zips} zip requests in {window:?}");
+    // 3 or 4 expected (12 if each replica fetched for itself); a busy machine may delay
+    // a renewal past the lease's end, and the replica taking over refreshes once more.
+    assert!((3..=6).contains(&zips), "{zips} zip requests in {window:?}");
     assert!(
-        (2..=4).contains(&indexes),
+        (3..=6).contains(&indexes),
         "{indexes} index requests in {window:?}"
     );
 
@@ -360,7 +362,7 @@ async fn a_manual_refresh_asked_of_a_follower_is_one_refresh_by_the_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holder_killed_another_replica_refreshes_within_one_interval() {
     let sim = OtpSim::start(&["caltrain"]).await;
-    let interval = Duration::from_secs(2);
+    let interval = Duration::from_secs(3);
     let (mut replicas, _) = start(&sim, 3, interval.as_secs_f64(), "gtfs", &["caltrain"]).await;
     let h = holder(&replicas).await;
     let killed = replicas[h].id().await;
