@@ -28,7 +28,8 @@
 //!   replicas sort themselves out at the next look.
 //!
 //! Replica ids must be unique: two replicas configured with one `replica_id` would both
-//! take themselves for the holder.
+//! take themselves for the holder. Replicas should have the same `[[instances]]`: leases
+//! and notifications go by instance name.
 
 use std::time::Duration;
 
