@@ -3,11 +3,13 @@
 //! [`App::start`] starts the embedded database when no `DATABASE_URL` is set, creates the
 //! (lazy) pool, builds the [`AppState`] and spawns the task that migrates and pre-warms
 //! the pool, the refresh scheduler (each instance's warm start from the feed store, then
-//! its refreshes) and the idempotency-key expiry, `feed_fetch` retention and feed store
-//! retention (which wait for the migrations). Every background task runs under one
-//! cancellation token: [`App::stop`] cancels it and waits for the tasks to end (each
-//! stops at its next await point) before closing the pool, so no task touches the
-//! database after that.
+//! its refreshes, or its following of the replica that holds its refresh lease), the
+//! listener for the other replicas' new versions, and the idempotency-key expiry,
+//! `feed_fetch` retention and feed store retention (which wait for the migrations).
+//! Every background task runs under one cancellation token: [`App::stop`] cancels it and
+//! waits for the tasks to end (each stops at its next await point), releases the refresh
+//! leases this replica holds, then closes the pool, so no task touches the database after
+//! that.
 
 use std::future::Future;
 use std::time::Duration;
@@ -65,6 +67,8 @@ impl App {
                 state.store_retention.clone(),
             );
             spawn_until_cancelled(&tasks, &cancel, task);
+            let task = refresh::follow::listen(state.clone());
+            spawn_until_cancelled(&tasks, &cancel, task);
         }
         tasks.close();
         Ok(App {
@@ -88,6 +92,8 @@ impl App {
         {
             tracing::warn!("background tasks still running after cancellation");
         }
+        // No refresh runs any more: another replica may take over at once.
+        refresh::lease::release_all(&self.state).await;
         if tokio::time::timeout(POOL_CLOSE_WAIT, self.state.db.pool.close())
             .await
             .is_err()

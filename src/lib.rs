@@ -65,11 +65,15 @@
 //!   each new version is swapped in, then written to the feed store (`refresh/save.rs`).
 //!   [`refresh::warm`] is the warm start: before the first refresh, each feed's current
 //!   stored version is loaded, so a restart serves the last good data while OTP is down.
+//!   Replicas sharing the database take turns: per instance, the holder of the refresh
+//!   lease refreshes ([`refresh::lease`]) and the others load each version it stores when
+//!   it is announced ([`refresh::follow`]).
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set,
 //!   [`db::fetches`], the `feed_fetch` history of refreshes, and [`db::feed_store`], the
 //!   durable feed store: every fetched version, content-addressed by sha256, with its
-//!   retention (`feed_versions_kept`).
+//!   retention (`feed_versions_kept`), and [`db::replicas`], the refresh lease's SQL and
+//!   the notifications replicas send each other.
 //! - [`waybill`]: what a waybill is and the rules it must follow (trips of the route on
 //!   the service date, status moves, odometers, text limits).
 //! - [`telemetry`]: logs (tracing; JSON when stderr is not a terminal, or as

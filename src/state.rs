@@ -1,4 +1,5 @@
-//! The shared state handle: [`AppState`], what every handler and background task holds.
+//! The shared state handle: [`AppState`], what every handler and background task holds,
+//! and this replica's id ([`make_replica_id`] when none is configured).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct Inner {
     /// Notified when a new feed version is stored: wakes the feed store's retention
     /// (`crate::db::feed_store::retention`), which deletes the versions no longer kept.
     pub store_retention: Arc<tokio::sync::Notify>,
+    /// This replica's name among those sharing the database: `replica_id` when
+    /// configured, else made at start-up ([`make_replica_id`]). Never changes.
+    pub replica_id: String,
     /// When the state was built (uptime in `/memory-stats`).
     pub started_at: Instant,
     /// Set once by shutdown: `/readyz` turns 503.
@@ -60,7 +64,12 @@ impl AppState {
             .collect::<Result<Vec<_>>>()?;
         let cache = RouteCache::new(config.cache_max_bytes);
         let feeds = Arc::new(FeedStore::default());
+        let replica_id = match &config.replica_id {
+            Some(id) => id.as_str().to_owned(),
+            None => make_replica_id(),
+        };
         Ok(Self(Arc::new(Inner {
+            replica_id,
             metrics: Metrics::new(instances.clone(), cache.clone(), feeds.clone()),
             cache,
             config,
@@ -90,5 +99,43 @@ impl AppState {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// A replica id for a service started without `replica_id`: the host name, the process
+/// id and 4 random hex digits (a restarted process is another replica), shortened and
+/// reduced to the characters a configured id may have.
+pub fn make_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let host = if host.is_empty() { "replica" } else { &host };
+    let suffix: u16 = rand::random();
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_replica_ids_are_valid_configured_ones_and_differ() {
+        let (a, b) = (make_replica_id(), make_replica_id());
+        assert!(crate::config::ReplicaId::parse(&a).is_some(), "{a}");
+        // Same host and process: only the random suffix differs (1 in 65536 the same).
+        assert!(a != b || make_replica_id() != a, "{a} {b}");
     }
 }

@@ -525,6 +525,17 @@ impl Collector for InstanceCollector {
         for (label, report) in &reports {
             ConstGauge::new(report.in_flight as i64).encode(metric.encode_family(label)?)?;
         }
+        // Summed over the replicas sharing a database, 1 per instance: one refreshes it.
+        let mut metric = encoder.encode_descriptor(
+            "refresh_lease_held",
+            "1 while this replica holds the instance's refresh lease (refreshes it from upstream), else 0",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for ((label, _), instance) in reports.iter().zip(&self.0) {
+            let held = instance.role() == Some(crate::otp::instance::RefreshRole::Holder);
+            ConstGauge::new(i64::from(held)).encode(metric.encode_family(label)?)?;
+        }
         Ok(())
     }
 }

@@ -5,9 +5,12 @@
 //! - `GET /feeds/{gtfs_id}/fetches`: the feed's fetch history (`feed_fetch`), newest
 //!   first, cursor-paged; rows older than `feed_fetch_retention_days` are gone.
 //! - `GET /instances`: every OTP instance with its refresh status and HTTP client figures
-//!   (connections opened, requests sent, reuse ratio, breaker state).
+//!   (connections opened, requests sent, reuse ratio, breaker state), which replica holds
+//!   its refresh lease, and this replica's id.
 //! - `POST /instances/{name}/refresh`: starts a refresh now (202); when one is running,
 //!   202 too, saying so: there is never more than one refresh of an instance at a time.
+//!   On a replica that does not hold the instance's refresh lease, the request is passed
+//!   on to the one that does (`crate::refresh::lease`): one refresh for all replicas.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -145,19 +148,28 @@ struct FetchList {
 )]
 async fn list_instances(State(state): State<AppState>) -> Json<InstanceList> {
     let instances = state.instances.iter().map(|i| i.report()).collect();
-    Json(InstanceList { instances })
+    Json(InstanceList {
+        replica_id: state.replica_id.clone(),
+        instances,
+    })
 }
 
 /// `GET /instances`.
 #[derive(Serialize, ToSchema)]
 struct InstanceList {
+    /// The id of the replica that answered (`replica_id`, or made at start-up): each
+    /// instance's `refresh_lease.holder` is one such id.
+    #[schema(example = "api-2")]
+    replica_id: String,
     instances: Vec<InstanceReport>,
 }
 
 /// Starts a refresh of an instance now.
 ///
 /// There is never more than one refresh of an instance at a time: when one is running,
-/// the answer is 202 too, saying so. Manual refreshes of one instance are spaced by
+/// the answer is 202 too, saying so. Among replicas sharing a database, the replica
+/// holding the instance's refresh lease refreshes; asked of another, the refresh is passed
+/// on to it, and every replica then loads the new version from the database. Manual refreshes of one instance are spaced by
 /// `refresh_min_spacing` (429 with `Retry-After` when asked sooner). With `ops_token` or
 /// `api_token` set, the client must send either as its bearer token; with neither,
 /// only loopback clients may ask.

@@ -21,6 +21,7 @@
 //! - `shown`: [`EffectiveConfig`], the configuration as `GET /config` shows it;
 //! - `instance`: `[[instances]]` and their feeds, read and validated;
 //! - `cors`: the CORS keys' lists (origins, methods, header names), each entry checked;
+//! - `replica`: `replica_id`, the name a replica goes by among those sharing a database;
 //! - `value`: how one value is read, checked, layered and refused; the `bounds`;
 //! - `keys`: unknown keys, and the name probably meant;
 //! - `types`: what they all share: [`ConfigError`], [`Secret`], [`DatabaseUrl`].
@@ -28,6 +29,7 @@
 mod cors;
 mod instance;
 mod keys;
+mod replica;
 mod shown;
 mod types;
 mod value;
@@ -40,6 +42,7 @@ use serde_json::Value as Json;
 
 pub use cors::{HeaderNames, Methods, Origins};
 pub use instance::{Api, FeedSource, Instance};
+pub use replica::ReplicaId;
 pub use shown::{EffectiveConfig, InstanceConfig, ZipFeedConfig};
 pub use types::{ConfigError, DatabaseUrl, REDACTED, Secret};
 
@@ -148,6 +151,10 @@ settings! {
     /// Versions of each feed kept in the database's feed store (the current one
     /// included); older ones are deleted, except those a live waybill was checked against.
     feed_versions_kept: u32 = 3, "GTFS_FEED_VERSIONS_KEPT", Range::count(1, 1000);
+    /// This replica's name among the replicas sharing the database (who holds an
+    /// instance's refresh lease); unset: host name, process id and a random suffix,
+    /// made at start-up.
+    replica_id: Option<ReplicaId> = None, "GTFS_REPLICA_ID", ();
     /// On SIGTERM/SIGINT, /readyz answers 503 for this long before the listener closes.
     shutdown_drain: Duration = Duration::ZERO, "GTFS_SHUTDOWN_DRAIN", bounds::SECONDS;
     /// Longest wait for requests in flight to finish once the listener is closed.

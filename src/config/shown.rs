@@ -55,6 +55,10 @@ pub struct EffectiveConfig {
     pub feed_fetch_retention_days: u32,
     /// Versions of each feed kept in the feed store.
     pub feed_versions_kept: u32,
+    /// This replica's id as configured; `null`: made at start-up (`GET /instances`
+    /// shows the one in use).
+    #[schema(example = "api-2")]
+    pub replica_id: Option<String>,
     pub shutdown_drain: f64,
     pub shutdown_timeout: f64,
     /// Origins allowed to call from a browser (CORS); empty: none, no CORS headers.

@@ -15,6 +15,10 @@
 //!   any a live waybill was checked against) and deletes blobs no version names;
 //!   [`retention`] runs it after each new version and every 10 minutes.
 //!
+//! Storing a version also announces it (`NOTIFY gtfs_fetch_feed_version`, delivered when
+//! the transaction commits): the other replicas on the database load it
+//! (`crate::refresh::follow`).
+//!
 //! Writers and the retention can run at once (several instances, later several
 //! replicas): a writer locks the blobs it reuses (`FOR KEY SHARE`) and the retention skips
 //! locked blobs (`FOR UPDATE SKIP LOCKED`), so a blob is never deleted under a version
@@ -31,6 +35,7 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 
 use super::Db;
+use super::replicas::{MAX_PAYLOAD, VERSION_CHANNEL, VersionNotice};
 use super::waybills::{from_db, to_db};
 
 /// Bytes per `feed_blob_chunk` row (the last chunk of a blob is shorter).
@@ -91,6 +96,8 @@ pub struct NewVersion<'a> {
     pub last_modified: Option<&'a str>,
     /// The counts `GET /feeds` shows, as JSON.
     pub counts: serde_json::Value,
+    /// The replica storing it (named in the notification to the others).
+    pub replica: &'a str,
 }
 
 /// What storing a version wrote.
@@ -291,6 +298,29 @@ async fn insert_version(
     .execute(&mut *tx)
     .await
     .context("cannot move feed_current")?;
+    // The other replicas load it when told; PostgreSQL delivers the notification only if
+    // this transaction commits, so it never names a version that is not stored.
+    let notice = VersionNotice {
+        instance: v.instance.to_owned(),
+        gtfs_id: v.gtfs_id.to_owned(),
+        version: v.version.to_owned(),
+        replica: v.replica.to_owned(),
+    };
+    let payload = serde_json::to_string(&notice).context("cannot write the notification")?;
+    if payload.len() <= MAX_PAYLOAD {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(VERSION_CHANNEL)
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await
+            .context("cannot announce the new version")?;
+    } else {
+        // Other replicas find it on their next interval's catch-up.
+        tracing::warn!(
+            gtfs_id = v.gtfs_id,
+            "the new version's notification is too long to send"
+        );
+    }
     Ok(id)
 }
 

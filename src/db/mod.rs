@@ -8,6 +8,7 @@
 pub mod embedded;
 pub mod feed_store;
 pub mod fetches;
+pub mod replicas;
 pub mod waybills;
 
 use std::sync::Mutex;

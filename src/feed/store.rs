@@ -4,8 +4,9 @@
 //! (`arc-swap`): readers never wait for a refresh and never see half a feed. A failed
 //! refresh leaves the last good data in place and records the error beside it.
 //!
-//! A version is either fetched from upstream by this process or, at start-up, loaded
-//! from the database's feed store (`crate::db::feed_store`, by `crate::refresh::warm`):
+//! A version is either fetched from upstream by this process or loaded from the
+//! database's feed store (`crate::db::feed_store`): at start-up by
+//! `crate::refresh::warm`, or following another replica by `crate::refresh::follow`:
 //! [`FeedEntry::install`] and [`FeedEntry::install_stored`], and `GET /feeds` says which
 //! ([`LoadedFrom`]).
 
@@ -112,8 +113,9 @@ impl Loaded {
 pub enum LoadedFrom {
     /// Fetched from upstream by this process, or confirmed unchanged by upstream since.
     Upstream,
-    /// Read from the database's feed store at start-up, not yet confirmed by upstream
-    /// (OTP has been unreachable, or the first refresh has not finished).
+    /// Read from the database's feed store: at start-up, not yet confirmed by upstream
+    /// by this process (OTP has been unreachable, or the first refresh has not finished);
+    /// or stored there by the replica holding the instance's refresh lease.
     Store,
 }
 
@@ -254,8 +256,9 @@ pub struct FeedReport {
     /// the store: when it was first fetched, before the restart).
     pub fetched_at: Option<Timestamp>,
     /// `upstream`: fetched, or confirmed unchanged, by this process; `store`: loaded from
-    /// the database at start-up and not confirmed by upstream since (OTP unreachable, or
-    /// the first refresh not finished). `null` before the first load.
+    /// the database, at start-up and not confirmed by upstream since (OTP unreachable, or
+    /// the first refresh not finished), or as stored by the replica that holds the
+    /// instance's refresh lease. `null` before the first load.
     pub loaded_from: Option<LoadedFrom>,
     /// Seconds since `fetched_at`: how old the data served is; `null` before the first
     /// load.

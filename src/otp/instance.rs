@@ -41,6 +41,11 @@ pub struct InstanceRuntime {
     /// Set when an otp2 server has refused `Route.sortOrder` (OTP before 2.6); cleared at
     /// the start of each refresh.
     before_2_6: AtomicBool,
+    /// This replica's part in refreshing the instance, as last seen by the scheduler
+    /// (`crate::refresh::lease`), which updates it.
+    lease: Mutex<Option<LeaseReport>>,
+    /// One load from the feed store at a time (`crate::refresh::follow`).
+    follow: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for InstanceRuntime {
@@ -63,6 +68,40 @@ pub struct InstanceStatus {
     pub last_error: Option<String>,
 }
 
+/// How this replica takes part in refreshing an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshRole {
+    /// This replica holds the instance's refresh lease: it refreshes from upstream and
+    /// stores each new version for the others.
+    Holder,
+    /// Another replica (`holder`) holds the lease: this one loads each new version from
+    /// the database when told, and reads it there every `refresh_interval` in case it
+    /// missed one.
+    Follower,
+    /// The database could not be asked (down, or not ready yet): this replica refreshes
+    /// from upstream by itself, as a single service does.
+    Alone,
+}
+
+/// The instance's refresh lease among the replicas sharing the database, as this replica
+/// last saw it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = RefreshLease)]
+pub struct LeaseReport {
+    pub role: RefreshRole,
+    /// The `replica_id` of the replica holding the lease; `null` when unknown (role
+    /// `alone`).
+    pub holder: Option<String>,
+    /// When the lease runs out unless its holder renews it; `null` when unknown.
+    pub expires_at: Option<Timestamp>,
+    /// When this replica last asked the database about the lease.
+    pub checked_at: Timestamp,
+    /// When this replica, not holding the lease, last read the instance's current
+    /// versions from the database; `null` if it never has.
+    pub last_catch_up_at: Option<Timestamp>,
+}
+
 /// An OTP instance, as `GET /instances` lists it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceReport {
@@ -82,6 +121,10 @@ pub struct InstanceReport {
     /// refresh; `null` until that is done (or when the service refreshes without a
     /// scheduler).
     pub warm_start: Option<WarmStart>,
+    /// Which replica refreshes this instance from upstream (the lease holder) and this
+    /// replica's part; `null` before the scheduler's first look (or when the service
+    /// refreshes without a scheduler).
+    pub refresh_lease: Option<LeaseReport>,
     pub http: ClientReport,
 }
 
@@ -99,6 +142,8 @@ impl InstanceRuntime {
             wake: Notify::new(),
             last_manual: Mutex::new(None),
             before_2_6: AtomicBool::new(false),
+            lease: Mutex::new(None),
+            follow: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -139,9 +184,57 @@ impl InstanceRuntime {
         *self.warm_start.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
     }
 
-    /// Whether a refresh has finished at least once (`/readyz` waits for this).
+    /// Whether a refresh has finished at least once, or (not holding the refresh lease)
+    /// the versions stored by the holder have been read once (`/readyz` waits for this).
     pub fn tried(&self) -> bool {
         self.status().last_finished_at.is_some()
+            || self.lease().is_some_and(|l| l.last_catch_up_at.is_some())
+    }
+
+    /// The refresh lease as this replica last saw it.
+    pub fn lease(&self) -> Option<LeaseReport> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This replica's role, as last seen (`None` before the scheduler's first look).
+    pub fn role(&self) -> Option<RefreshRole> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.role)
+    }
+
+    /// Records what the scheduler saw of the lease (the catch-up time is kept).
+    pub(crate) fn set_lease(
+        &self,
+        role: RefreshRole,
+        holder: Option<String>,
+        expires_at: Option<Timestamp>,
+    ) {
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        let last_catch_up_at = lease.as_ref().and_then(|l| l.last_catch_up_at);
+        *lease = Some(LeaseReport {
+            role,
+            holder,
+            expires_at,
+            checked_at: Timestamp::now(),
+            last_catch_up_at,
+        });
+    }
+
+    /// Records a catch-up from the feed store made while following the lease holder.
+    pub(crate) fn set_caught_up(&self, at: Timestamp) {
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lease.as_mut().filter(|l| l.role == RefreshRole::Follower) {
+            l.last_catch_up_at = Some(at);
+        }
+    }
+
+    /// Held while loading versions from the feed store, so that two loads of this
+    /// instance never interleave.
+    pub(crate) async fn follow_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.follow.lock().await
     }
 
     /// Asks the scheduler for a refresh now. `false` when one is already running (its
@@ -184,6 +277,7 @@ impl InstanceRuntime {
             running: self.is_running(),
             status: self.status(),
             warm_start: self.warm_start(),
+            refresh_lease: self.lease(),
             http: self.client.report(),
         }
     }

@@ -15,14 +15,17 @@
 //!
 //! The scheduler runs one task per instance: the warm start ([`warm`]: the versions
 //! stored before the restart), a refresh at start-up, then every `refresh_interval`
-//! ±10 %, or at once when `POST /instances/{name}/refresh` wakes it.
+//! ±10 %, or at once when `POST /instances/{name}/refresh` wakes it. Replicas sharing
+//! the database take turns ([`lease`]): per instance only the one holding the refresh
+//! lease refreshes; the others load what it stores ([`follow`]).
 
+pub mod follow;
+pub mod lease;
 mod save;
 pub mod warm;
 
 use bytes::Bytes;
 use jiff::Timestamp;
-use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{
     ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
@@ -61,20 +64,13 @@ impl RefreshSummary {
     }
 }
 
-/// One instance's scheduler: the warm start, a refresh now, then one every
-/// `refresh_interval` (±10 %) or when woken by a manual refresh; runs until dropped (`App`
-/// runs one per instance as a background task, stopped by its cancellation token).
+/// One instance's scheduler: the warm start, then, while this replica holds the
+/// instance's refresh lease, a refresh now and one every `refresh_interval` (±10 %) or
+/// when woken by a manual refresh ([`lease::run`]); runs until dropped (`App` runs one per
+/// instance as a background task, stopped by its cancellation token).
 pub async fn schedule(state: AppState, instance: std::sync::Arc<InstanceRuntime>) {
     warm::warm_start(&state, &instance).await;
-    loop {
-        refresh_instance(&state, &instance, None).await;
-        let interval = instance.config.refresh_interval;
-        let wait = interval.mul_f64(rand::rng().random_range(0.9..1.1));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = instance.woken() => {}
-        }
-    }
+    lease::run(&state, &instance).await;
 }
 
 /// Refreshes every feed of `instance`; waits if a refresh of it is already running.
@@ -410,6 +406,7 @@ async fn load_zip(
         source: &source.zip_url,
         etag: etag.as_deref(),
         last_modified: last_modified.as_deref(),
+        replica: &state.replica_id,
     };
     save::save_zip(state, origin, &loaded, &zip).await;
     // The build's raw tables are freed by now, and the old snapshot too unless a request
@@ -567,6 +564,7 @@ async fn load_index(
         source: instance.api_name(),
         etag: None,
         last_modified: None,
+        replica: &state.replica_id,
     };
     save::save_index(state, origin, loaded).await;
     Ok((Outcome::Updated, version))

@@ -23,6 +23,8 @@ pub(super) struct Origin<'a> {
     pub source: &'a str,
     pub etag: Option<&'a str>,
     pub last_modified: Option<&'a str>,
+    /// This replica's id.
+    pub replica: &'a str,
 }
 
 /// Stores a zip version: `zip` is the bytes the snapshot was parsed from (the fetcher's
@@ -74,6 +76,7 @@ fn new_version<'a>(origin: &Origin<'a>, loaded: &'a Loaded) -> anyhow::Result<Ne
         etag: origin.etag,
         last_modified: origin.last_modified,
         counts: serde_json::to_value(loaded.counts()).context("cannot write the counts")?,
+        replica: origin.replica,
     })
 }
 

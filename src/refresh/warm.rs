@@ -64,7 +64,7 @@ pub async fn warm_start(state: &AppState, instance: &InstanceRuntime) {
     match feed_store::current_versions(&state.db, instance.name()).await {
         Ok(stored) => {
             for version in stored {
-                load_one(state, instance, version, &mut report).await;
+                load_one(state, instance, version, &mut report, "warm start").await;
             }
         }
         Err(e) => {
@@ -84,12 +84,14 @@ pub async fn warm_start(state: &AppState, instance: &InstanceRuntime) {
 }
 
 /// Loads one stored version, if the feed is still configured as it was stored, and
-/// swaps it in.
-async fn load_one(
+/// swaps it in; `what` names the caller in log lines (the warm start, or a replica
+/// following the lease holder: `super::follow`).
+pub(super) async fn load_one(
     state: &AppState,
     instance: &InstanceRuntime,
     stored: StoredVersion,
     report: &mut WarmStart,
+    what: &str,
 ) {
     let zips: HashMap<&str, &str> = instance
         .config
@@ -105,13 +107,13 @@ async fn load_one(
         }
         None => {
             tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
-                "warm start: stored feed is no longer configured; not loaded");
+                "{what}: stored feed is no longer configured; not loaded");
             return;
         }
     };
     if stored.kind != Some(kind) {
         tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
-            "warm start: stored feed was configured otherwise; fetched from upstream instead");
+            "{what}: stored feed was configured otherwise; fetched from upstream instead");
         return;
     }
     let loaded = match read_version(state, &stored, source).await {
@@ -125,19 +127,19 @@ async fn load_one(
             if let ReadError::Corrupt { blob, .. } = &e {
                 tracing::warn!(
                     instance = instance.name(),
-                    "warm start: {why}; deleting it, the feed is fetched from upstream"
+                    "{what}: {why}; deleting it, the feed is fetched from upstream"
                 );
                 if let Err(e) =
                     feed_store::drop_corrupt(&state.db, stored.id, blob.as_deref()).await
                 {
                     tracing::warn!(
                         instance = instance.name(),
-                        "warm start: cannot delete the corrupt version: {e}"
+                        "{what}: cannot delete the corrupt version: {e}"
                     );
                 }
                 report.errors.push(format!("{why} (deleted)"));
             } else {
-                tracing::warn!(instance = instance.name(), "warm start: {why}");
+                tracing::warn!(instance = instance.name(), "{what}: {why}");
                 report.errors.push(why);
             }
             return;
@@ -146,14 +148,14 @@ async fn load_one(
     let entry = match state.feeds.entry(&stored.gtfs_id, instance.name(), source) {
         Ok(entry) => entry,
         Err(e) => {
-            tracing::warn!(instance = instance.name(), "warm start: {e}");
+            tracing::warn!(instance = instance.name(), "{what}: {e}");
             report.errors.push(e);
             return;
         }
     };
     entry.install_stored(loaded, stored.etag, stored.last_modified);
     tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
-        version = %stored.version, fetched_at = %stored.fetched_at, "warm start: feed loaded from the store");
+        version = %stored.version, fetched_at = %stored.fetched_at, "{what}: feed loaded from the store");
     report.loaded.push(WarmFeed {
         gtfs_id: stored.gtfs_id,
         version: stored.version,

@@ -71,6 +71,7 @@ fn sample(var: &str) -> (&'static str, Value) {
         "GTFS_API_TOKEN" | "GTFS_OPS_TOKEN" => ("tok-123", json!("***")),
         "WAYBILLS_DB_MIN_CONNECTIONS" => ("3", json!(3)),
         "GTFS_RETRY_ATTEMPTS" => ("7", json!(7)),
+        "GTFS_REPLICA_ID" => ("api-2", json!("api-2")),
         "GTFS_CORS_ALLOWED_ORIGINS" => ("https://a.example", json!(["https://a.example"])),
         "GTFS_CORS_ALLOWED_METHODS" => ("get,PUT", json!(["GET", "PUT"])),
         "GTFS_CORS_ALLOWED_HEADERS" => ("X-A", json!(["x-a"])),
