@@ -176,13 +176,9 @@ async fn read_version(
 ) -> Result<Loaded, ReadError> {
     let data = match stored.kind {
         Some(Kind::Zip) => {
-            // A zip's version is its sha256, which is also its blob's address.
-            if stored.blob != stored.version {
-                return Err(ReadError::corrupt(format!(
-                    "the zip's blob {} is not its version",
-                    stored.blob
-                )));
-            }
+            // A zip's version is its sha256, its blob's address; a directory's version is
+            // a hash over its files, and its blob the zip packed from them. Either way the
+            // blob's bytes are checked against its address as they are read.
             let zip =
                 feed_store::read_blob(&state.db, &stored.blob, state.config.max_feed_bytes).await?;
             let (gtfs_id, version, source) = (

@@ -106,6 +106,35 @@ async fn send(
     Answer::send(req).await
 }
 
+/// A directory feed's version is a hash over its files, not its packed zip's sha256: a
+/// restart on the same database loads it from the feed store all the same (it was once
+/// taken for a corrupt version and deleted).
+#[tokio::test]
+async fn a_restart_loads_the_stored_directory_feed() {
+    let first = spawn_loaded(demo_config()).await;
+    let before: Value = first.get("/feeds").await.ok();
+    let config = first.state.config.clone();
+    first.stop().await.unwrap();
+
+    let second = crate::support::spawn_config(config, axum::Router::new()).await;
+    second
+        .wait_ready_status(200, std::time::Duration::from_secs(60))
+        .await;
+    let instances: Value = second.get("/instances").await.ok();
+    let warm = &instances["instances"][0]["warm_start"];
+    assert_eq!(warm["errors"], serde_json::json!([]), "{warm}");
+    assert_eq!(warm["loaded"][0]["gtfs_id"], "demo", "{warm}");
+    assert_eq!(
+        warm["loaded"][0]["version"], before["feeds"][0]["version"],
+        "{warm}"
+    );
+    let after: Value = second.get("/feeds").await.ok();
+    let feed = &after["feeds"][0];
+    assert_eq!(feed["version"], before["feeds"][0]["version"], "{after}");
+    assert_eq!(feed["last_error"], Value::Null, "{feed}");
+    second.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_demo_serves_routes_trips_and_waybills_from_its_directory() {
     let app = spawn_loaded(demo_config()).await;
