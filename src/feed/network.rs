@@ -787,40 +787,89 @@ fn finish_pattern(route_id: &str, acc: PatternAcc, stops: &StopNames) -> Pattern
     }
 }
 
-/// The kept trips, moved out of the raw rows (no string is copied), each route's trips
-/// contiguous and sorted by (`start_time`, `trip_id`); and each route's range of them.
+/// The kept trips, each route's trips contiguous and sorted by (`start_time`, `trip_id`);
+/// and each route's range of them.
+///
+/// Made in the raw rows' own memory, not beside it: for a national feed the trips are the
+/// largest thing a build holds, and two arrays of them at once were its peak. The final
+/// order is worked out first (4 bytes a trip), each raw row then becomes its `TripInfo`
+/// in place (`collect` reuses the allocation: a `TripInfo` is smaller than a `RawTrip`),
+/// the rows are put in that order by swaps, and the trips left out are dropped from the
+/// end.
 fn kept_trips(
     raw_trips: Vec<RawTrip>,
-    plans: Vec<Vec<TripPlan>>,
+    mut plans: Vec<Vec<TripPlan>>,
     trip_windows: &mut [Vec<FrequencyWindow>],
 ) -> (Vec<TripInfo>, Vec<Range<u32>>) {
-    let mut raw_trips: Vec<Option<RawTrip>> = raw_trips.into_iter().map(Some).collect();
-    let kept: usize = plans.iter().map(Vec::len).sum();
-    let mut trips: Vec<TripInfo> = Vec::with_capacity(kept);
+    // The order: route by route (list order), then (start_time, trip_id).
+    let mut order: Vec<u32> = Vec::with_capacity(raw_trips.len());
     let mut route_trips: Vec<Range<u32>> = Vec::with_capacity(plans.len());
-    for route_plans in plans {
-        let first = trips.len();
-        for plan in route_plans {
-            let Some(t) = raw_trips[plan.raw as usize].take() else {
-                continue;
-            };
-            trips.push(TripInfo {
-                trip_id: t.id,
-                route_id: t.route_id,
-                service_id: t.service_id,
-                headsign: t.trip_headsign,
-                direction_id: t.direction_id.map(direction_number),
-                block_id: t.block_id,
-                start_time: plan.start,
-                end_time: plan.end,
-                frequencies: std::mem::take(&mut trip_windows[plan.raw as usize]),
-            });
-        }
-        trips[first..]
-            .sort_unstable_by(|a, b| (a.start_time, &a.trip_id).cmp(&(b.start_time, &b.trip_id)));
-        route_trips.push(first as u32..trips.len() as u32);
+    for route_plans in &mut plans {
+        route_plans.sort_unstable_by(|a, b| {
+            (a.start, &raw_trips[a.raw as usize].id).cmp(&(b.start, &raw_trips[b.raw as usize].id))
+        });
+        let first = order.len() as u32;
+        order.extend(route_plans.iter().map(|p| p.raw));
+        route_trips.push(first..order.len() as u32);
     }
+    let kept = order.len();
+    let mut times = vec![(0u32, 0u32); raw_trips.len()];
+    for plan in plans.iter().flatten() {
+        times[plan.raw as usize] = (plan.start, plan.end);
+    }
+    drop(plans);
+    // The trips left out go last, in any order.
+    let mut placed = vec![false; raw_trips.len()];
+    for &raw in &order {
+        placed[raw as usize] = true;
+    }
+    order.extend((0..raw_trips.len() as u32).filter(|&raw| !placed[raw as usize]));
+    drop(placed);
+
+    let mut trips: Vec<TripInfo> = raw_trips
+        .into_iter()
+        .zip(times)
+        .zip(trip_windows.iter_mut())
+        .map(|((t, (start_time, end_time)), windows)| TripInfo {
+            trip_id: t.id,
+            route_id: t.route_id,
+            service_id: t.service_id,
+            headsign: t.trip_headsign,
+            direction_id: t.direction_id.map(direction_number),
+            block_id: t.block_id,
+            start_time,
+            end_time,
+            frequencies: std::mem::take(windows),
+        })
+        .collect();
+    permute(&mut trips, order);
+    trips.truncate(kept);
+    // The raw rows' allocation was larger (and had room to grow): give the rest back.
+    trips.shrink_to_fit();
     (trips, route_trips)
+}
+
+/// Reorders `items` in place so that `items[i]` becomes what was at `order[i]` (`order` a
+/// permutation of the indices), following each cycle with swaps.
+fn permute<T>(items: &mut [T], mut order: Vec<u32>) {
+    const DONE: u32 = u32::MAX;
+    for start in 0..items.len() {
+        if order[start] == DONE {
+            continue;
+        }
+        // Position `i` takes what is at `order[i]`; along the cycle, swapping `i` with
+        // `order[i]` brings each item home, and the last step closes the cycle.
+        let mut i = start;
+        loop {
+            let from = order[i] as usize;
+            order[i] = DONE;
+            if from == start {
+                break;
+            }
+            items.swap(i, from);
+            i = from;
+        }
+    }
 }
 
 /// Every route's detail: its summary, patterns and trip count.
@@ -979,6 +1028,49 @@ mod tests {
     /// A trip's rows are folded as they stream by when the file lists them together, and
     /// grouped first when it does not: both ways give the same snapshot, on real feeds
     /// (sample-feed with its short rows and frequencies, caltrain, bart).
+    /// In-place reordering gives what a copy in the new order gives, on every
+    /// permutation of 6 items and on a few long ones.
+    #[test]
+    fn permute_puts_each_item_where_the_order_says() {
+        fn check(order: Vec<u32>) {
+            let items: Vec<String> = (0..order.len()).map(|i| format!("item {i}")).collect();
+            let want: Vec<String> = order.iter().map(|&i| items[i as usize].clone()).collect();
+            let mut got = items;
+            super::permute(&mut got, order.clone());
+            assert_eq!(got, want, "{order:?}");
+        }
+        fn all(prefix: Vec<u32>, rest: Vec<u32>, out: &mut Vec<Vec<u32>>) {
+            if rest.is_empty() {
+                out.push(prefix);
+                return;
+            }
+            for (k, &x) in rest.iter().enumerate() {
+                let mut p = prefix.clone();
+                p.push(x);
+                let mut r = rest.clone();
+                r.remove(k);
+                all(p, r, out);
+            }
+        }
+        let mut orders = Vec::new();
+        all(Vec::new(), (0..6).collect(), &mut orders);
+        assert_eq!(orders.len(), 720);
+        for order in orders {
+            check(order);
+        }
+        let mut state = 0x9e37_79b9_u64;
+        for n in [0usize, 1, 1000, 4096] {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                order.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            check(order);
+        }
+    }
+
     #[test]
     fn scattered_stop_times_give_the_same_snapshot_as_grouped_ones() {
         for (name, bytes) in [
