@@ -134,6 +134,11 @@ pub struct FeedStatus {
     /// Where the current version came from; `None` before the first load.
     #[serde(skip)]
     pub loaded_from: Option<LoadedFrom>,
+    /// The current version is served but did not reach the database's feed store (the
+    /// database was down or restarting when it was stored): the next refresh fetches it
+    /// in full, without "has it changed?", and stores it.
+    #[serde(skip)]
+    pub unstored: bool,
 }
 
 /// One feed: where it comes from, its current data, its status.
@@ -181,6 +186,7 @@ impl FeedEntry {
             s.etag = etag;
             s.last_modified = last_modified;
             s.loaded_from = Some(LoadedFrom::Store);
+            s.unstored = false;
         });
         loaded
     }

@@ -248,8 +248,9 @@ async fn load_zip(
         ZipLocation::Url(url) => {
             let shown = shown_url(&url);
             let mut headers = HeaderMap::new();
-            // Only ask "has it changed?" when we hold what it would not have changed from.
-            if current.is_some() {
+            // Only ask "has it changed?" when we hold what it would not have changed from,
+            // stored in the database too (else the bytes are wanted again, to store them).
+            if current.is_some() && !entry.status().unstored {
                 let status = entry.status();
                 if let Some(v) = status
                     .etag
@@ -367,7 +368,28 @@ async fn load_zip(
         s.etag.clone_from(&etag);
         s.last_modified.clone_from(&last_modified);
     });
-    if current.as_ref().is_some_and(|c| c.version == version) {
+    let origin = save::Origin {
+        instance: instance.name(),
+        gtfs_id: &source.gtfs_id,
+        source: &source.zip_url,
+        etag: etag.as_deref(),
+        last_modified: last_modified.as_deref(),
+        replica: &state.replica_id,
+    };
+    if let Some(current) = current.filter(|c| c.version == version) {
+        if entry.status().unstored {
+            // Served since an earlier refresh, whose store failed: store it now.
+            let zip = match feed {
+                NewFeed::Zip(bytes) => bytes,
+                NewFeed::Dir(dir) => tokio::task::spawn_blocking(move || dir.to_zip())
+                    .await
+                    .map_err(|e| format!("the directory packer stopped: {e}"))?
+                    .map_err(|e| format!("the directory is not a usable GTFS feed: {e}"))?
+                    .into(),
+            };
+            let stored = save::save_zip(state, origin, &current, &zip).await;
+            entry.update_status(|s| s.unstored = !stored);
+        }
         entry.record_unchanged();
         return Ok(Outcome::Unchanged);
     }
@@ -400,15 +422,8 @@ async fn load_zip(
         fetched_at: fetched_now(),
         data: FeedData::Snapshot(Box::new(snapshot)),
     });
-    let origin = save::Origin {
-        instance: instance.name(),
-        gtfs_id: &source.gtfs_id,
-        source: &source.zip_url,
-        etag: etag.as_deref(),
-        last_modified: last_modified.as_deref(),
-        replica: &state.replica_id,
-    };
-    save::save_zip(state, origin, &loaded, &zip).await;
+    let stored = save::save_zip(state, origin, &loaded, &zip).await;
+    entry.update_status(|s| s.unstored = !stored);
     // The build's raw tables are freed by now, and the old snapshot too unless a request
     // still holds it: give their pages back rather than keep them resident while idle.
     let _ = tokio::task::spawn_blocking(memory::purge).await;
@@ -520,8 +535,20 @@ async fn load_index(
     let version = hex::encode(Sha256::digest(
         serde_json::to_vec(&routes).unwrap_or_default(),
     ));
-    let current = entry.current();
-    if current.as_ref().is_some_and(|c| c.version == version) {
+    let origin = save::Origin {
+        instance: instance.name(),
+        gtfs_id: &feed.gtfs_id,
+        source: instance.api_name(),
+        etag: None,
+        last_modified: None,
+        replica: &state.replica_id,
+    };
+    if let Some(current) = entry.current().filter(|c| c.version == version) {
+        if entry.status().unstored {
+            // Served since an earlier refresh, whose store failed: store it now.
+            let stored = save::save_index(state, origin, current).await;
+            entry.update_status(|s| s.unstored = !stored);
+        }
         entry.record_unchanged();
         return Ok((Outcome::Unchanged, version));
     }
@@ -558,14 +585,7 @@ async fn load_index(
             agencies: feed.agencies.clone(),
         }),
     });
-    let origin = save::Origin {
-        instance: instance.name(),
-        gtfs_id: &feed.gtfs_id,
-        source: instance.api_name(),
-        etag: None,
-        last_modified: None,
-        replica: &state.replica_id,
-    };
-    save::save_index(state, origin, loaded).await;
+    let stored = save::save_index(state, origin, loaded).await;
+    entry.update_status(|s| s.unstored = !stored);
     Ok((Outcome::Updated, version))
 }

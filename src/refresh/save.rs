@@ -3,8 +3,10 @@
 //!
 //! A version is served first and stored second: storing never delays or breaks serving.
 //! A failure (the database down, a timeout) is logged and counted
-//! (`gtfs_fetch_feed_store_writes_total{outcome="failed"}`), and the store keeps the
-//! version before it as current until the next new version is stored.
+//! (`gtfs_fetch_feed_store_writes_total{outcome="failed"}`), the store keeps the
+//! version before it as current, and the feed is marked unstored
+//! ([`crate::feed::store::FeedStatus::unstored`]): its next refresh stores it again, even
+//! when upstream has not changed it, so the other replicas and the next start get it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,8 +30,13 @@ pub(super) struct Origin<'a> {
 }
 
 /// Stores a zip version: `zip` is the bytes the snapshot was parsed from (the fetcher's
-/// one copy, shared, not copied).
-pub(super) async fn save_zip(state: &AppState, origin: Origin<'_>, loaded: &Loaded, zip: &[u8]) {
+/// one copy, shared, not copied). Whether it was stored.
+pub(super) async fn save_zip(
+    state: &AppState,
+    origin: Origin<'_>,
+    loaded: &Loaded,
+    zip: &[u8],
+) -> bool {
     let started = Instant::now();
     let result = async {
         ready(state)?;
@@ -37,11 +44,12 @@ pub(super) async fn save_zip(state: &AppState, origin: Origin<'_>, loaded: &Load
         feed_store::store_zip(&state.db, &version, zip).await
     }
     .await;
-    finish(state, &origin, loaded, started, result);
+    finish(state, &origin, loaded, started, result)
 }
 
 /// Stores an OTP index version: the route index and every crawled route detail, as JSON.
-pub(super) async fn save_index(state: &AppState, origin: Origin<'_>, loaded: Arc<Loaded>) {
+/// Whether it was stored.
+pub(super) async fn save_index(state: &AppState, origin: Origin<'_>, loaded: Arc<Loaded>) -> bool {
     let started = Instant::now();
     let result = async {
         ready(state)?;
@@ -54,7 +62,7 @@ pub(super) async fn save_index(state: &AppState, origin: Origin<'_>, loaded: Arc
         feed_store::store_index(&state.db, &version, &index, &details).await
     }
     .await;
-    finish(state, &origin, &loaded, started, result);
+    finish(state, &origin, &loaded, started, result)
 }
 
 /// The database must have its schema before anything is stored.
@@ -109,7 +117,7 @@ fn finish(
     loaded: &Loaded,
     started: Instant,
     result: anyhow::Result<Written>,
-) {
+) -> bool {
     match result {
         Ok(written) => {
             state.metrics.observe_feed_store("stored");
@@ -124,6 +132,7 @@ fn finish(
             );
             // Older versions may go now.
             state.store_retention.notify_one();
+            true
         }
         Err(e) => {
             state.metrics.observe_feed_store("failed");
@@ -131,8 +140,9 @@ fn finish(
                 instance = origin.instance,
                 gtfs_id = origin.gtfs_id,
                 version = %loaded.version,
-                "feed version served but not stored in the database: {e:#}"
+                "feed version served but not stored in the database (the next refresh stores it): {e:#}"
             );
+            false
         }
     }
 }

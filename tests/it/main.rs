@@ -18,6 +18,7 @@ mod ops;
 mod otp_robustness;
 mod otp_sim_selftest;
 mod real_otp;
+mod replica_processes;
 mod replicas;
 mod routes;
 mod support;
