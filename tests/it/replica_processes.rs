@@ -3,7 +3,8 @@
 //! protocol in one test process; here the failures are the real ones:
 //!
 //! - the replica holding the refresh lease is killed with SIGKILL: another refreshes
-//!   within one interval, and the survivors go on serving new versions together;
+//!   within one interval, and the survivors go on serving new versions together; the
+//!   next holder, stopped with SIGTERM, releases the lease and the last replica takes it;
 //! - PostgreSQL is stopped in the middle of a refresh and started again: the replicas
 //!   serve throughout, a waybill taken before is still there, one asked for meanwhile
 //!   gets a 503 (not a lost write), the new version the refresh brought is stored once
@@ -213,6 +214,19 @@ async fn the_holder_killed_with_sigkill_another_process_refreshes_within_one_int
         r.wait_version(&new_version, interval * 2 + Duration::from_secs(5))
             .await;
     }
+
+    // A holder stopped cleanly (SIGTERM) releases its lease: the last replica takes it.
+    let h3 = holder(&replicas).await;
+    let mut stopped = replicas.remove(h3);
+    stopped.served.signal("TERM");
+    let status = stopped.served.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert!(
+        stopped.served.stderr().contains("refresh lease released"),
+        "{}",
+        stopped.served.stderr()
+    );
+    assert_eq!(holder(&replicas).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
