@@ -998,7 +998,7 @@ async fn miss_section() {
     let hit50 = p(&mut hits, 0.5);
     println!(
         "\nSteps of a miss, medians of 1,000 each: OTP's answer {} bytes, ours {} bytes; \
-         `otp2::parse_route` {}, `serde_json::to_vec` {}, ETag (sha256) {}; \
+         `otp2::parse_route` {}, `serde_json::to_vec` {}, ETag (XXH3-128) {}; \
          a cache hit through the same client (the extra HTTP hop and the service's layers) {}.",
         answer.len(),
         encoded.len(),
