@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::db::feed_store::{self, NewVersion, RouteBlobs, StoredIndex, Written};
+use crate::feed::spool::Spool;
 use crate::feed::store::{FeedData, Loaded};
 use crate::state::AppState;
 
@@ -28,8 +29,8 @@ pub(super) struct Origin<'a> {
 }
 
 /// Stores a zip version: `zip` is the bytes the snapshot was parsed from (the fetcher's
-/// one copy, shared, not copied).
-pub(super) async fn save_zip(state: &AppState, origin: Origin<'_>, loaded: &Loaded, zip: &[u8]) {
+/// one copy, shared, not copied: read a chunk at a time when spooled to a file).
+pub(super) async fn save_zip(state: &AppState, origin: Origin<'_>, loaded: &Loaded, zip: &Spool) {
     let started = Instant::now();
     let result = async {
         ready(state)?;
