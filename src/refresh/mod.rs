@@ -2,8 +2,9 @@
 //!
 //! A refresh of an instance:
 //! - for each `[[instances.feeds]]` zip: a conditional GET (ETag, Last-Modified) or a file
-//!   read; a 304 or an unchanged sha256 costs nothing more; a new version is parsed off
-//!   the async runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
+//!   read, spooled (to a temporary file once large, hashed on the way: [`Spool`]); a 304
+//!   or an unchanged sha256 costs nothing more; a new version is parsed off the async
+//!   runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
 //!   files is read like a file, its version being the sha256 over its files ([`FeedDir`]);
 //! - for `otp2`/`otp1` instances, every other feed the instance lists: its route index,
 //!   hashed into a version; with `prefetch_routes`, each route's detail crawled (spaced by

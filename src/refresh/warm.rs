@@ -3,7 +3,8 @@
 //! restarted service serves its last good data (routes, route details, trips, waybill
 //! checks) even while OTP is down.
 //!
-//! - A zip version: the stored zip is read back, checked against its sha256 and parsed
+//! - A zip version: the stored zip is read back (into a temporary file when large, as a
+//!   download is: [`crate::feed::spool`]), checked against its sha256 and parsed
 //!   by the same code as a download ([`FeedSnapshot::from_zip_within`]); its ETag and
 //!   Last-Modified go with it, so the first refresh asks upstream "has it changed?".
 //! - An OTP index version: the stored route index and route details, as a refresh would
