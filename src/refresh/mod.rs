@@ -399,14 +399,13 @@ async fn load_zip(
             NewFeed::Zip(zip) => zip,
             NewFeed::Dir(dir) => Spool::from_bytes(dir.to_zip()?.into()),
         };
-        let snapshot = FeedSnapshot::from_zip_within(
-            &gtfs_id,
-            &v,
-            &source_text,
-            zip.bytes(),
-            max_build_bytes,
-        )?;
-        Ok((snapshot, zip))
+        let built =
+            FeedSnapshot::from_zip_within(&gtfs_id, &v, &source_text, zip.bytes(), max_build_bytes);
+        // The build's raw tables are freed: their pages go back now, before the store
+        // allocates its buffers on other threads (from other arenas), which would
+        // otherwise come on top of them and make the refresh's peak.
+        memory::purge();
+        Ok((built?, zip))
     })
     .await
     .map_err(|e| format!("the feed parser stopped: {e}"))?
@@ -425,8 +424,8 @@ async fn load_zip(
         replica: &state.replica_id,
     };
     save::save_zip(state, origin, &loaded, &zip).await;
-    // The build's raw tables are freed by now, and the old snapshot too unless a request
-    // still holds it: give their pages back rather than keep them resident while idle.
+    // The old snapshot is freed by now unless a request still holds it, and so are the
+    // store's buffers: give their pages back rather than keep them resident while idle.
     let _ = tokio::task::spawn_blocking(memory::purge).await;
     Ok(Outcome::Updated)
 }
