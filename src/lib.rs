@@ -53,7 +53,8 @@
 //!   [`feed::model::RouteSummary::order_key`]), snapshots built from GTFS zips, service
 //!   calendars, and the [`feed::store::FeedStore`] that holds each feed's current version.
 //!   A feed may also be a directory of `.txt` files ([`feed::dir`]: its version, and its
-//!   files packed as a zip for the same reader).
+//!   files packed as a zip for the same reader). A large zip is spooled to a temporary
+//!   file on its way from the download to the build and the store ([`feed::spool`]).
 //!   A snapshot is made in three steps, a module each: [`feed::read`] (the zip's bytes to
 //!   the tables used, with the repairs and [`feed::read::FeedError`]), [`feed::network`]
 //!   (those tables to routes, patterns and trips) and [`feed::snapshot`] (the immutable

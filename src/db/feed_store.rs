@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 use super::Db;
 use super::replicas::{MAX_PAYLOAD, VERSION_CHANNEL, VersionNotice};
 use super::waybills::{from_db, to_db};
+use crate::feed::spool::{Spool, SpoolWriter};
 
 /// Bytes per `feed_blob_chunk` row (the last chunk of a blob is shorter).
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -122,7 +123,46 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[derive(Debug, Clone, Copy)]
 struct Blob<'a> {
     sha256: &'a str,
-    bytes: &'a [u8],
+    bytes: Content<'a>,
+}
+
+/// A blob's bytes: in memory, or a spooled zip (read a chunk at a time from its file).
+#[derive(Debug, Clone, Copy)]
+enum Content<'a> {
+    Memory(&'a [u8]),
+    Spool(&'a Spool),
+}
+
+impl Content<'_> {
+    fn len(self) -> u64 {
+        match self {
+            Content::Memory(bytes) => bytes.len() as u64,
+            Content::Spool(spool) => spool.len(),
+        }
+    }
+
+    /// Chunk `seq` ([`CHUNK_BYTES`] from `seq * CHUNK_BYTES`; the last is shorter).
+    async fn chunk(self, seq: u64) -> anyhow::Result<Vec<u8>> {
+        let start = seq * CHUNK_BYTES as u64;
+        let len = (self.len() - start).min(CHUNK_BYTES as u64) as usize;
+        match self {
+            Content::Memory(bytes) => Ok(bytes[start as usize..][..len].to_vec()),
+            Content::Spool(spool) => {
+                // A file read: off the async runtime.
+                let spool = spool.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut chunk = vec![0; len];
+                    spool.read_exact_at(start, &mut chunk).map(|()| chunk)
+                })
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot read the spooled zip: {e}"))
+            }
+        }
+    }
+
+    fn chunk_count(self) -> u64 {
+        self.len().div_ceil(CHUNK_BYTES as u64)
+    }
 }
 
 /// Makes sure every blob is stored, and keeps those already stored from being deleted
@@ -195,8 +235,9 @@ async fn put_blobs(tx: &mut PgConnection, blobs: &[Blob<'_>]) -> anyhow::Result<
     let mut batch = ChunkBatch::default();
     for blob in missing.iter().filter(|b| inserted.contains(b.sha256)) {
         written.new_blobs += 1;
-        written.new_bytes += blob.bytes.len() as u64;
-        for (seq, chunk) in blob.bytes.chunks(CHUNK_BYTES).enumerate() {
+        written.new_bytes += blob.bytes.len();
+        for seq in 0..blob.bytes.chunk_count() {
+            let chunk = blob.bytes.chunk(seq).await?;
             batch.push(blob.sha256, seq as i32, chunk);
             if batch.bytes >= INSERT_BATCH_BYTES {
                 batch.flush(tx).await?;
@@ -207,21 +248,22 @@ async fn put_blobs(tx: &mut PgConnection, blobs: &[Blob<'_>]) -> anyhow::Result<
     Ok(written)
 }
 
-/// Chunks waiting to be inserted by one statement.
+/// Chunks waiting to be inserted by one statement (copies: a spooled zip's chunks are read
+/// from its file, so the batch owns them all).
 #[derive(Default)]
 struct ChunkBatch<'a> {
     shas: Vec<&'a str>,
     seqs: Vec<i32>,
-    chunks: Vec<&'a [u8]>,
+    chunks: Vec<Vec<u8>>,
     bytes: usize,
 }
 
 impl<'a> ChunkBatch<'a> {
-    fn push(&mut self, sha256: &'a str, seq: i32, chunk: &'a [u8]) {
+    fn push(&mut self, sha256: &'a str, seq: i32, chunk: Vec<u8>) {
         self.shas.push(sha256);
         self.seqs.push(seq);
-        self.chunks.push(chunk);
         self.bytes += chunk.len();
+        self.chunks.push(chunk);
     }
 
     async fn flush(&mut self, tx: &mut PgConnection) -> anyhow::Result<()> {
@@ -325,12 +367,12 @@ async fn insert_version(
 }
 
 /// Stores a zip version: the zip (unless already stored, by sha256), its version row,
-/// and makes it current; one transaction. `zip` is the fetcher's own copy, read in
-/// place a chunk at a time.
-pub async fn store_zip(db: &Db, v: &NewVersion<'_>, zip: &[u8]) -> anyhow::Result<Written> {
+/// and makes it current; one transaction. `zip` is the fetcher's own copy, read a chunk
+/// at a time (its sha256 was taken as it was spooled).
+pub async fn store_zip(db: &Db, v: &NewVersion<'_>, zip: &Spool) -> anyhow::Result<Written> {
     use anyhow::Context;
 
-    let sha = sha256_hex(zip);
+    let sha = zip.sha256_hex();
     let mut tx = db
         .pool
         .begin()
@@ -339,12 +381,12 @@ pub async fn store_zip(db: &Db, v: &NewVersion<'_>, zip: &[u8]) -> anyhow::Resul
     let written = put_blobs(
         &mut tx,
         &[Blob {
-            sha256: &sha,
-            bytes: zip,
+            sha256: sha,
+            bytes: Content::Spool(zip),
         }],
     )
     .await?;
-    insert_version(&mut tx, v, Kind::Zip, &sha).await?;
+    insert_version(&mut tx, v, Kind::Zip, sha).await?;
     tx.commit().await.context("cannot commit")?;
     Ok(written)
 }
@@ -365,12 +407,12 @@ pub async fn store_index(
     let mut blobs = Vec::with_capacity(details.len() + 1);
     blobs.push(Blob {
         sha256: &index_sha,
-        bytes: index,
+        bytes: Content::Memory(index),
     });
     for ((_, json), sha) in details.iter().zip(&detail_shas) {
         blobs.push(Blob {
             sha256: sha,
-            bytes: json,
+            bytes: Content::Memory(json),
         });
     }
     let mut tx = db
@@ -476,12 +518,11 @@ impl ReadError {
 }
 
 /// Assembles one blob from its chunks in `seq` order, checking them against its size and
-/// address.
-#[derive(Debug)]
+/// address; spooled (a large zip goes to a temporary file, not the heap).
 struct Assembly {
     sha256: String,
     size: u64,
-    bytes: Vec<u8>,
+    bytes: SpoolWriter,
     next_seq: i32,
 }
 
@@ -490,8 +531,7 @@ impl Assembly {
         let size = u64::try_from(size)
             .map_err(|_| ReadError::bad_blob(&sha256, format_args!("size {size}")))?;
         Ok(Self {
-            // Reserve what is announced, but no more than one chunk before it is seen.
-            bytes: Vec::with_capacity(size.min(CHUNK_BYTES as u64) as usize),
+            bytes: SpoolWriter::new(),
             sha256,
             size,
             next_seq: 0,
@@ -505,22 +545,21 @@ impl Assembly {
                 format_args!("chunk {seq} where chunk {} was expected", self.next_seq),
             ));
         }
-        if self.bytes.len() as u64 + chunk.len() as u64 > self.size {
+        if self.bytes.len() + chunk.len() as u64 > self.size {
             return Err(ReadError::bad_blob(
                 &self.sha256,
                 format_args!("its chunks hold more than its {} bytes", self.size),
             ));
         }
-        if self.bytes.is_empty() {
-            self.bytes.reserve_exact(self.size as usize);
-        }
-        self.bytes.extend_from_slice(chunk);
+        self.bytes
+            .write(chunk)
+            .map_err(|e| ReadError::Unusable(format!("cannot spool blob {}: {e}", self.sha256)))?;
         self.next_seq += 1;
         Ok(())
     }
 
-    fn finish(self) -> Result<Vec<u8>, ReadError> {
-        if self.bytes.len() as u64 != self.size {
+    fn finish(self) -> Result<Spool, ReadError> {
+        if self.bytes.len() != self.size {
             return Err(ReadError::bad_blob(
                 &self.sha256,
                 format_args!(
@@ -530,19 +569,31 @@ impl Assembly {
                 ),
             ));
         }
-        let got = sha256_hex(&self.bytes);
-        if got != self.sha256 {
+        let bytes = self
+            .bytes
+            .finish()
+            .map_err(|e| ReadError::Unusable(format!("cannot spool blob {}: {e}", self.sha256)))?;
+        if bytes.sha256_hex() != self.sha256 {
             return Err(ReadError::bad_blob(
                 &self.sha256,
-                format_args!("its bytes have sha256 {got}"),
+                format_args!("its bytes have sha256 {}", bytes.sha256_hex()),
             ));
         }
-        Ok(self.bytes)
+        Ok(bytes)
+    }
+
+    /// [`Assembly::finish`], the bytes in memory (a route detail's JSON).
+    fn finish_in_memory(self) -> Result<Vec<u8>, ReadError> {
+        let sha256 = self.sha256.clone();
+        self.finish()?
+            .to_vec()
+            .map_err(|e| ReadError::Unusable(format!("cannot read spooled blob {sha256}: {e}")))
     }
 }
 
-/// The bytes of blob `sha256`, checked; at most `max_bytes`.
-pub async fn read_blob(db: &Db, sha256: &str, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+/// The bytes of blob `sha256`, checked; at most `max_bytes`. Spooled: a large zip is in a
+/// temporary file, not in memory.
+pub async fn read_blob(db: &Db, sha256: &str, max_bytes: u64) -> Result<Spool, ReadError> {
     let size: Option<i64> = sqlx::query_scalar("SELECT size FROM feed_blob WHERE sha256 = $1")
         .bind(sha256)
         .fetch_optional(&db.pool)
@@ -585,7 +636,7 @@ pub async fn read_route_blobs(db: &Db, version_id: i64) -> Result<RouteBlobs, Re
         let route_id: String = row.try_get("route_id")?;
         if current.as_ref().is_none_or(|(id, _)| *id != route_id) {
             if let Some((id, blob)) = current.take() {
-                out.push((id, blob.finish()?));
+                out.push((id, blob.finish_in_memory()?));
             }
             let blob = Assembly::new(row.try_get("blob")?, row.try_get("size")?)?;
             current = Some((route_id, blob));
@@ -598,7 +649,7 @@ pub async fn read_route_blobs(db: &Db, version_id: i64) -> Result<RouteBlobs, Re
         }
     }
     if let Some((id, blob)) = current {
-        out.push((id, blob.finish()?));
+        out.push((id, blob.finish_in_memory()?));
     }
     Ok(out)
 }
@@ -718,7 +769,7 @@ mod tests {
         for (seq, bytes) in chunks {
             blob.push(*seq, bytes)?;
         }
-        blob.finish()
+        blob.finish_in_memory()
     }
 
     fn blob_at_fault(e: ReadError) -> Option<String> {

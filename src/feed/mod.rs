@@ -10,11 +10,14 @@
 //!     [`read::FeedError`] that says what is wrong with a feed;
 //!   - [`network`]: those tables to routes, patterns and trips, in named steps, with
 //!     `stop_times.txt` read as a stream ([`stop_times`]) and folded trip by trip.
+//! - [`spool`]: a zip's bytes between where they come from and the build and the store,
+//!   in an anonymous temporary file once large, hashed as written, read at positions.
 //! - [`dir`]: a feed kept as a directory of `.txt` files: its version (a sha256 over the
 //!   files) and the files packed as a zip for the same reader.
 //!
 //! Imports run one way: `snapshot` → `network` → `stop_times` → `read`, all → `model`;
-//! `dir` → `read`.
+//! `dir` → `read`; `snapshot`, `stop_times` and `read` → `spool`, which imports nothing of
+//! the feed's.
 
 pub mod calendar;
 pub mod dir;
@@ -22,6 +25,7 @@ pub mod model;
 pub mod network;
 pub mod read;
 pub mod snapshot;
+pub mod spool;
 mod stop_times;
 pub mod store;
 #[cfg(test)]

@@ -23,6 +23,7 @@ use gtfs_structures::{
     Agency, Calendar, CalendarDate, GtfsReader, RawFrequency, RawGtfs, RawTrip, Route, Stop,
 };
 
+use super::spool::ZipBytes;
 use super::stop_times::StopTimesFile;
 
 /// The GTFS files this service uses, each read whole and parsed (optional files that are
@@ -44,7 +45,7 @@ pub(super) struct Tables<'z> {
 /// Reads the zip's tables. On a CSV error it tries once more with short rows padded:
 /// gtfs-structures refuses rows with fewer fields than the header, which real feeds have
 /// (sample-feed's stop_times). CPU-bound, as the caller is.
-pub(super) fn tables<'z>(gtfs_id: &str, bytes: &'z [u8]) -> Result<Tables<'z>, FeedError> {
+pub(super) fn tables<'z>(gtfs_id: &str, bytes: ZipBytes<'z>) -> Result<Tables<'z>, FeedError> {
     match read_once(bytes, bytes) {
         Err(err @ FeedError::Csv { .. }) => match pad_short_rows(bytes) {
             Some((padded, rows)) => {
@@ -55,7 +56,7 @@ pub(super) fn tables<'z>(gtfs_id: &str, bytes: &'z [u8]) -> Result<Tables<'z>, F
                 );
                 // The padded copy only serves the other files: stop_times.txt is read
                 // from the original, and pads its own rows.
-                read_once(&padded, bytes)
+                read_once(ZipBytes::Memory(&padded), bytes)
             }
             None => Err(err),
         },
@@ -65,7 +66,7 @@ pub(super) fn tables<'z>(gtfs_id: &str, bytes: &'z [u8]) -> Result<Tables<'z>, F
 
 /// One read of the zip with gtfs-structures, then [`check`] of its files; `stop_times.txt`
 /// is looked up in `original` (the same zip, unless `bytes` is a repaired copy).
-fn read_once<'z>(bytes: &[u8], original: &'z [u8]) -> Result<Tables<'z>, FeedError> {
+fn read_once<'z>(bytes: ZipBytes<'_>, original: ZipBytes<'z>) -> Result<Tables<'z>, FeedError> {
     // gtfs-structures 0.52 panics on some malformed values: a 6-byte route_color that is
     // not ASCII (`parse_color` slices inside a character), an hour of 1193047 or more
     // (`parse_time` overflows u32; debug builds panic). That is this feed's error, not the
@@ -75,7 +76,7 @@ fn read_once<'z>(bytes: &[u8], original: &'z [u8]) -> Result<Tables<'z>, FeedErr
             .read_shapes(false)
             .read_stop_times(false)
             .raw()
-            .read_from_reader(std::io::Cursor::new(bytes))
+            .read_from_reader(bytes.reader())
     })
     .map_err(|panic| {
         FeedError::Invalid(format!(
@@ -194,9 +195,9 @@ fn optional<T>(file: Option<Result<Vec<T>, gtfs_structures::Error>>) -> Result<V
 /// A copy of the zip with every CSV row shorter than its header padded with empty
 /// fields, and how many rows were padded; `None` when no row is short (or the zip cannot be
 /// read, in which case the original error stands).
-fn pad_short_rows(zip_bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+fn pad_short_rows(zip_bytes: ZipBytes<'_>) -> Option<(Vec<u8>, usize)> {
     use std::io::{Read, Write};
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).ok()?;
+    let mut archive = zip::ZipArchive::new(zip_bytes.reader()).ok()?;
     let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let mut padded = 0;
     for i in 0..archive.len() {
@@ -433,10 +434,10 @@ mod tests {
     #[test]
     fn sample_feed_short_rows_are_padded() {
         let bytes = fixture!("sample-feed");
-        let (_, rows) = pad_short_rows(&bytes).expect("short rows found");
+        let (_, rows) = pad_short_rows(bytes[..].into()).expect("short rows found");
         assert_eq!(rows, 13);
         // A feed without short rows is left alone.
-        assert!(pad_short_rows(&fixture!("caltrain")).is_none());
+        assert!(pad_short_rows(fixture!("caltrain")[..].into()).is_none());
     }
 
     /// The sample feed, short rows and all, matches its CSVs.
@@ -733,7 +734,7 @@ mod tests {
         use rand::{Rng, SeedableRng};
         // Padded once here, so that loads go through the reader once (mutants with short
         // rows still take the padding path).
-        let (padded, _) = pad_short_rows(&fixture!("sample-feed")).unwrap();
+        let (padded, _) = pad_short_rows(fixture!("sample-feed")[..].into()).unwrap();
         let base = members(&padded);
         let names: Vec<String> = base.iter().map(|(n, _)| n.clone()).collect();
         assert!(survives("sample-feed as is", &zip_bytes(&base)));

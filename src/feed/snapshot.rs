@@ -1,7 +1,8 @@
 //! An immutable in-memory snapshot of one GTFS feed, built from the bytes of its zip, and
 //! the queries the route API and the waybill rules ask of it.
 //!
-//! [`FeedSnapshot::from_zip_bytes`] is the whole way in, in three steps, one module each:
+//! [`FeedSnapshot::from_zip_within`] is the whole way in (the zip in memory or spooled to
+//! a file, [`super::spool`]), in three steps, one module each:
 //! [`super::read`] turns the bytes into the tables this service uses (or a
 //! [`FeedError`]), [`super::network`] builds routes, patterns and trips from them, and this
 //! module keeps the result with the indexes the queries need, plus an estimate of the
@@ -26,6 +27,7 @@ use super::calendar::ServiceCalendar;
 use super::model::{AgencyInfo, RouteDetail, RouteSummary, TripInfo};
 use super::network::{self, Budget, FeedCounts, Parts};
 use super::read::{self, FeedError};
+use super::spool::ZipBytes;
 
 /// One feed, immutable once built; share it behind an `Arc`.
 pub struct FeedSnapshot {
@@ -72,32 +74,34 @@ impl fmt::Debug for FeedSnapshot {
 }
 
 impl FeedSnapshot {
-    /// Parses a GTFS zip and builds the snapshot, noting the most the build held
-    /// allocated at once ([`FeedSnapshot::build_peak_bytes`]). CPU-bound (hundreds of
-    /// milliseconds for a large feed): call it from `spawn_blocking`.
+    /// Parses a GTFS zip held in memory and builds the snapshot, with no memory bound
+    /// ([`FeedSnapshot::from_zip_within`]).
     pub fn from_zip_bytes(
         gtfs_id: &str,
         version: &str,
         source: &str,
         bytes: &[u8],
     ) -> Result<Self, FeedError> {
-        Self::from_zip_bytes_within(gtfs_id, version, source, bytes, u64::MAX)
+        Self::from_zip_within(gtfs_id, version, source, bytes.into(), u64::MAX)
     }
 
-    /// [`FeedSnapshot::from_zip_bytes`], stopped with [`FeedError::OverBudget`] as soon as
-    /// the build holds more than `max_build_bytes` beyond the zip (`u64::MAX`: no bound).
-    pub fn from_zip_bytes_within(
+    /// Parses a GTFS zip, in memory or spooled to a file ([`super::spool`]), and builds the
+    /// snapshot, noting the most the build held allocated at once
+    /// ([`FeedSnapshot::build_peak_bytes`]); stopped with [`FeedError::OverBudget`] as soon
+    /// as the build holds more than `max_build_bytes` beyond the zip (`u64::MAX`: no bound).
+    /// CPU-bound (seconds for a large feed): call it from `spawn_blocking`.
+    pub fn from_zip_within(
         gtfs_id: &str,
         version: &str,
         source: &str,
-        bytes: &[u8],
+        zip: ZipBytes<'_>,
         max_build_bytes: u64,
     ) -> Result<Self, FeedError> {
         let budget = Budget {
             max_bytes: max_build_bytes,
         };
         let (built, peak) =
-            crate::memory::thread_peak(|| Self::build(gtfs_id, version, source, bytes, budget));
+            crate::memory::thread_peak(|| Self::build(gtfs_id, version, source, zip, budget));
         built.map(|snapshot| FeedSnapshot {
             build_peak_bytes: peak,
             ..snapshot
@@ -108,10 +112,10 @@ impl FeedSnapshot {
         gtfs_id: &str,
         version: &str,
         source: &str,
-        bytes: &[u8],
+        zip: ZipBytes<'_>,
         budget: Budget,
     ) -> Result<Self, FeedError> {
-        let tables = read::tables(gtfs_id, bytes)?;
+        let tables = read::tables(gtfs_id, zip)?;
         budget.check()?;
         let Parts {
             agencies,
@@ -281,13 +285,87 @@ mod tests {
     use gtfs_structures::GtfsReader;
     use jiff::civil::date;
 
+    /// `bytes` spooled to a temporary file, as a large download is.
+    fn in_file(bytes: &[u8]) -> crate::feed::spool::Spool {
+        let mut spool = crate::feed::spool::SpoolWriter::spooling_at(0);
+        for chunk in bytes.chunks(100_000) {
+            spool.write(chunk).unwrap();
+        }
+        let spool = spool.finish().unwrap();
+        assert_eq!(spool.in_file(), !bytes.is_empty());
+        spool
+    }
+
+    fn from_file(bytes: &[u8]) -> Result<FeedSnapshot, FeedError> {
+        FeedSnapshot::from_zip_within("x", "v", "s", in_file(bytes).bytes(), u64::MAX)
+    }
+
+    /// Read from a spool's file, a zip builds what it builds from memory (the sample
+    /// feed through the short-row repair too).
+    #[test]
+    fn a_spooled_zip_builds_the_same_snapshot_as_one_in_memory() {
+        for (name, bytes) in [
+            ("sample-feed", fixture!("sample-feed")),
+            ("caltrain", fixture!("caltrain")),
+            ("bart", fixture!("bart")),
+        ] {
+            let memory = FeedSnapshot::from_zip_bytes("x", "v", "s", &bytes).unwrap();
+            let file = from_file(&bytes).unwrap();
+            assert!(memory.counts.stop_times > 0, "{name}");
+            assert_eq!(file.counts, memory.counts, "{name}");
+            assert_eq!(file.routes, memory.routes, "{name}");
+            assert_eq!(file.route_details, memory.route_details, "{name}");
+            assert_eq!(file.trips, memory.trips, "{name}");
+            assert_eq!(file.approx_bytes, memory.approx_bytes, "{name}");
+        }
+    }
+
+    /// Read from a spool's file, a broken zip fails with the error it fails with from
+    /// memory: cut short, a member's compressed bytes damaged, a bad row, a file missing.
+    #[test]
+    fn a_spooled_zip_fails_as_one_in_memory() {
+        let caltrain = fixture!("caltrain");
+        let damaged = |member: &str| {
+            let mut bytes = caltrain.clone();
+            let archive = zip::ZipArchive::new(std::io::Cursor::new(&caltrain)).unwrap();
+            let index = archive.index_for_name(member).unwrap();
+            let mut archive = archive;
+            let file = archive.by_index(index).unwrap();
+            let (start, len) = (
+                file.data_start().unwrap() as usize,
+                file.compressed_size() as usize,
+            );
+            drop(file);
+            for b in &mut bytes[start + len / 3..start + len / 3 + 64] {
+                *b ^= 0x5a;
+            }
+            bytes
+        };
+        let bad_row = minimal_feed(
+            ROUTES,
+            TRIPS,
+            &format!("{STOP_TIMES}T1,8:x,08:20:00,S3,3\n"),
+        );
+        for (case, bytes) in [
+            ("cut short", caltrain[..caltrain.len() / 2].to_vec()),
+            ("stop_times.txt damaged", damaged("stop_times.txt")),
+            ("trips.txt damaged", damaged("trips.txt")),
+            ("a bad stop_times row", bad_row),
+            ("no stop_times.txt", zip_of(&[("agency.txt", AGENCY)])),
+            ("empty", Vec::new()),
+        ] {
+            let want = FeedSnapshot::from_zip_bytes("x", "v", "s", &bytes).unwrap_err();
+            assert_eq!(from_file(&bytes).unwrap_err(), want, "{case}");
+        }
+    }
+
     /// A build is stopped once it holds more than its budget, with the figures; the same
     /// feed builds within a budget that fits it.
     #[test]
     fn a_build_over_its_memory_budget_is_stopped() {
         let bytes = fixture!("bart");
-        let err =
-            FeedSnapshot::from_zip_bytes_within("bart", "v", "s", &bytes, 500_000).unwrap_err();
+        let err = FeedSnapshot::from_zip_within("bart", "v", "s", (&bytes[..]).into(), 500_000)
+            .unwrap_err();
         let FeedError::OverBudget { held, max } = err else {
             panic!("{err:?}");
         };
@@ -298,7 +376,7 @@ mod tests {
             "{err}"
         );
         let snapshot =
-            FeedSnapshot::from_zip_bytes_within("bart", "v", "s", &bytes, 64 << 20).unwrap();
+            FeedSnapshot::from_zip_within("bart", "v", "s", (&bytes[..]).into(), 64 << 20).unwrap();
         assert!(snapshot.build_peak_bytes > 500_000);
         assert!(snapshot.build_peak_bytes < 64 << 20);
     }

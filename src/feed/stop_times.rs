@@ -26,13 +26,14 @@ use gtfs_structures::{ContinuousPickupDropOff, PickupDropOffType, TicketingType,
 use serde::{Deserialize, Deserializer};
 
 use super::read::FeedError;
+use super::spool::ZipBytes;
 
 /// The file's name in the zip and in errors.
 const FILE: &str = "stop_times.txt";
 
 /// `stop_times.txt` inside a zip's bytes, not read yet.
 pub(super) struct StopTimesFile<'z> {
-    zip: &'z [u8],
+    zip: ZipBytes<'z>,
     /// Index of the member in the archive.
     member: usize,
 }
@@ -225,8 +226,8 @@ pub(super) struct RowCount {
 impl<'z> StopTimesFile<'z> {
     /// Finds `stop_times.txt` in the zip: `None` when the archive has none (or cannot be
     /// opened, which the caller has already reported).
-    pub fn find(zip: &'z [u8]) -> Option<Self> {
-        let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).ok()?;
+    pub fn find(zip: ZipBytes<'z>) -> Option<Self> {
+        let archive = zip::ZipArchive::new(zip.reader()).ok()?;
         // As gtfs-structures: a member named stop_times.txt in any folder; the last wins.
         let member = (0..archive.len()).rev().find(|&i| {
             archive.name_for_index(i).is_some_and(|name| {
@@ -243,8 +244,8 @@ impl<'z> StopTimesFile<'z> {
         &self,
         mut each: impl FnMut(StopTimeRow<'_>) -> ControlFlow<()>,
     ) -> Result<RowCount, FeedError> {
-        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(self.zip))
-            .map_err(|e| FeedError::Zip(e.to_string()))?;
+        let mut archive =
+            zip::ZipArchive::new(self.zip.reader()).map_err(|e| FeedError::Zip(e.to_string()))?;
         let mut member = archive
             .by_index(self.member)
             .map_err(|e| FeedError::Zip(e.to_string()))?;
@@ -463,7 +464,7 @@ mod tests {
     type Kept = (String, Option<u32>, Option<u32>, String, u32);
 
     fn streamed_rows(zip: &[u8]) -> Result<Vec<Kept>, String> {
-        let file = StopTimesFile::find(zip).ok_or("no stop_times.txt")?;
+        let file = StopTimesFile::find(ZipBytes::from(zip)).ok_or("no stop_times.txt")?;
         let mut rows = Vec::new();
         file.for_each_row(|r| {
             rows.push((
@@ -535,7 +536,7 @@ mod tests {
         let zip = minimal_feed(ROUTES, TRIPS, stop_times);
         assert!(reference_rows(&zip).is_err());
         let mut times = Vec::new();
-        let count = StopTimesFile::find(&zip)
+        let count = StopTimesFile::find(ZipBytes::from(&zip[..]))
             .unwrap()
             .for_each_row(|r| {
                 times.push((r.stop_sequence, r.arrival_time));
@@ -550,7 +551,7 @@ mod tests {
 
         let stop_times = "trip_id,arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\nT1,07:10:00,07:10:00,S2\n";
         let zip = minimal_feed(ROUTES, TRIPS, stop_times);
-        let err = StopTimesFile::find(&zip)
+        let err = StopTimesFile::find(ZipBytes::from(&zip[..]))
             .unwrap()
             .for_each_row(|_| ControlFlow::Continue(()))
             .unwrap_err();
@@ -657,7 +658,7 @@ mod tests {
     fn the_member_is_found_in_a_folder_and_a_bom_is_skipped() {
         let stop_times = "\u{feff}trip_id, arrival_time,departure_time,stop_id,stop_sequence\nT1,07:00:00,07:00:00,S1,1\n T2 , 07:00:00,07:00:00 ,\u{a0}S1,\t2\n";
         let zip = zip_of(&[("feed/stop_times.txt", stop_times), ("agency.txt", AGENCY)]);
-        let file = StopTimesFile::find(&zip).unwrap();
+        let file = StopTimesFile::find(ZipBytes::from(&zip[..])).unwrap();
         let mut ids = Vec::new();
         let count = file
             .for_each_row(|r| {
@@ -679,7 +680,7 @@ mod tests {
             .map(|r| (r.trip_id, r.stop_id, r.arrival_time, r.stop_sequence))
             .collect();
         let mut got = Vec::new();
-        StopTimesFile::find(&whole)
+        StopTimesFile::find(ZipBytes::from(&whole[..]))
             .unwrap()
             .for_each_row(|r| {
                 got.push((
@@ -692,6 +693,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(got, want);
-        assert!(StopTimesFile::find(&zip_of(&[("agency.txt", AGENCY)])).is_none());
+        assert!(
+            StopTimesFile::find(ZipBytes::from(&zip_of(&[("agency.txt", AGENCY)])[..])).is_none()
+        );
     }
 }

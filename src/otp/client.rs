@@ -41,6 +41,7 @@ use url::Url;
 
 use super::breaker::{Breaker, BreakerState, Outcome};
 use crate::config::{Config, Instance};
+use crate::feed::spool::{Spool, SpoolWriter};
 
 /// Longest `Retry-After` honoured; a server asking for more gets no retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -94,12 +95,14 @@ impl OtpError {
     }
 }
 
-/// An answer, body read in full.
+/// An answer, body read in full: in `body`, or in `spooled` when the call asked for it
+/// ([`Call::spool`]; `body` is then empty).
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub spooled: Option<Spool>,
 }
 
 /// Progress of a body download: bytes so far, and the announced total if any.
@@ -117,6 +120,9 @@ pub struct Call<'a> {
     pub idempotent: bool,
     pub max_bytes: u64,
     pub progress: Option<Progress<'a>>,
+    /// Write the body to a [`Spool`] (a temporary file once large: a feed zip) rather than
+    /// to memory.
+    pub spool: bool,
 }
 
 impl<'a> Call<'a> {
@@ -130,6 +136,7 @@ impl<'a> Call<'a> {
             idempotent: true,
             max_bytes: MAX_API_BYTES,
             progress: None,
+            spool: false,
         }
     }
     /// A GraphQL query: POST, but idempotent.
@@ -535,26 +542,28 @@ impl OtpClient {
                 limit: call.max_bytes,
             });
         }
-        let mut body = BytesMut::with_capacity(total.unwrap_or(0).min(8 << 20) as usize);
+        let mut body = Body::new(call.spool, total);
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| OtpError::Body(error_chain(&e)))?
         {
-            if (body.len() + chunk.len()) as u64 > call.max_bytes {
+            if body.len() + chunk.len() as u64 > call.max_bytes {
                 return Err(OtpError::TooLarge {
                     limit: call.max_bytes,
                 });
             }
-            body.extend_from_slice(&chunk);
+            body.push(&chunk)?;
             if let Some(progress) = call.progress {
-                progress(body.len() as u64, total);
+                progress(body.len(), total);
             }
         }
+        let (body, spooled) = body.finish()?;
         Ok(Response {
             status,
             headers,
-            body: body.freeze(),
+            body,
+            spooled,
         })
     }
 
@@ -565,6 +574,52 @@ impl OtpClient {
         tokio::time::sleep_until(at).await;
         *next = Some(at + self.rate_limit_delay);
     }
+}
+
+/// A body being read: in memory, or spooled ([`Call::spool`]).
+enum Body {
+    Memory(BytesMut),
+    Spool(SpoolWriter),
+}
+
+impl Body {
+    fn new(spool: bool, total: Option<u64>) -> Self {
+        if spool {
+            Body::Spool(SpoolWriter::new())
+        } else {
+            Body::Memory(BytesMut::with_capacity(
+                total.unwrap_or(0).min(8 << 20) as usize
+            ))
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::Spool(spool) => spool.len(),
+        }
+    }
+
+    /// Appends a chunk. A spool writes to its temporary file (buffered, into the page
+    /// cache) past its first megabytes.
+    fn push(&mut self, chunk: &[u8]) -> Result<(), OtpError> {
+        match self {
+            Body::Memory(bytes) => bytes.extend_from_slice(chunk),
+            Body::Spool(spool) => spool.write(chunk).map_err(spool_error)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(Bytes, Option<Spool>), OtpError> {
+        match self {
+            Body::Memory(bytes) => Ok((bytes.freeze(), None)),
+            Body::Spool(spool) => Ok((Bytes::new(), Some(spool.finish().map_err(spool_error)?))),
+        }
+    }
+}
+
+fn spool_error(e: std::io::Error) -> OtpError {
+    OtpError::Other(format!("cannot spool the body to a temporary file: {e}"))
 }
 
 /// What one call has spent on retries so far.

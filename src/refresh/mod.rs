@@ -2,8 +2,9 @@
 //!
 //! A refresh of an instance:
 //! - for each `[[instances.feeds]]` zip: a conditional GET (ETag, Last-Modified) or a file
-//!   read; a 304 or an unchanged sha256 costs nothing more; a new version is parsed off
-//!   the async runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
+//!   read, spooled (to a temporary file once large, hashed on the way: [`Spool`]); a 304
+//!   or an unchanged sha256 costs nothing more; a new version is parsed off the async
+//!   runtime into a [`FeedSnapshot`] and swapped in. A local directory of `.txt`
 //!   files is read like a file, its version being the sha256 over its files ([`FeedDir`]);
 //! - for `otp2`/`otp1` instances, every other feed the instance lists: its route index,
 //!   hashed into a version; with `prefetch_routes`, each route's detail crawled (spaced by
@@ -24,7 +25,6 @@ pub mod lease;
 mod save;
 pub mod warm;
 
-use bytes::Bytes;
 use jiff::Timestamp;
 use reqwest::StatusCode;
 use reqwest::header::{
@@ -42,6 +42,7 @@ use crate::feed::dir::FeedDir;
 use crate::feed::model::{FeedInfo, sort_routes};
 use crate::feed::read::FeedError;
 use crate::feed::snapshot::FeedSnapshot;
+use crate::feed::spool::Spool;
 use crate::feed::store::{FeedData, FeedEntry, Loaded, RouteIndex};
 use crate::memory;
 use crate::otp::client::{Call, OtpClient, OtpError, Response};
@@ -179,7 +180,7 @@ fn shown_url(url: &Url) -> String {
 enum Download {
     NotModified,
     Body {
-        bytes: Bytes,
+        zip: Spool,
         etag: Option<String>,
         last_modified: Option<String>,
     },
@@ -189,7 +190,7 @@ enum Download {
 
 /// What is parsed once a new version is known.
 enum NewFeed {
-    Zip(Bytes),
+    Zip(Spool),
     Dir(FeedDir),
 }
 
@@ -277,6 +278,7 @@ async fn load_zip(
                 headers,
                 max_bytes: max,
                 progress: Some(&on_chunk),
+                spool: true,
                 ..Call::get(url)
             };
             let mut http_status = None;
@@ -286,7 +288,10 @@ async fn load_zip(
                     match r.status {
                         StatusCode::NOT_MODIFIED => Ok(Download::NotModified),
                         s if s.is_success() => Ok(Download::Body {
-                            bytes: r.body.clone(),
+                            zip: r
+                                .spooled
+                                .clone()
+                                .unwrap_or_else(|| Spool::from_bytes(r.body.clone())),
                             etag: header_text(&r.headers, ETAG),
                             last_modified: header_text(&r.headers, LAST_MODIFIED),
                         }),
@@ -326,11 +331,16 @@ async fn load_zip(
                     meta.len()
                 ));
             } else {
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                // Read a chunk at a time into a spool: a large zip is never whole in memory.
+                let shown = path.display().to_string();
+                let zip = tokio::task::spawn_blocking(move || {
+                    Spool::from_reader(std::fs::File::open(&path)?)
+                })
+                .await
+                .map_err(|e| format!("the file reader stopped: {e}"))?
+                .map_err(|e| format!("cannot read {shown}: {e}"))?;
                 Download::Body {
-                    bytes: bytes.into(),
+                    zip,
                     etag: None,
                     last_modified: None,
                 }
@@ -344,15 +354,15 @@ async fn load_zip(
             return Ok(Outcome::Unchanged);
         }
         Download::Body {
-            bytes,
+            zip,
             etag,
             last_modified,
         } => (
-            hex::encode(Sha256::digest(&bytes)),
-            bytes.len() as u64,
+            zip.sha256_hex().to_owned(),
+            zip.len(),
             etag,
             last_modified,
-            NewFeed::Zip(bytes),
+            NewFeed::Zip(zip),
         ),
         Download::Dir(dir) => (
             dir.version().to_owned(),
@@ -380,12 +390,12 @@ async fn load_zip(
         if entry.status().unstored {
             // Served since an earlier refresh, whose store failed: store it now.
             let zip = match feed {
-                NewFeed::Zip(bytes) => bytes,
+                NewFeed::Zip(zip) => zip,
                 NewFeed::Dir(dir) => tokio::task::spawn_blocking(move || dir.to_zip())
                     .await
                     .map_err(|e| format!("the directory packer stopped: {e}"))?
-                    .map_err(|e| format!("the directory is not a usable GTFS feed: {e}"))?
-                    .into(),
+                    .map(|zip| Spool::from_bytes(zip.into()))
+                    .map_err(|e| format!("the directory is not a usable GTFS feed: {e}"))?,
             };
             let stored = save::save_zip(state, origin, &current, &zip).await;
             entry.update_status(|s| s.unstored = !stored);
@@ -393,8 +403,9 @@ async fn load_zip(
         entry.record_unchanged();
         return Ok(Outcome::Unchanged);
     }
-    // The parser and then the store read the one copy of the zip (`Bytes` is shared); a
-    // directory is packed into one first, so that the store keeps it like any zip.
+    // The parser and then the store read the one copy of the zip, spooled to a file when
+    // large (`Spool` is shared); a directory is packed into one first, so that the store
+    // keeps it like any zip.
     let (gtfs_id, source_text, v) = (
         source.gtfs_id.clone(),
         source.zip_url.clone(),
@@ -406,13 +417,17 @@ async fn load_zip(
     };
     let max_build_bytes = state.config.max_build_bytes;
     let (snapshot, zip) = tokio::task::spawn_blocking(move || {
-        let zip: Bytes = match feed {
-            NewFeed::Zip(bytes) => bytes,
-            NewFeed::Dir(dir) => dir.to_zip()?.into(),
+        let zip = match feed {
+            NewFeed::Zip(zip) => zip,
+            NewFeed::Dir(dir) => Spool::from_bytes(dir.to_zip()?.into()),
         };
-        let snapshot =
-            FeedSnapshot::from_zip_bytes_within(&gtfs_id, &v, &source_text, &zip, max_build_bytes)?;
-        Ok((snapshot, zip))
+        let built =
+            FeedSnapshot::from_zip_within(&gtfs_id, &v, &source_text, zip.bytes(), max_build_bytes);
+        // The build's raw tables are freed: their pages go back now, before the store
+        // allocates its buffers on other threads (from other arenas), which would
+        // otherwise come on top of them and make the refresh's peak.
+        memory::purge();
+        Ok((built?, zip))
     })
     .await
     .map_err(|e| format!("the feed parser stopped: {e}"))?
@@ -424,8 +439,8 @@ async fn load_zip(
     });
     let stored = save::save_zip(state, origin, &loaded, &zip).await;
     entry.update_status(|s| s.unstored = !stored);
-    // The build's raw tables are freed by now, and the old snapshot too unless a request
-    // still holds it: give their pages back rather than keep them resident while idle.
+    // The old snapshot is freed by now unless a request still holds it, and so are the
+    // store's buffers: give their pages back rather than keep them resident while idle.
     let _ = tokio::task::spawn_blocking(memory::purge).await;
     Ok(Outcome::Updated)
 }

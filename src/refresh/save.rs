@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::db::feed_store::{self, NewVersion, RouteBlobs, StoredIndex, Written};
+use crate::feed::spool::Spool;
 use crate::feed::store::{FeedData, Loaded};
 use crate::state::AppState;
 
@@ -30,12 +31,13 @@ pub(super) struct Origin<'a> {
 }
 
 /// Stores a zip version: `zip` is the bytes the snapshot was parsed from (the fetcher's
-/// one copy, shared, not copied). Whether it was stored.
+/// one copy, shared, not copied: read a chunk at a time when spooled to a file). Whether
+/// it was stored.
 pub(super) async fn save_zip(
     state: &AppState,
     origin: Origin<'_>,
     loaded: &Loaded,
-    zip: &[u8],
+    zip: &Spool,
 ) -> bool {
     let started = Instant::now();
     let result = async {

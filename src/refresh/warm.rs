@@ -3,8 +3,9 @@
 //! restarted service serves its last good data (routes, route details, trips, waybill
 //! checks) even while OTP is down.
 //!
-//! - A zip version: the stored zip is read back, checked against its sha256 and parsed
-//!   by the same code as a download ([`FeedSnapshot::from_zip_bytes`]); its ETag and
+//! - A zip version: the stored zip is read back (into a temporary file when large, as a
+//!   download is: [`crate::feed::spool`]), checked against its sha256 and parsed
+//!   by the same code as a download ([`FeedSnapshot::from_zip_within`]); its ETag and
 //!   Last-Modified go with it, so the first refresh asks upstream "has it changed?".
 //! - An OTP index version: the stored route index and route details, as a refresh would
 //!   have built them.
@@ -188,11 +189,11 @@ async fn read_version(
             );
             let max_build_bytes = state.config.max_build_bytes;
             let snapshot = tokio::task::spawn_blocking(move || {
-                FeedSnapshot::from_zip_bytes_within(
+                FeedSnapshot::from_zip_within(
                     &gtfs_id,
                     &version,
                     &source,
-                    &zip,
+                    zip.bytes(),
                     max_build_bytes,
                 )
             })
@@ -211,7 +212,7 @@ async fn read_version(
             // The JSON of an index is small next to a zip: max_feed_bytes bounds it too.
             let index =
                 feed_store::read_blob(&state.db, &stored.blob, state.config.max_feed_bytes).await?;
-            let StoredIndex { routes, agencies } = serde_json::from_slice(&index)
+            let StoredIndex { routes, agencies } = serde_json::from_reader(index.bytes().reader())
                 .map_err(|e| ReadError::corrupt(format!("the stored route index: {e}")))?;
             let mut details = HashMap::new();
             for (route_id, json) in feed_store::read_route_blobs(&state.db, stored.id).await? {

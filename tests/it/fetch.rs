@@ -214,6 +214,50 @@ async fn an_oversized_or_corrupt_feed_is_refused_and_the_last_good_one_kept() {
     app.stop().await.unwrap();
 }
 
+/// A zip past the spool threshold is refused over `max_feed_bytes` as a small one is, and
+/// one with a damaged member fails as the same damage fails in memory (the error of
+/// reading the zip from a temporary file is the error of reading it from memory).
+#[tokio::test]
+async fn a_spooled_zip_is_refused_and_fails_as_one_in_memory() {
+    let damaged = crate::support::fixtures::padded_fixture_zip("caltrain", true);
+    // One byte over the limit (a zip with a byte after its end; refused unread).
+    let mut oversized = crate::support::fixtures::padded_fixture_zip("caltrain", false);
+    oversized.push(0);
+    let sim = OtpSim::start(&["caltrain"]).await;
+    let limit = damaged.len().to_string();
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "gtfs",
+        &zip_feeds(&["caltrain"]),
+        &[("GTFS_MAX_FEED_BYTES", &limit)],
+    ))
+    .await;
+    let good = feed(&feeds(&app).await, "caltrain").clone();
+    assert_eq!(good["last_error"], Value::Null);
+
+    sim.set_zip("caltrain", oversized);
+    app.refresh_now().await;
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    assert!(f["last_error"].as_str().unwrap().contains(&limit), "{f}");
+    assert_eq!(f["version"], good["version"], "last good version kept");
+
+    sim.set_zip("caltrain", damaged.clone());
+    app.refresh_now().await;
+    let f = feed(&feeds(&app).await, "caltrain").clone();
+    let error = f["last_error"].as_str().unwrap();
+    let in_memory =
+        gtfs_fetch::feed::snapshot::FeedSnapshot::from_zip_bytes("caltrain", "v", "s", &damaged)
+            .unwrap_err();
+    assert_eq!(
+        error,
+        format!("the zip is not a usable GTFS feed: {in_memory}"),
+        "{f}"
+    );
+    assert_eq!(f["version"], good["version"], "last good version kept");
+    assert_eq!(f["counts"], good["counts"], "last good data kept");
+    app.stop().await.unwrap();
+}
+
 /// A feed whose build needs more memory than `max_build_bytes` is refused, naming the
 /// figure, and the last good snapshot stays (caltrain builds within 1 MB, bart does not).
 #[tokio::test]

@@ -105,3 +105,46 @@ pub fn parse_gtfs_date(s: &str) -> jiff::civil::Date {
     jiff::civil::Date::new(n(0..4), n(4..6) as i8, n(6..8) as i8)
         .unwrap_or_else(|e| panic!("{s}: {e}"))
 }
+
+/// Feed `name`'s zip with a member no reader looks at (`padding.bin`, stored, not
+/// deflated) that takes it past the size at which the service spools a zip to a temporary
+/// file; with `damage`, 64 bytes of its stop_times.txt member's compressed data changed.
+pub fn padded_fixture_zip(name: &str, damage: bool) -> Vec<u8> {
+    use std::io::Write;
+    let zip = std::fs::read(fixture_path(name)).expect("fixture zip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&zip)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        let name = member.name().to_owned();
+        let mut data = Vec::new();
+        member.read_to_end(&mut data).unwrap();
+        let options = zip::write::SimpleFileOptions::default();
+        out.start_file(name, options).unwrap();
+        out.write_all(&data).unwrap();
+    }
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    out.start_file("padding.bin", stored).unwrap();
+    let padding = gtfs_fetch::feed::spool::SPOOL_AT as usize + (1 << 20);
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..padding)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    out.write_all(&noise).unwrap();
+    let mut bytes = out.finish().unwrap().into_inner();
+    if damage {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.clone())).unwrap();
+        let member = archive.by_name("stop_times.txt").unwrap();
+        let start = member.data_start().unwrap() as usize + member.compressed_size() as usize / 3;
+        for b in &mut bytes[start..start + 64] {
+            *b ^= 0x5a;
+        }
+    }
+    bytes
+}
