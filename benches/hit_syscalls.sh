@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Where a cache hit's time goes outside our code: CPU time, context switches and system
+# calls per request, for the service and for nginx serving the same bytes (`gzip_static`),
+# in one run (issue 13). perf counts them on each server's processes while wrk drives it.
+#
+#   bash benches/hit_syscalls.sh           # bart route 01; needs perf, wrk, nginx, curl
+#   BIN=/tmp/other-build bash benches/hit_syscalls.sh
+#
+# Cases: `gzip` (Accept-Encoding: gzip) and `304` (the same plus If-None-Match with each
+# server's own ETag); wrk -t2 -c50 -d5s each, nginx then the service, twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/gtfs-fetch}
+[ -x "$BIN" ] || cargo build --release --locked --quiet --bin gtfs-fetch
+SVC_PORT=${SVC_PORT:-18311}
+NGINX_PORT=${NGINX_PORT:-18312}
+tmp=$(mktemp -d /tmp/gtfs-sys.XXXXXX)
+chmod 755 "$tmp"
+cleanup() {
+    [ -n "${svc:-}" ] && kill "$svc" 2>/dev/null && wait "$svc" 2>/dev/null || true
+    [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cat >"$tmp/bench.toml" <<TOML
+[[instances]]
+name = "bench"
+url = "http://127.0.0.1:9"
+api = "gtfs"
+[[instances.feeds]]
+gtfs_id = "bart"
+zip_url = "file://$PWD/../shared/fixtures/gtfs/bart.zip"
+TOML
+GTFS_LISTEN=127.0.0.1:$SVC_PORT GTFS_DATA_DIR=$tmp/data RUST_LOG=warn \
+    "$BIN" --config "$tmp/bench.toml" serve >"$tmp/service.log" 2>&1 &
+svc=$!
+for _ in $(seq 1 600); do
+    curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null && break
+    sleep 0.2
+done
+surl="http://127.0.0.1:$SVC_PORT/feeds/bart/routes/01"
+mkdir -p "$tmp/www"
+curl -sf "$surl" -o "$tmp/www/r.json"
+curl -sf -H 'Accept-Encoding: gzip' "$surl" -o "$tmp/www/r.json.gz"
+touch -r "$tmp/www/r.json" "$tmp/www/r.json.gz"
+cat >"$tmp/nginx.conf" <<NGINX
+worker_processes 2;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    default_type application/json;
+    gzip_static on;
+    gzip_vary on;
+    server { listen 127.0.0.1:$NGINX_PORT; root $tmp/www; }
+}
+NGINX
+nginx -c "$tmp/nginx.conf"
+sleep 0.5
+nurl="http://127.0.0.1:$NGINX_PORT/r.json"
+ngx_pids=$( (cat "$tmp/nginx.pid"; pgrep -P "$(cat "$tmp/nginx.pid")") | paste -sd,)
+etag() { curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "$1" | tr -d '\r' | awk 'tolower($1) == "etag:" {print $2}'; }
+
+# One measurement: prints "req/s cpu_ms_per_1k_req ctx_switches_per_req syscalls_per_req".
+measure() {
+    local url=$1 pids=$2
+    shift 2
+    wrk -t2 -c50 -d1s "$@" "$url" >/dev/null # warm-up
+    perf stat -x, -e task-clock,context-switches,raw_syscalls:sys_enter -p "$pids" \
+        -o "$tmp/perf" -- sleep 5 &
+    local perf=$!
+    local out
+    out=$(wrk -t2 -c50 -d5s "$@" "$url")
+    wait "$perf"
+    local n rps
+    n=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    awk -F, -v n="$n" -v rps="$rps" '
+        $3 == "task-clock" { cpu = $1 }
+        $3 == "context-switches" { cs = $1 }
+        $3 == "raw_syscalls:sys_enter" { sc = $1 }
+        END { printf "%.0f %.1f %.3f %.2f\n", rps, cpu / n * 1000, cs / n, sc / n }' "$tmp/perf"
+}
+
+echo "| case | server | round | req/s | CPU µs per request | context switches per request | system calls per request |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for case in gzip 304; do
+    for round in 1 2; do
+        for server in nginx service; do
+            if [ "$server" = nginx ]; then url=$nurl pids=$ngx_pids; else url=$surl pids=$svc; fi
+            headers=(-H 'Accept-Encoding: gzip')
+            [ "$case" = 304 ] && headers+=(-H "If-None-Match: $(etag "$url")")
+            read -r rps cpu cs sc < <(measure "$url" "$pids" "${headers[@]}")
+            echo "| $case | $server | $round | $rps | $cpu | $cs | $sc |"
+        done
+    done
+done
