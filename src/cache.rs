@@ -291,6 +291,12 @@ impl RouteCache {
         Ok(Lookup::Miss(entry))
     }
 
+    /// Puts `entry` under `key`, replacing what was there (an answer another replica
+    /// built, `crate::refresh::reads`).
+    pub async fn put(&self, key: RouteKey, entry: CachedRoute) {
+        self.cache.insert(key, Arc::new(entry)).await;
+    }
+
     /// One background refresh per key at a time; on failure the stale entry stays.
     fn revalidate(&self, key: RouteKey, load: Loader) {
         {

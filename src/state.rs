@@ -39,6 +39,9 @@ pub struct Inner {
     /// Notified when a new feed version is stored: wakes the feed store's retention
     /// (`crate::db::feed_store::retention`), which deletes the versions no longer kept.
     pub store_retention: Arc<tokio::sync::Notify>,
+    /// Permits for storing route details read through on demand, for the other replicas
+    /// (`crate::refresh::reads::share`).
+    pub route_reads: Arc<tokio::sync::Semaphore>,
     /// This replica's name among those sharing the database: `replica_id` when
     /// configured, else made at start-up ([`make_replica_id`]). Never changes.
     pub replica_id: String,
@@ -77,6 +80,7 @@ impl AppState {
             instances,
             feeds,
             store_retention: Arc::new(tokio::sync::Notify::new()),
+            route_reads: crate::refresh::reads::writers(),
             started_at: Instant::now(),
             shutting_down: AtomicBool::new(false),
         })))

@@ -38,6 +38,7 @@ use crate::feed::store::{FeedData, Loaded};
 use crate::otp::client::OtpError;
 use crate::otp::instance::Caller;
 use crate::otp::trace::TraceContext;
+use crate::refresh::reads;
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -517,10 +518,20 @@ fn route_loader(
             let Some(detail) = detail else {
                 return Ok(None);
             };
-            let body =
-                serde_json::to_vec(&detail).map_err(|e| LoadError::Internal(e.to_string()))?;
+            let body: Bytes = serde_json::to_vec(&detail)
+                .map_err(|e| LoadError::Internal(e.to_string()))?
+                .into();
+            // The other replicas on the database cache it too, rather than ask OTP.
+            reads::share(
+                &state,
+                instance.name(),
+                &gtfs_id,
+                &loaded.version,
+                &route_id,
+                body.clone(),
+            );
             Ok(Some(CachedRoute::new(
-                body.into(),
+                body,
                 Some(state.config.cache_ttl),
                 started.elapsed(),
                 true,

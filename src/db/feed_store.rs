@@ -15,6 +15,10 @@
 //!   any a live waybill was checked against) and deletes blobs no version names;
 //!   [`retention`] runs it after each new version and every 10 minutes.
 //!
+//! - [`store_route_read`] adds a route detail read through on demand to a stored version
+//!   (`read_at` set), for the other replicas (`crate::refresh::reads`); a warm start
+//!   loads crawled details only.
+//!
 //! Storing a version also announces it (`NOTIFY gtfs_fetch_feed_version`, delivered when
 //! the transaction commits): the other replicas on the database load it
 //! (`crate::refresh::follow`).
@@ -35,7 +39,9 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
 
 use super::Db;
-use super::replicas::{MAX_PAYLOAD, VERSION_CHANNEL, VersionNotice};
+use super::replicas::{
+    MAX_PAYLOAD, ROUTE_READ_CHANNEL, RouteReadNotice, VERSION_CHANNEL, VersionNotice,
+};
 use super::waybills::{from_db, to_db};
 use crate::feed::spool::{Spool, SpoolWriter};
 
@@ -437,6 +443,84 @@ pub async fn store_index(
     Ok(written)
 }
 
+/// A route detail read through on demand, to share with the other replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRead<'a> {
+    pub instance: &'a str,
+    pub gtfs_id: &'a str,
+    /// The feed version it was read at (`GET /feeds`'s `version`).
+    pub version: &'a str,
+    pub route_id: &'a str,
+    /// The detail's JSON, as `GET /feeds/{gtfs_id}/routes/{route_id}` answers it.
+    pub json: &'a [u8],
+    /// This replica's id (it ignores its own announcement).
+    pub replica: &'a str,
+}
+
+/// Stores `read` as a route row of its version, replacing an earlier read of the same
+/// route, and announces it (`NOTIFY`, delivered when it commits); one transaction.
+/// Whether it was stored: not when the version is not in the store (it was served but
+/// its store failed; the retention deletes the blob) or when the route was crawled with
+/// the version (that detail stays).
+pub async fn store_route_read(db: &Db, read: &RouteRead<'_>) -> anyhow::Result<bool> {
+    use anyhow::Context;
+
+    let sha = sha256_hex(read.json);
+    let mut tx = db
+        .pool
+        .begin()
+        .await
+        .context("cannot begin the transaction")?;
+    put_blobs(
+        &mut tx,
+        &[Blob {
+            sha256: &sha,
+            bytes: Content::Memory(read.json),
+        }],
+    )
+    .await?;
+    let stored = sqlx::query(
+        "INSERT INTO feed_version_route (version_id, route_id, blob, read_at)
+         SELECT id, $4, $5, now() FROM feed_version
+         WHERE instance = $1 AND gtfs_id = $2 AND version = $3
+         ON CONFLICT (version_id, route_id) DO UPDATE
+             SET blob = EXCLUDED.blob, read_at = EXCLUDED.read_at
+             WHERE feed_version_route.read_at IS NOT NULL",
+    )
+    .bind(read.instance)
+    .bind(read.gtfs_id)
+    .bind(read.version)
+    .bind(read.route_id)
+    .bind(&sha)
+    .execute(&mut *tx)
+    .await
+    .context("cannot insert the route row")?
+    .rows_affected()
+        > 0;
+    if stored {
+        let notice = RouteReadNotice {
+            instance: read.instance.to_owned(),
+            gtfs_id: read.gtfs_id.to_owned(),
+            version: read.version.to_owned(),
+            route_id: read.route_id.to_owned(),
+            blob: sha,
+            replica: read.replica.to_owned(),
+        };
+        let payload = serde_json::to_string(&notice).context("cannot write the notification")?;
+        // A route id too long to announce is stored all the same; the others fetch it.
+        if payload.len() <= MAX_PAYLOAD {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(ROUTE_READ_CHANNEL)
+                .bind(&payload)
+                .execute(&mut *tx)
+                .await
+                .context("cannot announce the route")?;
+        }
+    }
+    tx.commit().await.context("cannot commit")?;
+    Ok(stored)
+}
+
 /// A feed's current version, as stored.
 #[derive(Debug, Clone)]
 pub struct StoredVersion {
@@ -618,14 +702,15 @@ pub async fn read_blob(db: &Db, sha256: &str, max_bytes: u64) -> Result<Spool, R
     blob.finish()
 }
 
-/// The route detail blobs of an otp-index version, by route id, each checked.
+/// The crawled route detail blobs of an otp-index version, by route id, each checked
+/// (not the details read through on demand: those were fresh for `cache_ttl` only).
 pub async fn read_route_blobs(db: &Db, version_id: i64) -> Result<RouteBlobs, ReadError> {
     let mut rows = sqlx::query(
         "SELECT r.route_id, r.blob, b.size, c.seq, c.bytes
          FROM feed_version_route r
          JOIN feed_blob b ON b.sha256 = r.blob
          LEFT JOIN feed_blob_chunk c ON c.sha256 = r.blob
-         WHERE r.version_id = $1
+         WHERE r.version_id = $1 AND r.read_at IS NULL
          ORDER BY r.route_id, c.seq",
     )
     .bind(version_id)

@@ -9,6 +9,8 @@
 //!   commits; [`REFRESH_CHANNEL`] carries a [`RefreshNotice`], a manual refresh asked of
 //!   a replica that does not hold the lease, for the holder; [`REFRESHED_CHANNEL`]
 //!   carries a [`RefreshedNotice`], how the holder's refresh went, for the others;
+//!   [`ROUTE_READ_CHANNEL`] carries a [`RouteReadNotice`] from the transaction that
+//!   stores a route detail read through on demand (`crate::refresh::reads`);
 //! - [`last_successes`]: when the holder last fetched each feed successfully
 //!   (`feed_fetch`), so that the other replicas report the same freshness.
 
@@ -30,6 +32,10 @@ pub const REFRESH_CHANNEL: &str = "gtfs_fetch_refresh";
 /// `NOTIFY` channel of refreshes finished by a lease holder ([`RefreshedNotice`]).
 pub const REFRESHED_CHANNEL: &str = "gtfs_fetch_refreshed";
 
+/// `NOTIFY` channel of route details read through on demand and stored
+/// ([`RouteReadNotice`]).
+pub const ROUTE_READ_CHANNEL: &str = "gtfs_fetch_route_read";
+
 /// PostgreSQL refuses a `NOTIFY` payload of 8000 bytes or more.
 pub const MAX_PAYLOAD: usize = 7999;
 
@@ -40,6 +46,19 @@ pub struct VersionNotice {
     pub gtfs_id: String,
     pub version: String,
     /// The replica that fetched and stored it.
+    pub replica: String,
+}
+
+/// A route detail `replica` read from OTP on demand is stored as blob `blob`, a route of
+/// version `version` of the feed: a replica serving that version caches it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteReadNotice {
+    pub instance: String,
+    pub gtfs_id: String,
+    pub version: String,
+    pub route_id: String,
+    /// sha256 of the detail's JSON (`feed_blob`).
+    pub blob: String,
     pub replica: String,
 }
 

@@ -8,6 +8,9 @@
 //!   version within about a second of each other. A `gtfs_fetch_refresh` notification (a
 //!   manual refresh asked of another replica) wakes this replica's scheduler if it holds
 //!   that instance's lease.
+//! - A `gtfs_fetch_route_read` notification (a route detail another replica read through
+//!   on demand and stored) puts that detail in this replica's route cache
+//!   (`super::reads`).
 //! - A `gtfs_fetch_refreshed` notification (the holder finished a refresh) is shown as
 //!   this replica's own refresh: `GET /instances` (`status`) and each feed's last attempt
 //!   and error say the same on every replica, and `gtfs-fetch refresh` asking any replica
@@ -30,11 +33,11 @@ use anyhow::Context;
 use jiff::Timestamp;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use super::warm;
+use super::{reads, warm};
 use crate::db::feed_store;
 use crate::db::replicas::{
-    self, REFRESH_CHANNEL, REFRESHED_CHANNEL, RefreshNotice, RefreshedNotice, VERSION_CHANNEL,
-    VersionNotice,
+    self, REFRESH_CHANNEL, REFRESHED_CHANNEL, ROUTE_READ_CHANNEL, RefreshNotice, RefreshedNotice,
+    RouteReadNotice, VERSION_CHANNEL, VersionNotice,
 };
 use crate::feed::store::WarmStart;
 use crate::otp::instance::{InstanceRuntime, RefreshRole};
@@ -181,7 +184,7 @@ pub async fn listen(state: AppState) {
     }
 }
 
-/// A listener on both channels.
+/// A listener on every channel.
 async fn subscribe(pool: &sqlx::PgPool) -> anyhow::Result<PgListener> {
     let mut listener = PgListener::connect_with(pool)
         .await
@@ -190,7 +193,12 @@ async fn subscribe(pool: &sqlx::PgPool) -> anyhow::Result<PgListener> {
     // that the catch-up runs after it.
     listener.eager_reconnect(false);
     listener
-        .listen_all([VERSION_CHANNEL, REFRESH_CHANNEL, REFRESHED_CHANNEL])
+        .listen_all([
+            VERSION_CHANNEL,
+            REFRESH_CHANNEL,
+            REFRESHED_CHANNEL,
+            ROUTE_READ_CHANNEL,
+        ])
         .await
         .context("cannot LISTEN")?;
     Ok(listener)
@@ -247,6 +255,16 @@ async fn on_notification(state: &AppState, channel: &str, payload: &str) {
             {
                 mirror_refresh(state, instance, &notice);
             }
+        }
+        ROUTE_READ_CHANNEL => {
+            let Ok(notice) = serde_json::from_str::<RouteReadNotice>(payload) else {
+                tracing::warn!(
+                    payload,
+                    "a route detail notification this build cannot read"
+                );
+                return;
+            };
+            reads::on_notice(state, notice).await;
         }
         REFRESH_CHANNEL => {
             let Ok(notice) = serde_json::from_str::<RefreshNotice>(payload) else {

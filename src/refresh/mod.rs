@@ -18,10 +18,12 @@
 //! stored before the restart), a refresh at start-up, then every `refresh_interval`
 //! ±10 %, or at once when `POST /instances/{name}/refresh` wakes it. Replicas sharing
 //! the database take turns ([`lease`]): per instance only the one holding the refresh
-//! lease refreshes; the others load what it stores ([`follow`]).
+//! lease refreshes; the others load what it stores ([`follow`]), and the route details
+//! each one reads through on demand ([`reads`]).
 
 pub mod follow;
 pub mod lease;
+pub mod reads;
 mod save;
 pub mod warm;
 

@@ -1,7 +1,8 @@
 //! The durable feed store and the warm start (issue 12, parts 1 and 2), on a real
 //! PostgreSQL with the OTP simulator: a restarted service serves the stored versions while
 //! the upstream is down, a zip two instances serve is stored once, old versions go except
-//! one a live waybill was checked against, and a corrupt stored version is dropped.
+//! one a live waybill was checked against, a corrupt stored version is dropped, and a
+//! route detail read through on demand is stored with its version for the other replicas.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -492,4 +493,106 @@ async fn a_spooled_zip_is_served_stored_and_warm_started_like_any_other() {
     assert_eq!(f["version"], sha.as_str());
     assert_eq!(details(&second, "caltrain").await, plain_details);
     second.stop().await.unwrap();
+}
+
+/// The `feed_version_route` row of `route_id` in `gtfs_id`'s current version: its blob
+/// and whether it was read through (`read_at` set) rather than crawled.
+async fn route_row(app: &TestApp, gtfs_id: &str, route_id: &str) -> Option<(String, bool)> {
+    sqlx::query_as(
+        "SELECT r.blob, r.read_at IS NOT NULL FROM feed_version_route r
+         JOIN feed_current c ON c.version_id = r.version_id
+         JOIN feed_version v ON v.id = c.version_id
+         WHERE v.gtfs_id = $1 AND r.route_id = $2",
+    )
+    .bind(gtfs_id)
+    .bind(route_id)
+    .fetch_optional(&app.state.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawled_one() {
+    use gtfs_fetch::db::feed_store::{RouteRead, read_blob, store_route_read};
+
+    let sim = OtpSim::start(&["bart"]).await;
+    let app = spawn_loaded(sim_config(
+        &sim.url(),
+        "otp2",
+        "prefetch_routes = false",
+        &[("GTFS_RATE_LIMIT_DELAY", "0"), ("GTFS_RETRY_ATTEMPTS", "0")],
+    ))
+    .await;
+    let version = feed(&ok(&app, "/feeds").await, "bart")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list = ok(&app, &with_query(&routes_path("bart"), &[("limit", "2")])).await;
+    let ids: Vec<&str> = list["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route_id"].as_str().unwrap())
+        .collect();
+    let (read, crawled) = (ids[0], ids[1]);
+    assert_eq!(route_row(&app, "bart", read).await, None, "nothing crawled");
+
+    // A client's read goes through to OTP; the detail is stored off the request's path.
+    let answer = app.get(&route_path("bart", read)).await;
+    assert_eq!(answer.header("x-cache"), Some("MISS"));
+    let detail = answer.ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (blob, was_read) = loop {
+        if let Some(row) = route_row(&app, "bart", read).await {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(was_read, "stored as read through, not as crawled");
+    let stored = read_blob(&app.state.db, &blob, u64::MAX)
+        .await
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), detail);
+
+    let db = &app.state.db;
+    let mut other = RouteRead {
+        instance: "sim",
+        gtfs_id: "bart",
+        version: &version,
+        route_id: read,
+        json: b"{\"a\":\"later read\"}",
+        replica: "another",
+    };
+    // A later read of the same route replaces the earlier one.
+    assert!(store_route_read(db, &other).await.unwrap());
+    let (later, _) = route_row(&app, "bart", read).await.unwrap();
+    assert_ne!(later, blob, "the later read replaced it");
+    // A version that is not stored (its store failed) gets no row.
+    other.version = "a version never stored";
+    assert!(!store_route_read(db, &other).await.unwrap());
+    // A crawled detail (read_at null) is never replaced by a read.
+    sqlx::query(
+        "INSERT INTO feed_version_route (version_id, route_id, blob)
+         SELECT c.version_id, $2, $3 FROM feed_current c WHERE c.gtfs_id = $1",
+    )
+    .bind("bart")
+    .bind(crawled)
+    .bind(&blob)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    other.version = &version;
+    other.route_id = crawled;
+    assert!(!store_route_read(db, &other).await.unwrap());
+    assert_eq!(
+        route_row(&app, "bart", crawled).await,
+        Some((blob.clone(), false)),
+        "the crawled detail stays"
+    );
 }

@@ -5,6 +5,8 @@
 //!
 //! - about one upstream fetch per refresh interval in all, not one per replica; a crawl
 //!   is made once and the route details reach every replica from the database;
+//! - a route detail read through on demand by one replica reaches the others' caches:
+//!   OTP is asked for it once;
 //! - a new upstream version is served by every replica within 2 s of the first;
 //! - a manual refresh asked of a replica that does not hold the lease costs upstream one
 //!   refresh, and that replica reports it as done;
@@ -113,9 +115,21 @@ impl Drop for Replica {
 /// One instance `sim` refreshed every `interval` seconds: `api` `gtfs` serves the zip
 /// feed caltrain only; `otp2` also bart's route index, every route's detail crawled.
 fn config(sim: &OtpSim, database: &str, id: &str, interval: f64, api: &str) -> Config {
+    config_crawling(sim, database, id, interval, api, true)
+}
+
+/// [`config`], the route details crawled (`prefetch`) or read through on demand.
+fn config_crawling(
+    sim: &OtpSim,
+    database: &str,
+    id: &str,
+    interval: f64,
+    api: &str,
+    prefetch: bool,
+) -> Config {
     let file = format!(
         "[[instances]]\nname = \"sim\"\nurl = \"{}\"\napi = \"{api}\"\n\
-         refresh_interval = {interval}\nprefetch_routes = true\n\
+         refresh_interval = {interval}\nprefetch_routes = {prefetch}\n\
          [[instances.feeds]]\ngtfs_id = \"caltrain\"\nzip_url = \"{ZIP}\"\n",
         sim.url()
     );
@@ -145,11 +159,24 @@ async fn start(
     api: &str,
     feeds: &[&str],
 ) -> (Vec<Replica>, String) {
+    start_crawling(sim, n, interval, api, feeds, true).await
+}
+
+/// [`start`], the route details crawled (`prefetch`) or read through on demand.
+async fn start_crawling(
+    sim: &OtpSim,
+    n: usize,
+    interval: f64,
+    api: &str,
+    feeds: &[&str],
+    prefetch: bool,
+) -> (Vec<Replica>, String) {
     let database = fresh_database().await;
     let mut replicas = Vec::new();
     for i in 1..=n {
         let id = format!("r{i}");
-        replicas.push(Replica::start(config(sim, &database, &id, interval, api)).await);
+        let config = config_crawling(sim, &database, &id, interval, api, prefetch);
+        replicas.push(Replica::start(config).await);
     }
     for r in &replicas {
         r.app()
@@ -198,6 +225,12 @@ async fn holder(replicas: &[Replica]) -> usize {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// How many answers `app`'s route cache holds.
+async fn cached_entries(app: &TestApp) -> u64 {
+    let stats = app.get("/memory-stats").await.ok();
+    stats["route_cache"]["entries"].as_u64().unwrap()
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -308,6 +341,57 @@ async fn three_replicas_fetch_about_once_per_interval_and_serve_a_new_version_to
             "replica {i}: {caltrain}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_detail_one_replica_read_through_is_not_asked_upstream_by_the_other() {
+    let sim = OtpSim::start(&["caltrain", "bart"]).await;
+    let (replicas, _) = start_crawling(&sim, 2, 60.0, "otp2", &["caltrain", "bart"], false).await;
+    let (a, b) = (replicas[0].app(), replicas[1].app());
+    assert_eq!(sim.requests_for("Route"), 0, "nothing crawled");
+    let list = a
+        .get(&with_query(&routes_path("bart"), &[("limit", "3")]))
+        .await
+        .ok();
+    let routes: Vec<String> = list["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(routes.len(), 3);
+    let before = cached_entries(b).await;
+
+    // Replica a reads each detail through from OTP; b is told and caches it.
+    let mut bodies = Vec::new();
+    for route in &routes {
+        let answer = a.get(&route_path("bart", route)).await;
+        assert_eq!(answer.header("x-cache"), Some("MISS"), "{route}");
+        bodies.push(answer.ok());
+    }
+    assert_eq!(sim.requests_for("Route"), 3);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cached_entries(b).await < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "replica b never cached the details replica a read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (route, body) in routes.iter().zip(&bodies) {
+        let answer = b.get(&route_path("bart", route)).await;
+        assert_eq!(answer.header("x-cache"), Some("HIT"), "{route}");
+        assert_eq!(
+            &answer.ok(),
+            body,
+            "{route}: the same answer on both replicas"
+        );
+    }
+    assert_eq!(
+        sim.requests_for("Route"),
+        3,
+        "replica b asked OTP for a detail replica a had read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,15 @@
+-- Route details read through on demand, shared by the replicas on one database (issue 12,
+-- part 3; src/refresh/reads.rs, SQL in src/db/feed_store.rs). When a feed's details are
+-- not crawled (prefetch_routes = false, or a route the crawl missed), the replica a
+-- client asks fetches the detail from OTP; it then stores it here, as a route row of the
+-- version it serves, and announces it (NOTIFY on channel gtfs_fetch_route_read, sent when
+-- the row commits). The other replicas serving that version put it in their route
+-- cache, so OTP is asked once for all of them, not once per replica.
+--
+-- NULL: a detail crawled with the version (stored in the version's own transaction),
+-- served for the life of the version; a warm start loads these only.
+-- A time: a detail read through on demand at that time (the database's clock), fresh
+-- for cache_ttl like any read-through answer, and replaced by the next read of the same
+-- route. The release before this one ignores the column and loads such rows as crawled
+-- details after a restart, which is harmless: they are that version's details.
+ALTER TABLE feed_version_route ADD COLUMN read_at timestamptz;
