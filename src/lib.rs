@@ -68,7 +68,8 @@
 //!   stored version is loaded, so a restart serves the last good data while OTP is down.
 //!   Replicas sharing the database take turns: per instance, the holder of the refresh
 //!   lease refreshes ([`refresh::lease`]) and the others load each version it stores when
-//!   it is announced ([`refresh::follow`]).
+//!   it is announced ([`refresh::follow`]), and a route detail one replica reads through
+//!   on demand is stored and announced for the others ([`refresh::reads`]).
 //! - [`db`]: the PostgreSQL pool, migrations (`migrations/`),
 //!   [`db::embedded`], the private PostgreSQL used when no `DATABASE_URL` is set,
 //!   [`db::fetches`], the `feed_fetch` history of refreshes, and [`db::feed_store`], the

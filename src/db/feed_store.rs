@@ -702,18 +702,32 @@ pub async fn read_blob(db: &Db, sha256: &str, max_bytes: u64) -> Result<Spool, R
     blob.finish()
 }
 
-/// The crawled route detail blobs of an otp-index version, by route id, each checked
-/// (not the details read through on demand: those were fresh for `cache_ttl` only).
-pub async fn read_route_blobs(db: &Db, version_id: i64) -> Result<RouteBlobs, ReadError> {
+/// Which route details of a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Details {
+    /// Crawled with the version: its own, for the life of the version.
+    Crawled,
+    /// Read through on demand since ([`store_route_read`]): fresh for `cache_ttl` only.
+    Read,
+}
+
+/// The route detail blobs of an otp-index version, crawled or read, by route id, each
+/// checked.
+pub async fn read_route_blobs(
+    db: &Db,
+    version_id: i64,
+    which: Details,
+) -> Result<RouteBlobs, ReadError> {
     let mut rows = sqlx::query(
         "SELECT r.route_id, r.blob, b.size, c.seq, c.bytes
          FROM feed_version_route r
          JOIN feed_blob b ON b.sha256 = r.blob
          LEFT JOIN feed_blob_chunk c ON c.sha256 = r.blob
-         WHERE r.version_id = $1 AND r.read_at IS NULL
+         WHERE r.version_id = $1 AND (r.read_at IS NOT NULL) = $2
          ORDER BY r.route_id, c.seq",
     )
     .bind(version_id)
+    .bind(which == Details::Read)
     .fetch(&db.pool);
     let mut out = Vec::new();
     let mut current: Option<(String, Assembly)> = None;

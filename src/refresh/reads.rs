@@ -14,8 +14,10 @@
 //! - Nothing reads the database on a request's path: a request that comes before the
 //!   announcement arrives (or while the listener is cut off) asks OTP, as a lone replica
 //!   would.
-//! - A warm start does not load these rows (they were fresh for `cache_ttl`, not for the
-//!   life of the version); they go with their version when the retention deletes it.
+//! - A warm start (or a follower loading a version) puts these details in its route cache
+//!   as stale answers (`super::warm`): served at once, even while OTP is down, and asked
+//!   of OTP again in the background. They go with their version when the retention
+//!   deletes it.
 
 use std::sync::Arc;
 use std::time::Duration;

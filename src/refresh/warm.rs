@@ -8,7 +8,8 @@
 //!   by the same code as a download ([`FeedSnapshot::from_zip_within`]); its ETag and
 //!   Last-Modified go with it, so the first refresh asks upstream "has it changed?".
 //! - An OTP index version: the stored route index and route details, as a refresh would
-//!   have built them.
+//!   have built them; the details read through on demand before (`super::reads`) go into
+//!   the route cache as stale answers, served while OTP is asked again (or is down).
 //!
 //! Only versions of feeds configured the same way now are loaded (a feed that became a
 //! zip feed, or an instance that changed its `api`, starts from upstream). A stored
@@ -25,8 +26,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use crate::cache::{CachedRoute, RouteKey};
 use crate::config::Api;
-use crate::db::feed_store::{self, Kind, ReadError, StoredIndex, StoredVersion};
+use crate::db::feed_store::{self, Details, Kind, ReadError, StoredIndex, StoredVersion};
 use crate::feed::model::RouteDetail;
 use crate::feed::read::FeedError;
 use crate::feed::snapshot::FeedSnapshot;
@@ -154,6 +156,9 @@ pub(super) async fn load_one(
             return;
         }
     };
+    if kind == Kind::OtpIndex {
+        cache_reads(state, instance, &stored, what).await;
+    }
     entry.install_stored(loaded, stored.etag, stored.last_modified);
     tracing::info!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
         version = %stored.version, fetched_at = %stored.fetched_at, "{what}: feed loaded from the store");
@@ -162,6 +167,31 @@ pub(super) async fn load_one(
         version: stored.version,
         fetched_at: stored.fetched_at,
     });
+}
+
+/// Puts the route details read through on demand at `stored` (by this replica or
+/// another, before) in the route cache, stale: the first request for one is answered
+/// from it (`X-Cache: STALE`) while OTP is asked again in the background, and while OTP
+/// is down it stays served. Nothing is dropped when one cannot be read: OTP is asked.
+async fn cache_reads(
+    state: &AppState,
+    instance: &InstanceRuntime,
+    stored: &StoredVersion,
+    what: &str,
+) {
+    let reads = match feed_store::read_route_blobs(&state.db, stored.id, Details::Read).await {
+        Ok(reads) => reads,
+        Err(e) => {
+            tracing::warn!(instance = instance.name(), gtfs_id = %stored.gtfs_id,
+                "{what}: cannot read the route details read through before: {e}");
+            return;
+        }
+    };
+    for (route_id, json) in reads {
+        let key = RouteKey::new(&stored.gtfs_id, &route_id, &stored.version);
+        let entry = CachedRoute::new(json.into(), Some(Duration::ZERO), Duration::ZERO, true);
+        state.cache.put(key, entry).await;
+    }
 }
 
 /// The first 12 hex digits of a version, for messages.
@@ -215,7 +245,9 @@ async fn read_version(
             let StoredIndex { routes, agencies } = serde_json::from_reader(index.bytes().reader())
                 .map_err(|e| ReadError::corrupt(format!("the stored route index: {e}")))?;
             let mut details = HashMap::new();
-            for (route_id, json) in feed_store::read_route_blobs(&state.db, stored.id).await? {
+            for (route_id, json) in
+                feed_store::read_route_blobs(&state.db, stored.id, Details::Crawled).await?
+            {
                 let detail: RouteDetail = serde_json::from_slice(&json).map_err(|e| {
                     ReadError::corrupt(format!("the stored detail of route {route_id}: {e}"))
                 })?;

@@ -596,3 +596,53 @@ async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawle
         "the crawled detail stays"
     );
 }
+
+#[tokio::test]
+async fn route_details_read_through_before_a_restart_are_served_stale_while_otp_is_down() {
+    let sim = OtpSim::start(&["bart"]).await;
+    let first = spawn_loaded(sim_config(
+        &sim.url(),
+        "otp2",
+        "prefetch_routes = false",
+        &[("GTFS_RATE_LIMIT_DELAY", "0"), ("GTFS_RETRY_ATTEMPTS", "0")],
+    ))
+    .await;
+    let config = first.state.config.clone();
+    let list = ok(&first, &with_query(&routes_path("bart"), &[("limit", "2")])).await;
+    let ids: Vec<&str> = list["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["route_id"].as_str().unwrap())
+        .collect();
+    let (read, never_read) = (ids[0], ids[1]);
+    let detail = ok(&first, &route_path("bart", read)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while route_row(&first, "bart", read).await.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.stop().await.unwrap();
+
+    // OTP goes down; the service starts again on the same database.
+    sim.stop_listening().await;
+    let second = restart_on(&config).await;
+    let answer = second.get(&route_path("bart", read)).await;
+    assert_eq!(answer.header("x-cache"), Some("STALE"));
+    assert_eq!(answer.ok(), detail, "the detail read before the restart");
+    // Asking OTP again failed: still served.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = second.get(&route_path("bart", read)).await;
+    assert_eq!(again.ok(), detail);
+    // A detail nobody read is not there to serve.
+    let answer = second.get(&route_path("bart", never_read)).await;
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
