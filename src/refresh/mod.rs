@@ -196,6 +196,25 @@ enum NewFeed {
     Dir(FeedDir),
 }
 
+impl NewFeed {
+    /// The feed as one zip (a directory packed into one, so that the parser and the
+    /// store take it like any zip). Blocking: packing reads and compresses every file.
+    fn into_spool(self) -> Result<Spool, FeedError> {
+        match self {
+            NewFeed::Zip(zip) => Ok(zip),
+            NewFeed::Dir(dir) => Ok(Spool::from_bytes(dir.to_zip()?.into())),
+        }
+    }
+
+    /// What it is, for messages.
+    fn what(&self) -> &'static str {
+        match self {
+            NewFeed::Zip(_) => "the zip",
+            NewFeed::Dir(_) => "the directory",
+        }
+    }
+}
+
 async fn refresh_zip(
     state: &AppState,
     instance: &InstanceRuntime,
@@ -391,16 +410,12 @@ async fn load_zip(
     if let Some(current) = current.filter(|c| c.version == version) {
         if entry.status().unstored {
             // Served since an earlier refresh, whose store failed: store it now.
-            let zip = match feed {
-                NewFeed::Zip(zip) => zip,
-                NewFeed::Dir(dir) => tokio::task::spawn_blocking(move || dir.to_zip())
-                    .await
-                    .map_err(|e| format!("the directory packer stopped: {e}"))?
-                    .map(|zip| Spool::from_bytes(zip.into()))
-                    .map_err(|e| format!("the directory is not a usable GTFS feed: {e}"))?,
-            };
-            let stored = save::save_zip(state, origin, &current, &zip).await;
-            entry.update_status(|s| s.unstored = !stored);
+            let what = feed.what();
+            let zip = tokio::task::spawn_blocking(move || feed.into_spool())
+                .await
+                .map_err(|e| format!("the directory packer stopped: {e}"))?
+                .map_err(|e| format!("{what} is not a usable GTFS feed: {e}"))?;
+            save::save_zip(state, entry, origin, &current, &zip).await;
         }
         entry.record_unchanged();
         return Ok(Outcome::Unchanged);
@@ -413,16 +428,10 @@ async fn load_zip(
         source.zip_url.clone(),
         version.clone(),
     );
-    let what = match feed {
-        NewFeed::Zip(_) => "the zip",
-        NewFeed::Dir(_) => "the directory",
-    };
+    let what = feed.what();
     let max_build_bytes = state.config.max_build_bytes;
     let (snapshot, zip) = tokio::task::spawn_blocking(move || {
-        let zip = match feed {
-            NewFeed::Zip(zip) => zip,
-            NewFeed::Dir(dir) => Spool::from_bytes(dir.to_zip()?.into()),
-        };
+        let zip = feed.into_spool()?;
         let built =
             FeedSnapshot::from_zip_within(&gtfs_id, &v, &source_text, zip.bytes(), max_build_bytes);
         // The build's raw tables are freed: their pages go back now, before the store
@@ -439,8 +448,7 @@ async fn load_zip(
         fetched_at: fetched_now(),
         data: FeedData::Snapshot(Box::new(snapshot)),
     });
-    let stored = save::save_zip(state, origin, &loaded, &zip).await;
-    entry.update_status(|s| s.unstored = !stored);
+    save::save_zip(state, entry, origin, &loaded, &zip).await;
     // The old snapshot is freed by now unless a request still holds it, and so are the
     // store's buffers: give their pages back rather than keep them resident while idle.
     let _ = tokio::task::spawn_blocking(memory::purge).await;
@@ -563,8 +571,7 @@ async fn load_index(
     if let Some(current) = entry.current().filter(|c| c.version == version) {
         if entry.status().unstored {
             // Served since an earlier refresh, whose store failed: store it now.
-            let stored = save::save_index(state, origin, current).await;
-            entry.update_status(|s| s.unstored = !stored);
+            save::save_index(state, entry, origin, current).await;
         }
         entry.record_unchanged();
         return Ok((Outcome::Unchanged, version));
@@ -602,7 +609,6 @@ async fn load_index(
             agencies: feed.agencies.clone(),
         }),
     });
-    let stored = save::save_index(state, origin, loaded).await;
-    entry.update_status(|s| s.unstored = !stored);
+    save::save_index(state, entry, origin, loaded).await;
     Ok((Outcome::Updated, version))
 }

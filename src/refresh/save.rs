@@ -15,7 +15,7 @@ use anyhow::Context;
 
 use crate::db::feed_store::{self, NewVersion, RouteBlobs, StoredIndex, Written};
 use crate::feed::spool::Spool;
-use crate::feed::store::{FeedData, Loaded};
+use crate::feed::store::{FeedData, FeedEntry, Loaded};
 use crate::state::AppState;
 
 /// Where a new version comes from, for its `feed_version` row.
@@ -30,15 +30,16 @@ pub(super) struct Origin<'a> {
     pub replica: &'a str,
 }
 
-/// Stores a zip version: `zip` is the bytes the snapshot was parsed from (the fetcher's
-/// one copy, shared, not copied: read a chunk at a time when spooled to a file). Whether
-/// it was stored.
+/// Stores a zip version of `entry`'s feed: `zip` is the bytes the snapshot was parsed
+/// from (the fetcher's one copy, shared, not copied: read a chunk at a time when spooled
+/// to a file). The feed is marked unstored if it could not be.
 pub(super) async fn save_zip(
     state: &AppState,
+    entry: &FeedEntry,
     origin: Origin<'_>,
     loaded: &Loaded,
     zip: &Spool,
-) -> bool {
+) {
     let started = Instant::now();
     let result = async {
         ready(state)?;
@@ -46,12 +47,17 @@ pub(super) async fn save_zip(
         feed_store::store_zip(&state.db, &version, zip).await
     }
     .await;
-    finish(state, &origin, loaded, started, result)
+    finish(state, entry, &origin, loaded, started, result);
 }
 
-/// Stores an OTP index version: the route index and every crawled route detail, as JSON.
-/// Whether it was stored.
-pub(super) async fn save_index(state: &AppState, origin: Origin<'_>, loaded: Arc<Loaded>) -> bool {
+/// Stores an OTP index version of `entry`'s feed: the route index and every crawled route
+/// detail, as JSON. The feed is marked unstored if it could not be.
+pub(super) async fn save_index(
+    state: &AppState,
+    entry: &FeedEntry,
+    origin: Origin<'_>,
+    loaded: Arc<Loaded>,
+) {
     let started = Instant::now();
     let result = async {
         ready(state)?;
@@ -64,7 +70,7 @@ pub(super) async fn save_index(state: &AppState, origin: Origin<'_>, loaded: Arc
         feed_store::store_index(&state.db, &version, &index, &details).await
     }
     .await;
-    finish(state, &origin, &loaded, started, result)
+    finish(state, entry, &origin, &loaded, started, result);
 }
 
 /// The database must have its schema before anything is stored.
@@ -113,14 +119,16 @@ fn serialize_index(loaded: &Loaded) -> anyhow::Result<(Vec<u8>, RouteBlobs)> {
     Ok((index_json, details))
 }
 
+/// Logs and counts how the store went, and marks the feed unstored or stored.
 fn finish(
     state: &AppState,
+    entry: &FeedEntry,
     origin: &Origin<'_>,
     loaded: &Loaded,
     started: Instant,
     result: anyhow::Result<Written>,
-) -> bool {
-    match result {
+) {
+    let stored = match result {
         Ok(written) => {
             state.metrics.observe_feed_store("stored");
             tracing::info!(
@@ -146,5 +154,6 @@ fn finish(
             );
             false
         }
-    }
+    };
+    entry.update_status(|s| s.unstored = !stored);
 }

@@ -14,14 +14,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
 
-use crate::support::fixtures::padded_fixture_zip;
+use crate::support::fixtures::{
+    CALTRAIN_DAY as DAY, CALTRAIN_ROUTE as ROUTE, caltrain_waybill as waybill, padded_fixture_zip,
+};
 use crate::support::http::{Answer, route_path, routes_path, trips_path, with_query};
 use crate::support::otp_sim::{OtpSim, fixture_zip};
 use crate::support::{TestApp, sim_config, spawn_config, spawn_loaded, zip_feeds};
-
-/// A route of caltrain with trips on [`DAY`], and that day.
-const ROUTE: &str = "Lo-130";
-const DAY: &str = "2018-06-01";
 
 fn feed<'a>(feeds: &'a Value, id: &str) -> &'a Value {
     feeds["feeds"]
@@ -72,17 +70,6 @@ async fn count(app: &TestApp, table: &str) -> i64 {
         .fetch_one(&app.state.db.pool)
         .await
         .unwrap()
-}
-
-fn waybill(trip_id: &str, vehicle: &str) -> Value {
-    json!({
-        "service_date": DAY,
-        "vehicle_id": vehicle,
-        "driver_id": format!("driver-{vehicle}"),
-        "gtfs_id": "caltrain",
-        "route_id": ROUTE,
-        "trip_ids": [trip_id],
-    })
 }
 
 /// The first trip of [`ROUTE`] on [`DAY`].

@@ -17,15 +17,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::support::binary::Served;
+use crate::support::fixtures::{
+    CALTRAIN_DAY as DAY, CALTRAIN_ROUTE as ROUTE, caltrain_waybill as waybill,
+};
 use crate::support::fresh_database;
 use crate::support::http::{Answer, routes_path, trips_path};
 use crate::support::otp_sim::{Fault, OtpSim, fixture_zip};
 
 /// The zip feed's path on the simulator.
 const ZIP: &str = "/gtfs/caltrain.zip";
-/// A caltrain route with trips on [`DAY`], and that day.
-const ROUTE: &str = "Lo-130";
-const DAY: &str = "2018-06-01";
 
 /// A replica: a `serve` process.
 struct Process {
@@ -154,17 +154,6 @@ fn recommented(zip: &[u8], comment: &str) -> Vec<u8> {
     out[eocd + 20..eocd + 22].copy_from_slice(&(comment.len() as u16).to_le_bytes());
     out.extend_from_slice(comment.as_bytes());
     out
-}
-
-fn waybill(trip_id: &str, vehicle: &str) -> Value {
-    json!({
-        "service_date": DAY,
-        "vehicle_id": vehicle,
-        "driver_id": format!("driver-{vehicle}"),
-        "gtfs_id": "caltrain",
-        "route_id": ROUTE,
-        "trip_ids": [trip_id],
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

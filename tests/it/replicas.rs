@@ -18,7 +18,6 @@
 //!   of one vehicle give one 201 and one 409.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -526,35 +525,11 @@ const DAY: &str = "2018-06-01";
 
 /// POSTs each `(replica, body, key)` at the same moment: (status, body) each.
 async fn all_at_once(requests: Vec<(&TestApp, Value, Option<&str>)>) -> Vec<(u16, Value)> {
-    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|(app, body, key)| {
-            let mut req = app
-                .client
-                .post(app.url("/waybills"))
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(&body).unwrap());
-            if let Some(k) = key {
-                req = req.header("idempotency-key", k);
-            }
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let res = req.send().await.expect("POST /waybills");
-                let status = res.status().as_u16();
-                let text = res.text().await.unwrap();
-                let body: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
-                (status, body)
-            })
-        })
+    let requests = requests
+        .iter()
+        .map(|(app, body, key)| app.waybill_request(body, *key, None))
         .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    crate::support::http::all_at_once(requests).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

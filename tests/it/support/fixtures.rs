@@ -4,6 +4,25 @@
 use std::io::Read;
 use std::path::PathBuf;
 
+use serde_json::{Value, json};
+
+/// A caltrain route with trips on [`CALTRAIN_DAY`], and that day.
+pub const CALTRAIN_ROUTE: &str = "Lo-130";
+pub const CALTRAIN_DAY: &str = "2018-06-01";
+
+/// A waybill for `vehicle` (driven by `driver-{vehicle}`) on caltrain's
+/// [`CALTRAIN_ROUTE`] on [`CALTRAIN_DAY`], running trip `trip_id`.
+pub fn caltrain_waybill(trip_id: &str, vehicle: &str) -> Value {
+    json!({
+        "service_date": CALTRAIN_DAY,
+        "vehicle_id": vehicle,
+        "driver_id": format!("driver-{vehicle}"),
+        "gtfs_id": "caltrain",
+        "route_id": CALTRAIN_ROUTE,
+        "trip_ids": [trip_id],
+    })
+}
+
 /// Path of a fixture feed, `../shared/fixtures/gtfs/{name}.zip`.
 pub fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../shared/fixtures/gtfs/{name}.zip"))

@@ -233,7 +233,63 @@ pub fn trips_path(feed: &str, route: &str, date: &str) -> String {
     )
 }
 
+/// Sends every request at the same moment (one task each, released together): the
+/// status and JSON body of each answer, in order. Every answer but a 201 must be
+/// problem+json.
+pub async fn all_at_once(requests: Vec<RequestBuilder>) -> Vec<(u16, Value)> {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|req| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let res = req.send().await.expect("a request sent at once");
+                let status = res.status().as_u16();
+                let ct = res
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default();
+                let text = res.text().await.unwrap();
+                if status != 201 {
+                    assert!(
+                        ct.starts_with("application/problem+json"),
+                        "{status} as {ct}: {text}"
+                    );
+                }
+                let body = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+                (status, body)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 impl TestApp {
+    /// `POST /waybills` with `body` as JSON, an `Idempotency-Key` and a bearer token if
+    /// given, not sent yet (for [`all_at_once`]).
+    pub fn waybill_request(
+        &self,
+        body: &Value,
+        key: Option<&str>,
+        token: Option<&str>,
+    ) -> RequestBuilder {
+        let mut req = self.request(Method::POST, "/waybills").json(body);
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
     /// A request to `path` on the app.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))

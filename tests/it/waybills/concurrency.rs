@@ -6,53 +6,14 @@ use super::*;
 // Concurrency
 // ---------------------------------------------------------------------------------------
 
-/// Sends all `bodies` at once (one task each, released together): (status, body) each.
+/// POSTs every `(body, key)` at once: (status, body) each.
 async fn all_at_once(h: &Harness, requests: Vec<(Value, Option<String>)>) -> Vec<(u16, Value)> {
-    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
-    let tasks: Vec<_> = requests
-        .into_iter()
-        .map(|(body, key)| {
-            let client = h.app.client.clone();
-            let url = h.app.url("/waybills");
-            let token = h.token.clone();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let mut req = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body).unwrap());
-                if let Some(k) = key {
-                    req = req.header("idempotency-key", k);
-                }
-                if let Some(t) = token {
-                    req = req.bearer_auth(t);
-                }
-                barrier.wait().await;
-                let res = req.send().await.expect("POST /waybills");
-                let status = res.status().as_u16();
-                let ct = res
-                    .headers()
-                    .get("content-type")
-                    .map(|v| v.to_str().unwrap().to_owned())
-                    .unwrap_or_default();
-                let text = res.text().await.unwrap();
-                if status != 201 {
-                    assert!(
-                        ct.starts_with("application/problem+json"),
-                        "{status} as {ct}: {text}"
-                    );
-                }
-                let body = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
-                (status, body)
-            })
-        })
+    let token = h.token.as_deref();
+    let requests = requests
+        .iter()
+        .map(|(body, key)| h.app.waybill_request(body, key.as_deref(), token))
         .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    crate::support::http::all_at_once(requests).await
 }
 
 #[tokio::test]
