@@ -58,33 +58,10 @@ if [ -z "${BIN:-}" ]; then
 fi
 
 FIXTURES=$(cd ../shared/fixtures/gtfs && pwd)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-work=$(mktemp -d)
-# As root the embedded PostgreSQL runs as the postgres user, who must pass through this
-# directory to reach data/ (mktemp makes it 0700).
-chmod o+x "$work"
+source scripts/lib/service.sh
+service_workdir
 mkdir -p target
-pid=""
-cleanup() {
-    local rc=$?
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        # SIGTERM: a graceful stop, so the embedded PostgreSQL is stopped too.
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    if [ "$rc" -ne 0 ] && [ -s "$work/service.log" ]; then
-        echo "== last lines of the service's log (target/browser-service.log)"
-        tail -n 20 "$work/service.log" >&2 || true
-    fi
-    [ -s "$work/service.log" ] && cp "$work/service.log" target/browser-service.log 2>/dev/null || true
-    rm -rf "$work"
-    exit "$rc"
-}
-trap cleanup EXIT
+trap 'service_cleanup $? target/browser-service.log' EXIT
 trap 'exit 130' INT TERM
 
 # The tiny feed, zipped from its text files.
@@ -111,33 +88,8 @@ zip_url = "file://$work/today.zip"
 EOF
 
 # An ops token is set: loopback clients (the browser here) still need none.
-echo "== starting the service on 127.0.0.1:$port (data in $work)"
-env -u DATABASE_URL \
-    GTFS_CONFIG="$work/config.toml" \
-    GTFS_LISTEN="127.0.0.1:$port" \
-    GTFS_DATA_DIR="$work/data" \
-    GTFS_OPS_TOKEN="browser-test-ops-token" \
-    RUST_LOG="${RUST_LOG:-warn}" \
-    "$BIN" serve >"$work/service.log" 2>&1 &
-pid=$!
-
-base="http://127.0.0.1:$port"
-ready=""
-for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || {
-        echo "the service exited before it was ready" >&2
-        exit 1
-    }
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-[ -n "$ready" ] || {
-    echo "the service was not ready within 120 s: $(curl -s "$base/readyz")" >&2
-    exit 1
-}
+service_start "$BIN" GTFS_OPS_TOKEN="browser-test-ops-token"
+service_wait_ready
 
 # Three waybills for today (the browser's date: same machine, same time zone); one
 # stays issued, one is started, one cancelled.

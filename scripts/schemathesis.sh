@@ -48,34 +48,9 @@ echo "== cargo build"
 cargo build --locked --quiet
 bin=target/debug/gtfs-fetch
 
-# A free loopback port: bound by the kernel, released, then given to the service. A race
-# with another process taking it in between is possible but shows as a clear bind error.
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-work=$(mktemp -d)
-# As root the embedded PostgreSQL runs as the postgres user, who must pass through this
-# directory to reach data/ (mktemp makes it 0700).
-chmod o+x "$work"
-pid=""
-cleanup() {
-    local rc=$?
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        # SIGTERM: a graceful stop, so the embedded PostgreSQL is stopped too.
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    if [ "$rc" -ne 0 ] && [ -s "$work/service.log" ]; then
-        echo "== last lines of the service's log ($OUT/service.log)"
-        tail -n 20 "$work/service.log" >&2 || true
-    fi
-    [ -s "$work/service.log" ] && cp "$work/service.log" "$OUT/service.log" 2>/dev/null || true
-    rm -rf "$work"
-    exit "$rc"
-}
-trap cleanup EXIT
+source scripts/lib/service.sh
+service_workdir
+trap 'service_cleanup $? "$OUT/service.log"' EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$OUT"
 
@@ -99,35 +74,11 @@ export ST_API_TOKEN="st-api-token" ST_OPS_TOKEN="st-ops-token"
 # GTFS_REFRESH_MIN_SPACING=0: with the default 10 s nearly every generated POST
 # /instances/{name}/refresh is a 429 and what lies behind it goes untested; a refresh of
 # unchanged local zips costs a hash of each. The 429 itself is tested in tests/it.
-echo "== starting the service on 127.0.0.1:$port (data in $work)"
-env -u DATABASE_URL \
-    GTFS_CONFIG="$work/config.toml" \
-    GTFS_LISTEN="127.0.0.1:$port" \
-    GTFS_DATA_DIR="$work/data" \
+service_start "$bin" \
     GTFS_API_TOKEN="$ST_API_TOKEN" \
     GTFS_OPS_TOKEN="$ST_OPS_TOKEN" \
-    GTFS_REFRESH_MIN_SPACING=0 \
-    RUST_LOG="${RUST_LOG:-warn}" \
-    "$bin" serve >"$work/service.log" 2>&1 &
-pid=$!
-
-base="http://127.0.0.1:$port"
-ready=""
-for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || {
-        echo "the service exited before it was ready" >&2
-        exit 1
-    }
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; then
-        ready=1
-        break
-    fi
-    sleep 0.2
-done
-[ -n "$ready" ] || {
-    echo "the service was not ready within 120 s: $(curl -s "$base/readyz")" >&2
-    exit 1
-}
+    GTFS_REFRESH_MIN_SPACING=0
+service_wait_ready
 
 # The document as tested, beside the reports: a failure is read against it.
 curl -s "$base/openapi.json" >"$OUT/openapi.json"

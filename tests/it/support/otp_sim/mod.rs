@@ -227,6 +227,23 @@ impl OtpSim {
             .unwrap_or(0)
     }
 
+    /// Waits until `key` has been asked for ([`OtpSim::requests_for`] above 0), for at
+    /// most `within`: how long that took, or `None` if it was not.
+    pub async fn first_request_for(
+        &self,
+        key: &str,
+        within: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let started = std::time::Instant::now();
+        while self.requests_for(key) == 0 {
+            if started.elapsed() >= within {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Some(started.elapsed())
+    }
+
     /// Sets every counter (connections, requests, by key) back to 0, and forgets the
     /// recorded requests.
     pub fn reset_counts(&self) {
