@@ -115,6 +115,48 @@ impl Budget {
     }
 }
 
+/// [`Budget::check`] every [`Budget::EVERY_ROWS`] rows of a streamed file: the first
+/// failure is kept, to return once the stream has stopped.
+struct RowBudget {
+    budget: Budget,
+    rows: usize,
+    over: Result<(), FeedError>,
+}
+
+impl RowBudget {
+    fn new(budget: Budget) -> Self {
+        RowBudget {
+            budget,
+            rows: 0,
+            over: Ok(()),
+        }
+    }
+
+    /// Counts a row; `Break` once the build holds more than its budget.
+    fn tick(&mut self) -> ControlFlow<()> {
+        self.rows += 1;
+        if self.rows.is_multiple_of(Budget::EVERY_ROWS) {
+            self.over = self.budget.check();
+            if self.over.is_err() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// How stops and trips are numbered while stop_times is folded: stops.txt's stops, then
+/// unknown stop ids; trips.txt's trips.
+#[derive(Clone, Copy)]
+struct Numbering<'i> {
+    stops: &'i IdIndex<'i>,
+    trips: &'i IdIndex<'i>,
+    /// Rows of stops.txt: unknown stops are numbered after them.
+    known_stops: usize,
+    /// Rows of trips.txt.
+    trip_total: usize,
+}
+
 /// No time given (stop_times fields are optional except at the ends of a trip).
 const NO_TIME: u32 = u32::MAX;
 
@@ -167,9 +209,7 @@ impl TripShapes {
 /// stop), a trip's events are kept until it is [finished](Self::finish), and the stop
 /// sequence is interned.
 struct ShapeFold<'i> {
-    stop_index: &'i IdIndex<'i>,
-    trip_index: &'i IdIndex<'i>,
-    known_stops: usize,
+    numbering: Numbering<'i>,
     unknown_stops: Vec<String>,
     unknown_stop_index: foldhash::HashMap<String, u32>,
     orphan_rows: usize,
@@ -178,16 +218,9 @@ struct ShapeFold<'i> {
 }
 
 impl<'i> ShapeFold<'i> {
-    fn new(
-        stop_index: &'i IdIndex<'i>,
-        trip_index: &'i IdIndex<'i>,
-        known_stops: usize,
-        trip_total: usize,
-    ) -> Self {
+    fn new(numbering: Numbering<'i>) -> Self {
         ShapeFold {
-            stop_index,
-            trip_index,
-            known_stops,
+            numbering,
             unknown_stops: Vec::new(),
             unknown_stop_index: Default::default(),
             orphan_rows: 0,
@@ -197,7 +230,7 @@ impl<'i> ShapeFold<'i> {
                     start: NO_TIME,
                     end: NO_TIME,
                 };
-                trip_total
+                numbering.trip_total
             ],
             interned: Default::default(),
         }
@@ -206,16 +239,16 @@ impl<'i> ShapeFold<'i> {
     /// The row's trip number and event; `None` for a row of an unknown trip (counted). An
     /// unknown stop_id gets a number after stops.txt's, in order of first appearance.
     fn event(&mut self, row: &StopTimeRow) -> Option<(u32, StopEvent)> {
-        let Some(&trip) = self.trip_index.get(row.trip_id) else {
+        let Some(&trip) = self.numbering.trips.get(row.trip_id) else {
             self.orphan_rows += 1;
             return None;
         };
-        let stop = match self.stop_index.get(row.stop_id) {
+        let stop = match self.numbering.stops.get(row.stop_id) {
             Some(&s) => s,
             None => match self.unknown_stop_index.get(row.stop_id) {
                 Some(&s) => s,
                 None => {
-                    let s = (self.known_stops + self.unknown_stops.len()) as u32;
+                    let s = (self.numbering.known_stops + self.unknown_stops.len()) as u32;
                     self.unknown_stops.push(row.stop_id.to_owned());
                     self.unknown_stop_index.insert(row.stop_id.to_owned(), s);
                     s
@@ -385,14 +418,13 @@ impl Builder<'_> {
             .collect();
         let stop_index = stop_numbers(&stops);
         let trip_index_raw = self.trip_numbers(&raw_trips);
-        let shapes = self.trip_shapes(
-            stop_times,
-            &stop_index,
-            &trip_index_raw,
-            stops.len(),
-            raw_trips.len(),
-            counts,
-        )?;
+        let numbering = Numbering {
+            stops: &stop_index,
+            trips: &trip_index_raw,
+            known_stops: stops.len(),
+            trip_total: raw_trips.len(),
+        };
+        let shapes = self.trip_shapes(stop_times, numbering, counts)?;
         let mut trip_windows =
             self.frequency_windows(&frequencies, &trip_index_raw, raw_trips.len());
         let mut by_route = self.trips_by_route(&raw_trips, &route_index, &shapes, counts);
@@ -477,27 +509,16 @@ impl Builder<'_> {
     fn trip_shapes(
         &mut self,
         stop_times: &StopTimesFile,
-        stop_index: &IdIndex<'_>,
-        trip_index_raw: &IdIndex<'_>,
-        known_stops: usize,
-        trip_total: usize,
+        numbering: Numbering<'_>,
         counts: &mut FeedCounts,
     ) -> Result<TripShapes, FeedError> {
-        let mut fold = ShapeFold::new(stop_index, trip_index_raw, known_stops, trip_total);
+        let mut fold = ShapeFold::new(numbering);
         let mut current: Option<u32> = None;
         let mut events: Vec<StopEvent> = Vec::new();
         let mut scattered = false;
-        let budget = self.budget;
-        let mut over_budget = Ok(());
-        let mut rows = 0usize;
+        let mut budget = RowBudget::new(self.budget);
         let read = stop_times.for_each_row(|row| {
-            rows += 1;
-            if rows.is_multiple_of(Budget::EVERY_ROWS) {
-                over_budget = budget.check();
-                if over_budget.is_err() {
-                    return ControlFlow::Break(());
-                }
-            }
+            budget.tick()?;
             let Some((trip, event)) = fold.event(&row) else {
                 return ControlFlow::Continue(());
             };
@@ -515,16 +536,10 @@ impl Builder<'_> {
             events.push(event);
             ControlFlow::Continue(())
         })?;
-        over_budget?;
+        budget.over?;
         let (shapes, read) = if scattered {
             drop(fold);
-            self.grouped_shapes(
-                stop_times,
-                stop_index,
-                trip_index_raw,
-                known_stops,
-                trip_total,
-            )?
+            self.grouped_shapes(stop_times, numbering)?
         } else {
             if let Some(done) = current {
                 fold.finish(done, &mut events);
@@ -543,24 +558,16 @@ impl Builder<'_> {
     fn grouped_shapes(
         &mut self,
         stop_times: &StopTimesFile,
-        stop_index: &IdIndex<'_>,
-        trip_index_raw: &IdIndex<'_>,
-        known_stops: usize,
-        trip_total: usize,
+        numbering: Numbering<'_>,
     ) -> Result<(TripShapes, (RowCount, usize)), FeedError> {
-        let mut fold = ShapeFold::new(stop_index, trip_index_raw, known_stops, trip_total);
+        let trip_total = numbering.trip_total;
+        let mut fold = ShapeFold::new(numbering);
         let mut bounds = vec![0u32; trip_total + 1];
         let mut trip_of_event: Vec<u32> = Vec::new();
         let mut unsorted: Vec<StopEvent> = Vec::new();
-        let budget = self.budget;
-        let mut over_budget = Ok(());
+        let mut budget = RowBudget::new(self.budget);
         let read = stop_times.for_each_row(|row| {
-            if unsorted.len() % Budget::EVERY_ROWS == Budget::EVERY_ROWS - 1 {
-                over_budget = budget.check();
-                if over_budget.is_err() {
-                    return ControlFlow::Break(());
-                }
-            }
+            budget.tick()?;
             if let Some((trip, event)) = fold.event(&row) {
                 bounds[trip as usize + 1] += 1;
                 trip_of_event.push(trip);
@@ -568,7 +575,7 @@ impl Builder<'_> {
             }
             ControlFlow::Continue(())
         })?;
-        over_budget?;
+        budget.over?;
         for i in 1..bounds.len() {
             bounds[i] += bounds[i - 1];
         }
