@@ -30,6 +30,24 @@ pub struct FeedOutcome {
     pub finished_at: Timestamp,
 }
 
+impl FeedOutcome {
+    /// A refresh of `gtfs_id` (`None`: the instance's feed list) of `instance` started at
+    /// `started_at`, failed until told otherwise, with nothing known yet.
+    pub fn started(instance: &str, gtfs_id: Option<String>, started_at: Timestamp) -> Self {
+        FeedOutcome {
+            instance: instance.to_owned(),
+            gtfs_id,
+            outcome: Outcome::Failed,
+            http_status: None,
+            version: None,
+            bytes: None,
+            error: None,
+            started_at,
+            finished_at: started_at,
+        }
+    }
+}
+
 /// `updated` (a new version loaded), `unchanged` (304 or the same sha256), `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(as = FetchOutcome)]

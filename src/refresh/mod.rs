@@ -222,17 +222,8 @@ async fn refresh_zip(
     progress: Option<&DownloadProgress<'_>>,
 ) -> FeedOutcome {
     let started_at = Timestamp::now();
-    let mut outcome = FeedOutcome {
-        instance: instance.name().to_owned(),
-        gtfs_id: Some(source.gtfs_id.clone()),
-        outcome: Outcome::Failed,
-        http_status: None,
-        version: None,
-        bytes: None,
-        error: None,
-        started_at,
-        finished_at: started_at,
-    };
+    let mut outcome =
+        FeedOutcome::started(instance.name(), Some(source.gtfs_id.clone()), started_at);
     let result = async {
         let entry = state
             .feeds
@@ -470,15 +461,9 @@ fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option
 async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOutcome> {
     let started_at = Timestamp::now();
     let failed = |gtfs_id: Option<String>, error: String| FeedOutcome {
-        instance: instance.name().to_owned(),
-        gtfs_id,
-        outcome: Outcome::Failed,
-        http_status: None,
-        version: None,
-        bytes: None,
         error: Some(error),
-        started_at,
         finished_at: Timestamp::now(),
+        ..FeedOutcome::started(instance.name(), gtfs_id, started_at)
     };
     let feeds = match instance.feeds().await {
         Ok(feeds) => feeds,
@@ -521,15 +506,8 @@ async fn refresh_api(state: &AppState, instance: &InstanceRuntime) -> Vec<FeedOu
         entry.update_status(|s| s.last_attempt_at = Some(started_at));
         let result = load_index(state, instance, feed, &entry).await;
         let mut outcome = FeedOutcome {
-            instance: instance.name().to_owned(),
-            gtfs_id: Some(feed.gtfs_id.clone()),
-            outcome: Outcome::Failed,
-            http_status: None,
-            version: None,
-            bytes: None,
-            error: None,
-            started_at,
             finished_at: Timestamp::now(),
+            ..FeedOutcome::started(instance.name(), Some(feed.gtfs_id.clone()), started_at)
         };
         match result {
             Ok((o, version)) => {
