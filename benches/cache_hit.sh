@@ -31,35 +31,11 @@ if [ -z "${BIN:-}" ]; then
     cargo build --release --quiet
     BIN=./target/release/gtfs-fetch
 fi
-tmp=$(mktemp -d /tmp/gtfs-bench.XXXXXX)
-chmod 755 "$tmp"
-cleanup() {
-    [ -n "${svc:-}" ] && kill "$svc" 2>/dev/null && wait "$svc" 2>/dev/null || true
-    [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-{
-    echo '[[instances]]'
-    echo 'name = "bench"'
-    echo 'url = "http://127.0.0.1:9"'
-    echo 'api = "gtfs"'
-    for feed in $FEEDS; do
-        echo '[[instances.feeds]]'
-        echo "gtfs_id = \"$feed\""
-        echo "zip_url = \"file://$PWD/../shared/fixtures/gtfs/$feed.zip\""
-    done
-} >"$tmp/bench.toml"
-
-GTFS_LISTEN=127.0.0.1:$SVC_PORT GTFS_DATA_DIR=$tmp/data RUST_LOG=warn \
-    "$BIN" --config "$tmp/bench.toml" serve >"$tmp/service.log" 2>&1 &
-svc=$!
-for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null && break
-    sleep 0.2
-done
-curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null || { cat "$tmp/service.log" >&2; exit 1; }
+source benches/lib.sh
+bench_tmp gtfs-bench
+# shellcheck disable=SC2086 # FEEDS is a list
+bench_config $FEEDS
+bench_serve "$BIN" "$SVC_PORT"
 svc_url="http://127.0.0.1:$SVC_PORT"
 
 # The largest route answer of a feed: every route's detail, by size.
@@ -80,7 +56,6 @@ largest_route() {
     echo "$best"
 }
 
-mkdir -p "$tmp/www"
 declare -A route
 for feed in $FEEDS; do
     route[$feed]=$(largest_route "$feed")
@@ -99,27 +74,7 @@ PY
     touch -r "$tmp/www/$feed.json" "$tmp/www/$feed.json.gz"
 done
 
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes $THREADS;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    default_type application/json;
-    gzip_static on;
-    gzip_vary on;
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        root $tmp/www;
-    }
-}
-NGINX
-nginx -c "$tmp/nginx.conf"
-sleep 0.5
+bench_nginx "$NGINX_PORT" "$THREADS"
 ngx_url="http://127.0.0.1:$NGINX_PORT"
 
 etag_of() { curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "$1" | tr -d '\r' | awk 'tolower($1) == "etag:" {print $2}'; }

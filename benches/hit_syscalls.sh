@@ -14,54 +14,15 @@ BIN=${BIN:-target/release/gtfs-fetch}
 [ -x "$BIN" ] || cargo build --release --locked --quiet --bin gtfs-fetch
 SVC_PORT=${SVC_PORT:-18311}
 NGINX_PORT=${NGINX_PORT:-18312}
-tmp=$(mktemp -d /tmp/gtfs-sys.XXXXXX)
-chmod 755 "$tmp"
-cleanup() {
-    [ -n "${svc:-}" ] && kill "$svc" 2>/dev/null && wait "$svc" 2>/dev/null || true
-    [ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-cat >"$tmp/bench.toml" <<TOML
-[[instances]]
-name = "bench"
-url = "http://127.0.0.1:9"
-api = "gtfs"
-[[instances.feeds]]
-gtfs_id = "bart"
-zip_url = "file://$PWD/../shared/fixtures/gtfs/bart.zip"
-TOML
-GTFS_LISTEN=127.0.0.1:$SVC_PORT GTFS_DATA_DIR=$tmp/data RUST_LOG=warn \
-    "$BIN" --config "$tmp/bench.toml" serve >"$tmp/service.log" 2>&1 &
-svc=$!
-for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$SVC_PORT/readyz" >/dev/null && break
-    sleep 0.2
-done
+source benches/lib.sh
+bench_tmp gtfs-sys
+bench_config bart
+bench_serve "$BIN" "$SVC_PORT"
+bench_nginx "$NGINX_PORT" 2
 surl="http://127.0.0.1:$SVC_PORT/feeds/bart/routes/01"
-mkdir -p "$tmp/www"
 curl -sf "$surl" -o "$tmp/www/r.json"
 curl -sf -H 'Accept-Encoding: gzip' "$surl" -o "$tmp/www/r.json.gz"
 touch -r "$tmp/www/r.json" "$tmp/www/r.json.gz"
-cat >"$tmp/nginx.conf" <<NGINX
-worker_processes 2;
-pid $tmp/nginx.pid;
-error_log $tmp/nginx.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    default_type application/json;
-    gzip_static on;
-    gzip_vary on;
-    server { listen 127.0.0.1:$NGINX_PORT; root $tmp/www; }
-}
-NGINX
-nginx -c "$tmp/nginx.conf"
-sleep 0.5
 nurl="http://127.0.0.1:$NGINX_PORT/r.json"
 ngx_pids=$( (cat "$tmp/nginx.pid"; pgrep -P "$(cat "$tmp/nginx.pid")") | paste -sd,)
 etag() { curl -sf -o /dev/null -D - -H 'Accept-Encoding: gzip' "$1" | tr -d '\r' | awk 'tolower($1) == "etag:" {print $2}'; }
