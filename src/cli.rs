@@ -189,22 +189,27 @@ pub fn run() -> ExitCode {
 
 /// The service, until a signal; exit 1 when its shutdown abandoned requests in flight.
 async fn serve(config: Config) -> Result<ExitCode> {
-    let listener = server::bind(config.listen)?;
+    let listeners = server::bind(config.listen, server::http_workers(&config))?;
     let app = App::start(config, true).await?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %listeners.local_addr(),
+        http_workers = listeners.len(),
         version = crate::build::VERSION,
         git_sha = crate::build::GIT_SHA,
         "gtfs-fetch listening"
     );
     let router = api::router(app.state.clone());
     let (shutdown, abort) = server::shutdown_signals()?;
-    let served = server::serve(listener, router, app.state.clone(), shutdown, abort).await;
+    let served = server::serve(listeners, router, app.state.clone(), shutdown, abort).await;
+    // The workers' runtimes stop after the application (`served` is dropped last): the
+    // database connections their handlers opened serve the application until it stops.
     app.stop().await?;
-    let drained = served?;
-    if drained.abandoned > 0 {
+    let served = served?;
+    let abandoned = served.drained.abandoned;
+    served.stop();
+    if abandoned > 0 {
         tracing::warn!(
-            abandoned = drained.abandoned,
+            abandoned,
             "exiting with code 1: requests in flight were abandoned"
         );
         return Ok(ExitCode::FAILURE);

@@ -24,3 +24,4 @@ mod routes;
 mod support;
 mod trace;
 mod waybills;
+mod workers;
