@@ -854,16 +854,15 @@ async fn miss_section() {
             .map(|(_, v)| v.to_string())
     })
     .expect("config");
-    let workers = gtfs_fetch::server::http_workers(&config);
-    let listeners = gtfs_fetch::server::bind(config.listen, workers).expect("bind");
-    let addr = listeners.local_addr();
+    let listener = gtfs_fetch::server::bind(config.listen).expect("bind");
+    let addr = listener.local_addr().expect("addr");
     let app = gtfs_fetch::app::App::start(config, true)
         .await
         .expect("start the service");
     let router = gtfs_fetch::api::router(app.state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(gtfs_fetch::server::serve(
-        listeners,
+        listener,
         router,
         app.state.clone(),
         async move {
@@ -1009,7 +1008,6 @@ async fn miss_section() {
         us(hit50)
     );
     let _ = tx.send(());
-    let served = server.await;
+    let _ = server.await;
     app.stop().await.expect("stop");
-    drop(served);
 }

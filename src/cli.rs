@@ -189,27 +189,22 @@ pub fn run() -> ExitCode {
 
 /// The service, until a signal; exit 1 when its shutdown abandoned requests in flight.
 async fn serve(config: Config) -> Result<ExitCode> {
-    let listeners = server::bind(config.listen, server::http_workers(&config))?;
+    let listener = server::bind(config.listen)?;
     let app = App::start(config, true).await?;
     tracing::info!(
-        listen = %listeners.local_addr(),
-        http_workers = listeners.len(),
+        listen = %listener.local_addr()?,
         version = crate::build::VERSION,
         git_sha = crate::build::GIT_SHA,
         "gtfs-fetch listening"
     );
     let router = api::router(app.state.clone());
     let (shutdown, abort) = server::shutdown_signals()?;
-    let served = server::serve(listeners, router, app.state.clone(), shutdown, abort).await;
-    // The workers' runtimes stop after the application (`served` is dropped last): the
-    // database connections their handlers opened serve the application until it stops.
+    let served = server::serve(listener, router, app.state.clone(), shutdown, abort).await;
     app.stop().await?;
-    let served = served?;
-    let abandoned = served.drained.abandoned;
-    served.stop();
-    if abandoned > 0 {
+    let drained = served?;
+    if drained.abandoned > 0 {
         tracing::warn!(
-            abandoned,
+            abandoned = drained.abandoned,
             "exiting with code 1: requests in flight were abandoned"
         );
         return Ok(ExitCode::FAILURE);

@@ -93,10 +93,6 @@ macro_rules! settings {
 settings! {
     /// Address the HTTP API listens on.
     listen: SocketAddr = "0.0.0.0:8000".parse().unwrap(), "GTFS_LISTEN", ();
-    /// HTTP worker threads, each with its own single-threaded runtime and its own
-    /// listening socket on `listen` (SO_REUSEPORT: the kernel spreads the connections);
-    /// 0: one per available core.
-    http_workers: u32 = 0, "GTFS_HTTP_WORKERS", Range::count(0, 1024);
     /// Max idle pooled connections per OTP host, and max in-flight requests per host.
     connection_limit: usize = 50, "GTFS_CONNECTION_LIMIT", bounds::CONNECTIONS;
     /// Idle pooled connection lifetime; keep it below OTP's 30 s keep-alive timeout.

@@ -19,8 +19,6 @@ use super::types::REDACTED;
 pub struct EffectiveConfig {
     #[schema(example = "0.0.0.0:8000")]
     pub listen: String,
-    /// HTTP worker threads as configured; 0: one per available core.
-    pub http_workers: u32,
     pub connection_limit: u64,
     pub http_pool_idle_timeout: f64,
     pub http_tcp_keepalive: f64,

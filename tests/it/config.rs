@@ -30,7 +30,7 @@ fn err_key(file: &str, env: &[(&str, &str)]) -> String {
 fn built_in_defaults_are_the_design_table() {
     let c = shown(&Config::parse(None, |_| None).unwrap());
     let expected = json!({
-        "listen": "0.0.0.0:8000", "http_workers": 0, "connection_limit": 50, "http_pool_idle_timeout": 20.0,
+        "listen": "0.0.0.0:8000", "connection_limit": 50, "http_pool_idle_timeout": 20.0,
         "http_tcp_keepalive": 60.0, "http_connect_timeout": 2.0, "http_request_timeout": 30.0,
         "retry_attempts": 2, "retry_delay": 1.0, "rate_limit_delay": 0.05, "breaker_failures": 5,
         "breaker_open": 30.0, "cache_max_bytes": 268435456u64, "cache_ttl": 3600.0,

@@ -24,4 +24,3 @@ mod routes;
 mod support;
 mod trace;
 mod waybills;
-mod workers;

@@ -112,7 +112,7 @@ pub struct TestApp {
     pub state: AppState,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<anyhow::Result<server::Served>>>,
+    server: Option<JoinHandle<anyhow::Result<server::Drained>>>,
     app: Option<App>,
 }
 
@@ -134,20 +134,11 @@ impl TestApp {
     }
 
     /// Signals shutdown and waits for the server to drain and the app to stop.
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop_drained().await.map(|_| ())
-    }
-
-    /// [`TestApp::stop`], saying how the server stopped.
-    pub async fn stop_drained(mut self) -> anyhow::Result<server::Drained> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.signal_shutdown();
         let served = self.server.take().unwrap().await.expect("server task");
-        // The workers' runtimes stop after the app, as in `gtfs-fetch serve`.
         self.app.take().unwrap().stop().await?;
-        let served = served?;
-        let drained = served.drained;
-        served.stop();
-        Ok(drained)
+        served.map(|_| ())
     }
 
     /// Asks for a refresh of the (first) instance `sim` and waits for it to finish.
@@ -212,14 +203,14 @@ pub async fn spawn_app_with(vars: &[(&str, &str)], extra: Router) -> TestApp {
 
 /// The service for `config` (listening where it says), not waiting for readiness.
 pub async fn spawn_config(config: Config, extra: Router) -> TestApp {
-    let listeners = server::bind(config.listen, server::http_workers(&config)).expect("bind");
-    let addr = listeners.local_addr();
+    let listener = server::bind(config.listen).expect("bind");
+    let addr = listener.local_addr().unwrap();
     let app = App::start(config, true).await.expect("start the app");
     let state = app.state.clone();
     let router = api::router(state.clone()).merge(extra);
     let (tx, rx) = oneshot::channel();
     let server = tokio::spawn(server::serve(
-        listeners,
+        listener,
         router,
         state.clone(),
         async move {
