@@ -4,6 +4,12 @@
 //! TCP_NODELAY on every accepted socket (small responses leave at once instead of waiting
 //! for Nagle's algorithm).
 //!
+//! One listener, served by the process's multi-threaded runtime. nginx's model (a
+//! current-thread runtime per core, each with its own `SO_REUSEPORT` listener) was built
+//! and measured for issue 13 and did not pay: 1-4 % less CPU per cache hit, and a worse
+//! p99 under load, since a descheduled worker's connections cannot be stolen
+//! (BENCHMARKS.md, "One runtime per core, tried"; commit be27f27 has it).
+//!
 //! Shutdown, when the `shutdown` future given to [`serve`] resolves (the first SIGINT or
 //! SIGTERM in `serve`, see [`shutdown_signals`]): `/readyz` turns 503 at once; after
 //! `shutdown_drain` the listener closes and idle connections are closed; requests in
