@@ -354,22 +354,36 @@ async fn insert_version(
         version: v.version.to_owned(),
         replica: v.replica.to_owned(),
     };
-    let payload = serde_json::to_string(&notice).context("cannot write the notification")?;
-    if payload.len() <= MAX_PAYLOAD {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(VERSION_CHANNEL)
-            .bind(&payload)
-            .execute(&mut *tx)
-            .await
-            .context("cannot announce the new version")?;
-    } else {
-        // Other replicas find it on their next interval's catch-up.
-        tracing::warn!(
-            gtfs_id = v.gtfs_id,
-            "the new version's notification is too long to send"
-        );
-    }
+    // Too long to send: the other replicas find it on their next interval's catch-up.
+    announce(tx, VERSION_CHANNEL, &notice).await?;
     Ok(id)
+}
+
+/// Sends `notice` on `channel` when `tx` commits (PostgreSQL delivers it only then), unless
+/// it is too long for a notification: then it is logged, and the transaction goes on.
+async fn announce(
+    tx: &mut PgConnection,
+    channel: &str,
+    notice: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+
+    let payload = serde_json::to_string(notice).context("cannot write the notification")?;
+    if payload.len() > MAX_PAYLOAD {
+        tracing::warn!(
+            channel,
+            bytes = payload.len(),
+            "a notification too long to send"
+        );
+        return Ok(());
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(&payload)
+        .execute(&mut *tx)
+        .await
+        .with_context(|| format!("cannot notify {channel}"))?;
+    Ok(())
 }
 
 /// Stores a zip version: the zip (unless already stored, by sha256), its version row,
@@ -506,16 +520,8 @@ pub async fn store_route_read(db: &Db, read: &RouteRead<'_>) -> anyhow::Result<b
             blob: sha,
             replica: read.replica.to_owned(),
         };
-        let payload = serde_json::to_string(&notice).context("cannot write the notification")?;
-        // A route id too long to announce is stored all the same; the others fetch it.
-        if payload.len() <= MAX_PAYLOAD {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(ROUTE_READ_CHANNEL)
-                .bind(&payload)
-                .execute(&mut *tx)
-                .await
-                .context("cannot announce the route")?;
-        }
+        // Too long to send: stored all the same; the others ask OTP for it.
+        announce(&mut tx, ROUTE_READ_CHANNEL, &notice).await?;
     }
     tx.commit().await.context("cannot commit")?;
     Ok(stored)

@@ -498,18 +498,24 @@ async fn route_row(app: &TestApp, gtfs_id: &str, route_id: &str) -> Option<(Stri
     .unwrap()
 }
 
-#[tokio::test]
-async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawled_one() {
-    use gtfs_fetch::db::feed_store::{RouteRead, read_blob, store_route_read};
-
-    let sim = OtpSim::start(&["bart"]).await;
-    let app = spawn_loaded(sim_config(
+/// A service on `sim`'s otp2 API with its route details read through on demand (not
+/// crawled), once loaded.
+async fn read_through(sim: &OtpSim) -> TestApp {
+    spawn_loaded(sim_config(
         &sim.url(),
         "otp2",
         "prefetch_routes = false",
         &[("GTFS_RATE_LIMIT_DELAY", "0"), ("GTFS_RETRY_ATTEMPTS", "0")],
     ))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawled_one() {
+    use gtfs_fetch::db::feed_store::{RouteRead, read_blob, store_route_read};
+
+    let sim = OtpSim::start(&["bart"]).await;
+    let app = read_through(&sim).await;
     let version = feed(&ok(&app, "/feeds").await, "bart")["version"]
         .as_str()
         .unwrap()
@@ -587,13 +593,7 @@ async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawle
 #[tokio::test]
 async fn route_details_read_through_before_a_restart_are_served_stale_while_otp_is_down() {
     let sim = OtpSim::start(&["bart"]).await;
-    let first = spawn_loaded(sim_config(
-        &sim.url(),
-        "otp2",
-        "prefetch_routes = false",
-        &[("GTFS_RATE_LIMIT_DELAY", "0"), ("GTFS_RETRY_ATTEMPTS", "0")],
-    ))
-    .await;
+    let first = read_through(&sim).await;
     let config = first.state.config.clone();
     let list = ok(&first, &with_query(&routes_path("bart"), &[("limit", "2")])).await;
     let ids: Vec<&str> = list["routes"]
