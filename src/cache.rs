@@ -291,6 +291,18 @@ impl RouteCache {
         Ok(Lookup::Miss(entry))
     }
 
+    /// The entry for `key` if it is cached and fresh, counted as a hit; `None` (and
+    /// nothing counted) otherwise, for [`RouteCache::get`] to settle. For the cache hits
+    /// answered before the router (`crate::api::routes::detail_hit`).
+    pub async fn fresh(&self, key: &RouteKey) -> Option<Arc<CachedRoute>> {
+        let entry = self.cache.get(key).await?;
+        if !entry.is_fresh(Instant::now()) {
+            return None;
+        }
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(entry)
+    }
+
     /// Puts `entry` under `key`, replacing what was there (an answer another replica
     /// built, `crate::refresh::reads`).
     pub async fn put(&self, key: RouteKey, entry: CachedRoute) {

@@ -21,7 +21,8 @@
 //!   application: database, scheduler, background tasks.
 //! - [`state`]: [`state::AppState`], the one cheap-to-clone handle every handler and task
 //!   gets, each field saying what it is for and who changes it.
-//! - [`server`]: the listener (SO_REUSEADDR, TCP_NODELAY) and graceful shutdown.
+//! - [`server`]: the listener (SO_REUSEADDR, TCP_NODELAY), the front service that answers
+//!   fresh route detail cache hits before the router, and graceful shutdown.
 //! - [`api`]: the HTTP API, one `router()` per area, one error type
 //!   ([`api::ApiError`], problem+json), request ids, metrics and `Server-Timing`.
 //!   - [`api::routes`]: the route query API, answered from the cache.

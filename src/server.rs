@@ -4,6 +4,13 @@
 //! TCP_NODELAY on every accepted socket (small responses leave at once instead of waiting
 //! for Nagle's algorithm).
 //!
+//! Every connection runs one front service ([`Front`]): it counts the request in flight,
+//! answers a fresh route detail cache hit itself (the hottest request there is: see
+//! [`crate::api::routes::detail_hit`], which gives the router's answer byte for byte),
+//! and hands everything else to the router with the client's address (`ConnectInfo`).
+//! Measured for issue 13: the router, the extractors and the two middlewares cost more
+//! than half of a 304 hit's instructions (BENCHMARKS.md, "The floor of the stack").
+//!
 //! One listener, served by the process's multi-threaded runtime. nginx's model (a
 //! current-thread runtime per core, each with its own `SO_REUSEPORT` listener) was built
 //! and measured for issue 13 and did not pay: 1-4 % less CPU per cache hit, and a worse
@@ -24,14 +31,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::convert::Infallible;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
-use axum::serve::ListenerExt;
+use axum::serve::{IncomingStream, Listener, ListenerExt};
+use futures::future::BoxFuture;
 use tokio::net::{TcpListener, TcpSocket};
+use tower::{Service, ServiceExt};
 
+use crate::api::layers::Observation;
+use crate::api::routes::{DETAIL_ROUTE, detail_hit};
 use crate::state::AppState;
 
 /// Binds `addr` with SO_REUSEADDR and TCP_NODELAY (Linux passes the latter on to accepted
@@ -63,7 +77,7 @@ pub struct Drained {
     pub abandoned: usize,
 }
 
-/// Requests in flight, counted by a middleware around every request.
+/// Requests in flight, counted by [`Front`] around every request.
 #[derive(Debug, Clone, Default)]
 struct InFlight(Arc<AtomicUsize>);
 
@@ -86,9 +100,74 @@ impl InFlight {
     }
 }
 
-async fn count_in_flight(State(in_flight): State<InFlight>, req: Request, next: Next) -> Response {
-    let _guard = in_flight.enter();
-    next.run(req).await
+/// The service each connection runs (module docs); one per connection, cheap to clone.
+#[derive(Clone)]
+struct Front {
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+}
+
+/// What every connection's [`Front`] shares.
+struct Shared {
+    router: Router,
+    state: AppState,
+    in_flight: InFlight,
+    /// Whether cache hits are answered before the router: not when CORS is configured,
+    /// since its layer, inside the router, must see every answer.
+    hits: bool,
+}
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let (shared, remote) = (self.shared.clone(), self.remote);
+        Box::pin(async move {
+            let _guard = shared.in_flight.enter();
+            let (mut parts, body) = req.into_parts();
+            if shared.hits {
+                let start = Instant::now();
+                if let Some(mut response) = detail_hit(&shared.state, &parts).await {
+                    Observation::begin(&parts, DETAIL_ROUTE, start)
+                        .finish(&shared.state, &mut response);
+                    return Ok(response);
+                }
+            }
+            parts.extensions.insert(ConnectInfo(remote));
+            shared
+                .router
+                .clone()
+                .oneshot(Request::from_parts(parts, body))
+                .await
+        })
+    }
+}
+
+/// Makes the [`Front`] of each accepted connection.
+#[derive(Clone)]
+struct MakeFront(Arc<Shared>);
+
+impl<L: Listener<Addr = SocketAddr>> Service<IncomingStream<'_, L>> for MakeFront {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(Front {
+            shared: self.0.clone(),
+            remote: *incoming.remote_addr(),
+        }))
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains as described in
@@ -104,10 +183,12 @@ pub async fn serve(
     let drain = state.config.shutdown_drain;
     let deadline = state.config.shutdown_timeout;
     let in_flight = InFlight::default();
-    let router = router.layer(middleware::from_fn_with_state(
-        in_flight.clone(),
-        count_in_flight,
-    ));
+    let front = MakeFront(Arc::new(Shared {
+        router,
+        hits: crate::api::cors::layer(&state.config).is_none(),
+        state: state.clone(),
+        in_flight: in_flight.clone(),
+    }));
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!("cannot set TCP_NODELAY on an accepted socket: {e}");
@@ -125,11 +206,7 @@ pub async fn serve(
         tracing::info!("closing the listener; waiting for requests in flight");
         let _ = closing_tx.send(());
     };
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
+    let server = axum::serve(listener, front).with_graceful_shutdown(signal);
     let overdue = async move {
         if closing_rx.await.is_err() {
             std::future::pending::<()>().await;

@@ -1,5 +1,7 @@
 //! The one layer every response goes through, `observe`: the request id, the request's
-//! tracing span and its log line, the metrics, and `Server-Timing`.
+//! tracing span and its log line, the metrics, and `Server-Timing`. Its work is done by
+//! [`Observation`], which the server's front service also uses for the cache hits it
+//! answers before the router (`crate::server`), so those are observed the same way.
 //!
 //! One middleware rather than a stack of tower layers (request id set, request id
 //! propagated, trace, metrics) because a cache hit is a few microseconds of work and each
@@ -73,8 +75,8 @@ pub(crate) fn with_layers(router: Router, state: AppState) -> Router {
 }
 
 /// The client's request id, or a new random UUID.
-fn request_id(req: &Request) -> HeaderValue {
-    if let Some(id) = req.headers().get(&REQUEST_ID) {
+fn request_id(req: &Parts) -> HeaderValue {
+    if let Some(id) = req.headers.get(&REQUEST_ID) {
         return id.clone();
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
@@ -83,56 +85,89 @@ fn request_id(req: &Request) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// What `observe` notes of a request when it starts, to finish with its response: the
+/// same for the router's answers and for the cache hits answered before it
+/// (`crate::server`'s front service, [`super::routes::detail_hit`]).
+pub(crate) struct Observation {
+    start: Instant,
+    id: HeaderValue,
+    method: &'static str,
+    route: &'static str,
+    span: tracing::Span,
+}
+
+impl Observation {
+    /// Starts observing `req`, received at `start` and answered by the route template
+    /// `route`.
+    pub(crate) fn begin(req: &Parts, route: &'static str, start: Instant) -> Observation {
+        let id = request_id(req);
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or("-"),
+            method = %req.method,
+            path = %req.uri.path(),
+        );
+        Observation {
+            start,
+            id,
+            method: telemetry::method_label(&req.method),
+            route,
+            span,
+        }
+    }
+
+    /// Logs, counts and stamps `response` (module docs, steps 2 to 4).
+    pub(crate) fn finish(self, state: &AppState, response: &mut Response) {
+        let elapsed = self.start.elapsed();
+        let status = response.status().as_u16();
+        self.span.in_scope(|| {
+            tracing::info!(
+                status,
+                latency_us = elapsed.as_micros() as u64,
+                "finished processing request"
+            )
+        });
+        let write = match (self.method, self.route) {
+            ("POST", "/waybills") => Some("create"),
+            ("PATCH", "/waybills/{id}") => Some("change"),
+            _ => None,
+        };
+        if let Some(op) = write {
+            state.metrics.observe_waybill_write(op, status);
+        }
+        let timing = response
+            .extensions_mut()
+            .remove::<ServerTiming>()
+            .unwrap_or_default();
+        let headers = response.headers_mut();
+        timing.write(headers, elapsed);
+        headers.entry(&REQUEST_ID).or_insert(self.id);
+        state.metrics.observe_http(
+            HttpLabels {
+                method: self.method,
+                route: self.route,
+                status,
+            },
+            elapsed,
+        );
+    }
+}
+
 /// The middleware (module docs).
-async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let id = request_id(&req);
-    let method = telemetry::method_label(req.method());
-    let route = req
-        .extensions()
+    let (mut parts, body) = req.into_parts();
+    let route = parts
+        .extensions
         .get::<MatchedPath>()
         .map_or("unmatched", |p| telemetry::route_label(p.as_str()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or("-"),
-        method = %req.method(),
-        path = %req.uri().path(),
-    );
-    req.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-    req.extensions_mut().insert(RequestId(id.clone()));
-
-    let mut response = next.run(req).instrument(span.clone()).await;
-    let elapsed = start.elapsed();
-    let status = response.status().as_u16();
-    span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_us = elapsed.as_micros() as u64,
-            "finished processing request"
-        )
-    });
-    let write = match (method, route) {
-        ("POST", "/waybills") => Some("create"),
-        ("PATCH", "/waybills/{id}") => Some("change"),
-        _ => None,
-    };
-    if let Some(op) = write {
-        state.metrics.observe_waybill_write(op, status);
-    }
-    let timing = response
-        .extensions_mut()
-        .remove::<ServerTiming>()
-        .unwrap_or_default();
-    let headers = response.headers_mut();
-    timing.write(headers, elapsed);
-    headers.entry(&REQUEST_ID).or_insert(id);
-    state.metrics.observe_http(
-        HttpLabels {
-            method,
-            route,
-            status,
-        },
-        elapsed,
-    );
+    let observation = Observation::begin(&parts, route, start);
+    let id = observation.id.clone();
+    parts.headers.insert(REQUEST_ID.clone(), id.clone());
+    parts.extensions.insert(RequestId(id));
+    let span = observation.span.clone();
+    let req = Request::from_parts(parts, body);
+    let mut response = next.run(req).instrument(span).await;
+    observation.finish(&state, &mut response);
     response
 }

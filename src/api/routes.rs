@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -456,12 +457,59 @@ async fn route_detail(
         );
     }
     timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
-    let mut response = negotiated(&state, &conditional, &key, cached).await;
+    let response = negotiated(&state, &conditional, &key, cached).await;
+    Ok(detail_answer(response, &lookup, timing))
+}
+
+static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+
+/// The route template [`route_detail`] answers, for the metrics of [`detail_hit`].
+pub const DETAIL_ROUTE: &str = "/feeds/{gtfs_id}/routes/{route_id}";
+
+/// `response` to a route detail lookup, with the headers saying how it was found.
+fn detail_answer(mut response: Response, lookup: &Lookup, timing: ServerTiming) -> Response {
     let h = response.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static(lookup.label()));
-    h.insert(header::AGE, HeaderValue::from(cached.age()));
+    h.insert(&X_CACHE, HeaderValue::from_static(lookup.label()));
+    h.insert(header::AGE, HeaderValue::from(lookup.entry().age()));
     response.extensions_mut().insert(timing);
-    Ok(response)
+    response
+}
+
+/// [`route_detail`]'s answer to `req` when it is a plain `GET` of a route detail that is
+/// cached, fresh and already has the form the client asks for: the same answer, without
+/// the router, the extractors and the middleware (the front service in `crate::server`
+/// calls this before the router; `crate::api::layers::Observation` does the middleware's
+/// part). `None` for anything else, which the router then answers: other methods, a
+/// segment with a percent sign, a feed or route not cached, a stale entry, a compressed
+/// form still to be made.
+pub async fn detail_hit(state: &AppState, req: &Parts) -> Option<Response> {
+    if req.method != axum::http::Method::GET {
+        return None;
+    }
+    let (gtfs_id, route_id) = detail_path(req.uri.path())?;
+    let started = Instant::now();
+    let loaded = state.feeds.get(gtfs_id)?.current()?;
+    let key = RouteKey::new(gtfs_id, route_id, &loaded.version);
+    let cached = state.cache.fresh(&key).await?;
+    let conditional = Conditional::from_headers(&req.headers);
+    let encoded = cached.encoded();
+    if encoded.is_none() && negotiate::wants_coding(&conditional) {
+        return None;
+    }
+    let mut timing = ServerTiming::default();
+    timing.record("cache", started.elapsed());
+    let response = negotiate::answer(&conditional, &cached.body, &cached.etag, encoded);
+    Some(detail_answer(response, &Lookup::Hit(cached), timing))
+}
+
+/// `(gtfs_id, route_id)` of `/feeds/{gtfs_id}/routes/{route_id}`, when both segments are
+/// non-empty and need no percent-decoding.
+fn detail_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/feeds/")?;
+    let (gtfs_id, rest) = rest.split_once('/')?;
+    let route_id = rest.strip_prefix("routes/")?;
+    let plain = |s: &str| !s.is_empty() && !s.contains(['/', '%']);
+    (plain(gtfs_id) && plain(route_id)).then_some((gtfs_id, route_id))
 }
 
 /// Builds a route's answer: from the snapshot or the prefetched index when the feed has

@@ -12,6 +12,7 @@ mod docs;
 mod encoding;
 mod feed_store;
 mod fetch;
+mod hits;
 mod lifecycle;
 mod openapi;
 mod ops;
