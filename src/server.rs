@@ -133,9 +133,12 @@ impl Service<Request> for Front {
             let (mut parts, body) = req.into_parts();
             if shared.hits {
                 let start = Instant::now();
-                if let Some(mut response) = detail_hit(&shared.state, &parts).await {
-                    Observation::begin(&parts, DETAIL_ROUTE, start)
-                        .finish(&shared.state, &mut response);
+                if let Some((mut response, timing)) = detail_hit(&shared.state, &parts).await {
+                    Observation::begin(&parts, DETAIL_ROUTE, start).finish_timed(
+                        &shared.state,
+                        &mut response,
+                        &timing,
+                    );
                     return Ok(response);
                 }
             }

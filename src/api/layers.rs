@@ -116,8 +116,23 @@ impl Observation {
         }
     }
 
-    /// Logs, counts and stamps `response` (module docs, steps 2 to 4).
+    /// Logs, counts and stamps `response` (module docs, steps 2 to 4), with the phases
+    /// its handler put in its extensions.
     pub(crate) fn finish(self, state: &AppState, response: &mut Response) {
+        let timing = response
+            .extensions_mut()
+            .remove::<ServerTiming>()
+            .unwrap_or_default();
+        self.finish_timed(state, response, &timing);
+    }
+
+    /// [`Observation::finish`] with the handler's phases given here.
+    pub(crate) fn finish_timed(
+        self,
+        state: &AppState,
+        response: &mut Response,
+        timing: &ServerTiming,
+    ) {
         let elapsed = self.start.elapsed();
         let status = response.status().as_u16();
         self.span.in_scope(|| {
@@ -135,10 +150,6 @@ impl Observation {
         if let Some(op) = write {
             state.metrics.observe_waybill_write(op, status);
         }
-        let timing = response
-            .extensions_mut()
-            .remove::<ServerTiming>()
-            .unwrap_or_default();
         let headers = response.headers_mut();
         timing.write(headers, elapsed);
         headers.entry(&REQUEST_ID).or_insert(self.id);

@@ -457,8 +457,10 @@ async fn route_detail(
         );
     }
     timing.record("cache", started.elapsed().saturating_sub(cached.load_time));
-    let response = negotiated(&state, &conditional, &key, cached).await;
-    Ok(detail_answer(response, &lookup, timing))
+    let mut response = negotiated(&state, &conditional, &key, cached).await;
+    detail_headers(&mut response, &lookup);
+    response.extensions_mut().insert(timing);
+    Ok(response)
 }
 
 static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
@@ -466,23 +468,22 @@ static X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 /// The route template [`route_detail`] answers, for the metrics of [`detail_hit`].
 pub const DETAIL_ROUTE: &str = "/feeds/{gtfs_id}/routes/{route_id}";
 
-/// `response` to a route detail lookup, with the headers saying how it was found.
-fn detail_answer(mut response: Response, lookup: &Lookup, timing: ServerTiming) -> Response {
+/// The headers saying how a route detail was found.
+fn detail_headers(response: &mut Response, lookup: &Lookup) {
     let h = response.headers_mut();
     h.insert(&X_CACHE, HeaderValue::from_static(lookup.label()));
     h.insert(header::AGE, HeaderValue::from(lookup.entry().age()));
-    response.extensions_mut().insert(timing);
-    response
 }
 
 /// [`route_detail`]'s answer to `req` when it is a plain `GET` of a route detail that is
-/// cached, fresh and already has the form the client asks for: the same answer, without
-/// the router, the extractors and the middleware (the front service in `crate::server`
+/// cached, fresh and already has the form the client asks for: the same answer (its
+/// `Server-Timing` phases apart, rather than in its extensions), without the router, the
+/// extractors and the middleware (the front service in `crate::server`
 /// calls this before the router; `crate::api::layers::Observation` does the middleware's
 /// part). `None` for anything else, which the router then answers: other methods, a
 /// segment with a percent sign, a feed or route not cached, a stale entry, a compressed
 /// form still to be made.
-pub async fn detail_hit(state: &AppState, req: &Parts) -> Option<Response> {
+pub async fn detail_hit(state: &AppState, req: &Parts) -> Option<(Response, ServerTiming)> {
     if req.method != axum::http::Method::GET {
         return None;
     }
@@ -498,8 +499,9 @@ pub async fn detail_hit(state: &AppState, req: &Parts) -> Option<Response> {
     }
     let mut timing = ServerTiming::default();
     timing.record("cache", started.elapsed());
-    let response = negotiate::answer(&conditional, &cached.body, &cached.etag, encoded);
-    Some(detail_answer(response, &Lookup::Hit(cached), timing))
+    let mut response = negotiate::answer(&conditional, &cached.body, &cached.etag, encoded);
+    detail_headers(&mut response, &Lookup::Hit(cached));
+    Some((response, timing))
 }
 
 /// `(gtfs_id, route_id)` of `/feeds/{gtfs_id}/routes/{route_id}`, when both segments are
