@@ -57,7 +57,7 @@
 //!   files packed as a zip for the same reader). A large zip is spooled to a temporary
 //!   file on its way from the download to the build and the store ([`feed::spool`]).
 //!   A snapshot is made in three steps, a module each: [`feed::read`] (the zip's bytes to
-//!   the tables used, with the repairs and [`feed::read::FeedError`]), [`feed::network`]
+//!   the tables used, with the repairs and [`feed::error::FeedError`]), [`feed::network`]
 //!   (those tables to routes, patterns and trips) and [`feed::snapshot`] (the immutable
 //!   [`feed::snapshot::FeedSnapshot`] and its queries).
 //! - [`cache`]: the route cache (moka, weighted by size, keyed by feed version) of route

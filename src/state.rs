@@ -15,6 +15,10 @@ use crate::feed::store::FeedStore;
 use crate::otp::instance::InstanceRuntime;
 use crate::telemetry::Metrics;
 
+/// Stores of route details read through on demand running at once, per replica
+/// (`crate::refresh::reads::share`); a read beyond them is not shared.
+pub const ROUTE_READ_STORES: usize = 2;
+
 /// Shared state of the service: one `Arc`, cheap to clone; every handler and background
 /// task gets one. Read-only after start-up except where a field says who changes it.
 #[derive(Clone, Debug)]
@@ -40,7 +44,7 @@ pub struct Inner {
     /// (`crate::db::feed_store::retention`), which deletes the versions no longer kept.
     pub store_retention: Arc<tokio::sync::Notify>,
     /// Permits for storing route details read through on demand, for the other replicas
-    /// (`crate::refresh::reads::share`).
+    /// (`crate::refresh::reads::share`): [`ROUTE_READ_STORES`].
     pub route_reads: Arc<tokio::sync::Semaphore>,
     /// This replica's name among those sharing the database: `replica_id` when
     /// configured, else made at start-up ([`make_replica_id`]). Never changes.
@@ -80,7 +84,7 @@ impl AppState {
             instances,
             feeds,
             store_retention: Arc::new(tokio::sync::Notify::new()),
-            route_reads: crate::refresh::reads::writers(),
+            route_reads: Arc::new(tokio::sync::Semaphore::new(ROUTE_READ_STORES)),
             started_at: Instant::now(),
             shutting_down: AtomicBool::new(false),
         })))

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::read::FeedError;
+use super::error::FeedError;
 
 /// The `.txt` files of a feed directory, read whole, in name order.
 #[derive(Debug, Clone, PartialEq, Eq)]

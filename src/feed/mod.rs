@@ -7,7 +7,8 @@
 //! - [`snapshot`]: an immutable in-memory [`snapshot::FeedSnapshot`] built from a GTFS zip's
 //!   bytes, and its queries. It is built in two steps, one module each:
 //!   - [`read`]: the zip's bytes to the tables used, with the repairs and the
-//!     [`read::FeedError`] that says what is wrong with a feed;
+//!     [`error::FeedError`] that says what is wrong with a feed (its own module, since
+//!     every step of the build returns it);
 //!   - [`network`]: those tables to routes, patterns and trips, in named steps, with
 //!     `stop_times.txt` read as a stream ([`stop_times`]) and folded trip by trip.
 //! - [`spool`]: a zip's bytes between where they come from and the build and the store,
@@ -15,12 +16,13 @@
 //! - [`dir`]: a feed kept as a directory of `.txt` files: its version (a sha256 over the
 //!   files) and the files packed as a zip for the same reader.
 //!
-//! Imports run one way: `snapshot` → `network` → `stop_times` → `read`, all → `model`;
-//! `dir` → `read`; `snapshot`, `stop_times` and `read` → `spool`, which imports nothing of
-//! the feed's.
+//! Imports run one way: `snapshot` → `network` → `read` → `stop_times`, all → `model`
+//! and `error`; `dir` → `read`; `snapshot`, `stop_times` and `read` → `spool`, which
+//! imports nothing of the feed's.
 
 pub mod calendar;
 pub mod dir;
+pub mod error;
 pub mod model;
 pub mod network;
 pub mod read;

@@ -25,11 +25,12 @@ use gtfs_structures::{
 use serde::Serialize;
 
 use super::calendar::ServiceCalendar;
+use super::error::FeedError;
 use super::model::{
     AgencyInfo, FrequencyWindow, Pattern, RouteDetail, RouteSummary, StopRef, TripInfo,
     mode_of_route_type, sort_routes,
 };
-use super::read::{FeedError, Tables};
+use super::read::Tables;
 use super::stop_times::{RowCount, StopTimeRow, StopTimesFile};
 
 /// Row counts of the feed's files (rows, not distinct ids), plus what the snapshot derived.

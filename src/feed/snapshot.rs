@@ -24,9 +24,10 @@ use std::ops::Range;
 use jiff::civil::Date;
 
 use super::calendar::ServiceCalendar;
+use super::error::FeedError;
 use super::model::{AgencyInfo, RouteDetail, RouteSummary, TripInfo};
 use super::network::{self, Budget, FeedCounts, Parts};
-use super::read::{self, FeedError};
+use super::read;
 use super::spool::ZipBytes;
 
 /// One feed, immutable once built; share it behind an `Arc`.

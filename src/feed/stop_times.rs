@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 use gtfs_structures::{ContinuousPickupDropOff, PickupDropOffType, TicketingType, TimepointType};
 use serde::{Deserialize, Deserializer};
 
-use super::read::FeedError;
+use super::error::FeedError;
 use super::spool::ZipBytes;
 
 /// The file's name in the zip and in errors.

@@ -5,8 +5,9 @@
 //! - [`share`]: after a read-through fetch (`crate::api::routes`), off the request path,
 //!   the detail's JSON is stored as a route row of the feed version it was read at, its
 //!   `read_at` set (`crate::db::feed_store::store_route_read`), and announced (`NOTIFY
-//!   gtfs_fetch_route_read`, delivered when it commits). At most [`WRITERS`] stores run at
-//!   once; a read beyond them is not shared, and the others fetch it themselves when asked.
+//!   gtfs_fetch_route_read`, delivered when it commits). At most [`ROUTE_READ_STORES`]
+//!   stores run at once; a read beyond them is not shared, and the others fetch it
+//!   themselves when asked.
 //! - [`on_notice`] (called by `super::follow`'s listener): a replica serving that version
 //!   reads the blob and puts it in its route cache, fresh for `cache_ttl` from then,
 //!   replacing its own entry. So a background revalidation on one replica refreshes the
@@ -19,24 +20,14 @@
 //!   of OTP again in the background. They go with their version when the retention
 //!   deletes it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::cache::{CachedRoute, RouteKey};
 use crate::db::feed_store::{self, RouteRead};
 use crate::db::replicas::RouteReadNotice;
-use crate::state::AppState;
-
-/// Stores of read-through details running at once, per replica.
-pub const WRITERS: usize = 2;
-
-/// The limit on stores running at once: one per replica, in [`AppState`].
-pub fn writers() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(WRITERS))
-}
+use crate::state::{AppState, ROUTE_READ_STORES};
 
 /// Stores and announces `json`, the detail of `route_id` that this replica just read
 /// from OTP for version `version` of feed `gtfs_id` of `instance`, in a task of its own.
@@ -52,7 +43,7 @@ pub fn share(
         tracing::debug!(
             gtfs_id,
             route_id,
-            "{WRITERS} route details being stored already: not sharing this one"
+            "{ROUTE_READ_STORES} route details being stored already: not sharing this one"
         );
         return;
     };
