@@ -498,6 +498,13 @@ async fn route_row(app: &TestApp, gtfs_id: &str, route_id: &str) -> Option<(Stri
     .unwrap()
 }
 
+/// The ids of the first two routes of feed `gtfs_id`, in the API's order.
+async fn first_two_routes(app: &TestApp, gtfs_id: &str) -> (String, String) {
+    let list = ok(app, &with_query(&routes_path(gtfs_id), &[("limit", "2")])).await;
+    let id = |i: usize| list["routes"][i]["route_id"].as_str().unwrap().to_owned();
+    (id(0), id(1))
+}
+
 /// A service on `sim`'s otp2 API with its route details read through on demand (not
 /// crawled), once loaded.
 async fn read_through(sim: &OtpSim) -> TestApp {
@@ -520,14 +527,8 @@ async fn a_route_read_through_is_stored_with_its_version_but_never_over_a_crawle
         .as_str()
         .unwrap()
         .to_owned();
-    let list = ok(&app, &with_query(&routes_path("bart"), &[("limit", "2")])).await;
-    let ids: Vec<&str> = list["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["route_id"].as_str().unwrap())
-        .collect();
-    let (read, crawled) = (ids[0], ids[1]);
+    let (read, crawled) = first_two_routes(&app, "bart").await;
+    let (read, crawled) = (read.as_str(), crawled.as_str());
     assert_eq!(route_row(&app, "bart", read).await, None, "nothing crawled");
 
     // A client's read goes through to OTP; the detail is stored off the request's path.
@@ -595,14 +596,8 @@ async fn route_details_read_through_before_a_restart_are_served_stale_while_otp_
     let sim = OtpSim::start(&["bart"]).await;
     let first = read_through(&sim).await;
     let config = first.state.config.clone();
-    let list = ok(&first, &with_query(&routes_path("bart"), &[("limit", "2")])).await;
-    let ids: Vec<&str> = list["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["route_id"].as_str().unwrap())
-        .collect();
-    let (read, never_read) = (ids[0], ids[1]);
+    let (read, never_read) = first_two_routes(&first, "bart").await;
+    let (read, never_read) = (read.as_str(), never_read.as_str());
     let detail = ok(&first, &route_path("bart", read)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while route_row(&first, "bart", read).await.is_none() {
